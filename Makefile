@@ -1,0 +1,39 @@
+# corl: two commands on a fresh machine, `make test` and `make demo`.
+# Both create .venv when it is missing and install the whole stack idempotently: the stamp
+# file is rebuilt only when pyproject.toml or this Makefile change.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.corl-installed
+# The CPU wheel of torch that this kind of machine has on disk; override for a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install test demo bench clean-venv
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml Makefile | $(PY)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test]"
+	# Packages whose metadata pins what does not build on Python 3.11 (see README, Install).
+	$(PIP) install -q --no-deps safety-gymnasium==0.4.0 dsrl==0.1.0
+	$(PY) -c "import corl.envs.compat as c; c.import_dsrl(); print('corl stack installed')"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests
+
+demo: install
+	$(VENV)/bin/corl demo
+
+bench: install
+	$(PY) bench/bench_dataset_load.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -56,6 +56,61 @@ def shim_is_installed() -> bool:
     return _installed
 
 
+class QuietFd:
+    """Silence a stream's file descriptor (PyBullet's start-up banner), under any host.
+
+    bullet-safety-gym's own ``RedirectStream`` assumes ``sys.stdout`` is the process's real
+    stdout: it calls ``fileno()`` (which a test runner's or notebook's stream lacks) and looks
+    up the C symbol named after the stream (which fails under pytest's capture). This drop-in
+    redirects the descriptor when there is one, flushes every C stream with ``fflush(NULL)``,
+    and does nothing when the stream has no descriptor.
+    """
+
+    def __init__(self, stream=None, file: str = os.devnull) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.file = file
+        self.saved_fd: int | None = None
+
+    def __enter__(self) -> "QuietFd":
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return self  # io.UnsupportedOperation is an OSError/ValueError subclass
+        self.stream.flush()
+        self.target = open(self.file, "w")
+        self.fd = fd
+        self.saved_fd = os.dup(fd)
+        os.dup2(self.target.fileno(), fd)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.saved_fd is None:
+            return
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+        os.dup2(self.saved_fd, self.fd)
+        os.close(self.saved_fd)
+        self.target.close()
+        self.saved_fd = None
+
+
+def install_bullet_stream_fix() -> None:
+    """Replace bullet-safety-gym's ``RedirectStream`` with :class:`QuietFd` (idempotent).
+
+    builder.py also uses it at import time (around ``import pybullet``), so it is imported with
+    the interpreter's original streams in place first.
+    """
+    saved = sys.stdout, sys.stderr
+    if sys.__stdout__ is not None and sys.__stderr__ is not None:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    try:
+        from bullet_safety_gym.envs import builder
+    finally:
+        sys.stdout, sys.stderr = saved
+    builder.RedirectStream = QuietFd
+
+
 @functools.lru_cache(maxsize=None)
 def import_dsrl():
     """Import dsrl (and with it safety-gymnasium's and bullet-safety-gym's task registrations).
@@ -69,6 +124,8 @@ def import_dsrl():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import bullet_safety_gym  # noqa: F401  registers Safety*-v0 bullet tasks
+
+        install_bullet_stream_fix()
         import safety_gymnasium  # noqa: F401  registers Safety* gymnasium tasks
         import dsrl  # noqa: F401
         import dsrl.offline_bullet_safety_gym  # noqa: F401

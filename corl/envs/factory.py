@@ -27,6 +27,20 @@ class CostInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class SeedGlobalNumpyOnReset(gym.Wrapper):
+    """Make bullet-safety-gym resets reproducible.
+
+    Its tasks and agents draw start positions and joint noise from numpy's *global* RNG
+    (``np.random.uniform``), ignoring ``reset(seed=...)``. This wrapper seeds the global RNG
+    whenever a seed is passed, so the same seed gives the same episode.
+    """
+
+    def reset(self, *, seed: int | None = None, options=None):
+        if seed is not None:
+            np.random.seed(seed % (2**32))
+        return self.env.reset(seed=seed, options=options)
+
+
 def _resolve(task: TaskSpec | str) -> TaskSpec:
     return get_task(task) if isinstance(task, str) else task
 
@@ -39,6 +53,8 @@ def make_env(task: TaskSpec | str, seed: int | None = None, **kwargs: Any) -> gy
         warnings.simplefilter("ignore")
         env = gym.make(spec.env_id, disable_env_checker=True, **kwargs)
     env = CostInInfo(env)
+    if spec.family == "bullet":
+        env = SeedGlobalNumpyOnReset(env)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)

@@ -50,6 +50,8 @@ def read_hdf5_arrays(path: str | Path, keys: tuple[str, ...] | None = None) -> t
         for key in names:
             if key not in handle:
                 continue
+            if not isinstance(handle[key], h5py.Dataset):
+                raise DatasetError(f"{path}: key '{key}' is an HDF5 group, expected a dataset")
             try:
                 arrays[key] = handle[key][()]
             except (OSError, KeyError, ValueError) as exc:
@@ -84,11 +86,11 @@ def write_dsrl(dataset: TransitionDataset, path: str | Path, compression: str | 
             for key in FLOAT_KEYS:
                 value = np.ascontiguousarray(arrays[key], dtype=np.float32)
                 chunks = (min(len(value), 65536),) + value.shape[1:] if len(value) else None
-                handle.create_dataset(key, data=value, compression=compression, chunks=chunks)
+                handle.create_dataset(key, data=value, compression=compression, shuffle=compression is not None, chunks=chunks)
             for key in FLAG_KEYS:
                 value = np.ascontiguousarray(arrays[key], dtype=bool)
                 chunks = (min(len(value), 65536),) if len(value) else None
-                handle.create_dataset(key, data=value, compression=compression, chunks=chunks)
+                handle.create_dataset(key, data=value, compression=compression, shuffle=compression is not None, chunks=chunks)
             handle.attrs[CORL_META_ATTR] = json.dumps(meta, default=str, sort_keys=True)
         os.replace(tmp, path)
     finally:

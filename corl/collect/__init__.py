@@ -1,0 +1,1 @@
+"""Recording real simulator episodes as datasets (scripted or random behaviour policies)."""

@@ -53,7 +53,7 @@ def tasks(
             found = "-"
         else:
             try:
-                source = locate_dataset(spec, offline=True)
+                source = locate_dataset(spec, offline=True, verify=False)
                 found = f"[green]{source.origin}[/]"
             except CorlError:
                 found = "[dim]not found[/]"
@@ -173,7 +173,7 @@ def convert(
 @datasets_app.command("export-minari")
 def export_minari_cmd(
     path: Path = typer.Argument(..., help="A DSRL or D4RL HDF5 file."),
-    dataset_id: str = typer.Option(..., "--id", help="Minari dataset id, e.g. corl/OfflineCarCircle-sample-v0."),
+    dataset_id: str = typer.Option(..., "--id", help="Minari dataset id, e.g. OfflineCarCircle-sample-v0 (minari 0.4.3 has no namespaces)."),
     task: Optional[str] = typer.Option(None, help="Task (default: the file's metadata)."),
     overwrite: bool = typer.Option(False, help="Replace an existing Minari dataset with this id."),
 ) -> None:

@@ -31,14 +31,17 @@ def validate_arrays(
     obs_dim: int | None = None,
     act_dim: int | None = None,
     required: tuple[str, ...] = TRANSITION_KEYS,
+    kind: str = "DSRL",
 ) -> None:
     """Check keys, shapes, equal lengths, finite values and that episodes end somewhere.
 
-    Raises :class:`DatasetError` with one line: ``FILE: key 'K': what was expected``.
+    ``kind`` only names the format in the missing-key message (the D4RL reader requires fewer
+    keys than the DSRL one). Raises :class:`DatasetError` with one line:
+    ``FILE: key 'K': what was expected``.
     """
     for key in required:
         if key not in arrays:
-            raise _fail(path, key, f"missing (a DSRL dataset needs {', '.join(required)})")
+            raise _fail(path, key, f"missing (a {kind} dataset needs {', '.join(required)})")
     n = arrays["observations"].shape[0] if arrays["observations"].ndim else 0
     if n == 0:
         raise _fail(path, "observations", "empty: expected at least one transition")

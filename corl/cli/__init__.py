@@ -27,6 +27,19 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _global_options(
+    threads: int = typer.Option(
+        int(os.environ.get("CORL_THREADS", "1")), "--threads", min=1,
+        help="CPU threads for torch (env CORL_THREADS). Default 1: small RL networks are "
+        "dominated by per-op overhead, and extra threads on a shared CPU slow them down.",
+    ),
+) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _register_all() -> None:
     from corl.cli import datasets as datasets_cli
 
@@ -58,11 +71,10 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # typer may vendor click (typer._click), so match by behaviour, not by import
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         raise

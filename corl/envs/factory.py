@@ -82,8 +82,18 @@ def make_vector_env(
 
 
 def step_costs(infos: dict, num_envs: int) -> np.ndarray:
-    """The per-env cost array out of a vector env's ``infos``."""
+    """The per-env cost of the step just taken, out of a vector env's ``infos``.
+
+    On an episode's last step gymnasium's vector env has already auto-reset that sub-env, so
+    ``infos["cost"]`` belongs to the reset; the step's real cost is in
+    ``infos["final_info"][i]["cost"]``, which this reads for every finished env.
+    """
     cost = infos.get("cost")
-    if cost is None:
-        return np.zeros(num_envs, dtype=np.float32)
-    return np.asarray(cost, dtype=np.float32)
+    out = np.zeros(num_envs, dtype=np.float32) if cost is None else np.asarray(cost, dtype=np.float32).copy()
+    final = infos.get("final_info")
+    if final is not None:
+        mask = infos.get("_final_info", [item is not None for item in final])
+        for i, item in enumerate(final):
+            if mask[i] and item is not None:
+                out[i] = float(item.get("cost", 0.0))
+    return out

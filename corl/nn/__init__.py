@@ -3,6 +3,10 @@
 from corl.nn.critics import EnsembleQ, ValueFunction, soft_update
 from corl.nn.mlp import MLP, EnsembleLinear, EnsembleMLP
 from corl.nn.policies import DeterministicPolicy, TanhGaussianPolicy
+from corl.nn.diffusion import ScoreNet, VPSchedule, denoising_loss, sample_actions
+from corl.nn.losses import expectile_loss, pcgrad_merge, stepwise_threshold
 
 __all__ = ["MLP", "EnsembleLinear", "EnsembleMLP", "EnsembleQ", "ValueFunction", "soft_update",
-           "TanhGaussianPolicy", "DeterministicPolicy"]
+           "TanhGaussianPolicy", "DeterministicPolicy",
+           "ScoreNet", "VPSchedule", "denoising_loss", "sample_actions",
+           "expectile_loss", "pcgrad_merge", "stepwise_threshold"]

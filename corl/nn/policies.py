@@ -98,3 +98,130 @@ class DeterministicPolicy(_BoundedPolicy):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         return self(obs)
+
+
+class DiagGaussianPolicy(_BoundedPolicy):
+    """A plain (un-squashed) diagonal Gaussian ``N(μ(s), diag σ²)``: CVPO (FSRL), CPO/PPO (OmniSafe).
+
+    * ``bounded_mean=True``: ``μ = tanh(f(s))`` mapped to the action box (FSRL's
+      ``max_action·tanh``); False: ``μ = f(s)`` unbounded (OmniSafe ``gaussian_learning``).
+    * ``state_dependent_std=True``: ``log σ = g(s)`` (one head with the mean); False: a
+      learnable state-independent ``log σ`` initialised to ``log_std_init``.
+    * ``log σ`` is clamped to ``[log_std_min, log_std_max]``.
+
+    Samples are *not* clipped to the box: the env-side clip is the collector's business, so
+    ``log_prob`` of a stored sample is exact (needed by CVPO's M-step and CPO's ratios).
+    :meth:`params` / :meth:`make_distribution` expose ``(mean, std)`` so a trust-region step can
+    build the decoupled distributions ``N(μ_θ, σ_b)`` and ``N(μ_b, σ_θ)``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
+                 activation: str = "relu", act_low=None, act_high=None,
+                 state_dependent_std: bool = True, bounded_mean: bool = True,
+                 log_std_init: float = 0.0, log_std_min: float = -20.0, log_std_max: float = 2.0) -> None:
+        super().__init__(act_low, act_high, act_dim)
+        self.act_dim = act_dim
+        self.state_dependent_std = state_dependent_std
+        self.bounded_mean = bounded_mean
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.net = MLP(obs_dim, 2 * act_dim if state_dependent_std else act_dim, hidden, activation)
+        if not state_dependent_std:
+            self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+
+    def params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` in env units, each ``(..., act_dim)``."""
+        out = self.net(obs)
+        if self.state_dependent_std:
+            mu, log_std = out.chunk(2, dim=-1)
+        else:
+            mu, log_std = out, self.log_std.expand_as(out)
+        if self.bounded_mean:
+            mu = self.to_env(torch.tanh(mu))
+        return mu, log_std.clamp(self.log_std_min, self.log_std_max).exp()
+
+    @staticmethod
+    def make_distribution(mean: torch.Tensor, std: torch.Tensor) -> torch.distributions.Distribution:
+        return torch.distributions.Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
+        return self.make_distribution(*self.params(obs))
+
+    @staticmethod
+    def _log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        z = (action - mean) / std
+        return (-0.5 * z.pow(2) - std.log()).sum(-1) - 0.5 * math.log(2 * math.pi) * mean.shape[-1]
+
+    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(action, log-prob), reparameterised; written without a Distribution object (the
+        per-step inference path: fewer small ops than ``distribution(obs).rsample()``)."""
+        mean, std = self.params(obs)
+        a = mean if deterministic else mean + std * torch.randn_like(mean)
+        return a, self._log_prob(mean, std, a)
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self._log_prob(*self.params(obs), action)
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.sample(obs, deterministic)[0]
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.sample(obs, deterministic)[0]
+
+
+class CholeskyGaussianPolicy(_BoundedPolicy):
+    """Full-covariance Gaussian ``N(μ(s), L(s)L(s)ᵀ)`` of the original CVPO code.
+
+    ``μ = sigmoid(clamp(f(s), −5, 5))`` mapped affinely to ``[low, high]``; the Cholesky head
+    gives ``|A|(|A|+1)/2`` entries clamped to ``[−5, 20]``, the diagonal passed through
+    ``softplus + 1e-4``. Xavier-normal initialisation. :meth:`params` returns
+    ``(mean, scale_tril)``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
+                 activation: str = "relu", act_low=None, act_high=None) -> None:
+        super().__init__(act_low, act_high, act_dim)
+        self.act_dim = act_dim
+        self.trunk = MLP(obs_dim, hidden[-1], hidden[:-1], activation, output_activation=activation)
+        self.mean_head = nn.Linear(hidden[-1], act_dim)
+        self.chol_head = nn.Linear(hidden[-1], act_dim * (act_dim + 1) // 2)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+        rows, cols = torch.tril_indices(act_dim, act_dim)
+        self.register_buffer("tril_rows", rows, persistent=False)
+        self.register_buffer("tril_cols", cols, persistent=False)
+
+    def params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(obs)
+        low = self.action_bias - self.action_scale
+        mean = low + 2 * self.action_scale * torch.sigmoid(self.mean_head(h).clamp(-5.0, 5.0))
+        entries = self.chol_head(h).clamp(-5.0, 20.0)
+        tril = entries.new_zeros(*entries.shape[:-1], self.act_dim, self.act_dim)
+        tril[..., self.tril_rows, self.tril_cols] = entries
+        diag = nn.functional.softplus(torch.diagonal(tril, dim1=-2, dim2=-1)) + 1e-4
+        tril = torch.tril(tril, -1) + torch.diag_embed(diag)
+        return mean, tril
+
+    @staticmethod
+    def make_distribution(mean: torch.Tensor, scale_tril: torch.Tensor) -> torch.distributions.Distribution:
+        return torch.distributions.MultivariateNormal(mean, scale_tril=scale_tril, validate_args=False)
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
+        return self.make_distribution(*self.params(obs))
+
+    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.distribution(obs)
+        a = dist.mean if deterministic else dist.rsample()
+        return a, dist.log_prob(a)
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.distribution(obs).log_prob(action)
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.sample(obs, deterministic)[0]
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.sample(obs, deterministic)[0]

@@ -1,0 +1,1 @@
+"""Reference learners for comparison tables (BC-All, BC-Safe, ...)."""

@@ -1,0 +1,221 @@
+"""DRCORL hyper-parameters (Guo et al., "Diffusion-Regularized Constrained Offline RL",
+NeurIPS 2025, arXiv 2502.12391; official code JamesJunyuGuo/DRCORL on top of thu-ml/SRPO).
+
+Defaults are the paper's / authors' launch-script values (``algorithms.md`` 1.8) for the
+common task setting (OfflineCarCircle-v0-like: kappa 10, h 0.5, policy lr 1e-4, critic lr
+3e-4, 100k warm-start steps, 4000 safe iterations, batch 256). :func:`paper_config` returns
+the per-task settings of the launch scripts.
+
+Every ``fix_*`` option repairs a defect of the authors' code (``algorithms.md`` 1.11); its
+docstring says what the code did. :func:`reproduce_code_bugs` turns all of them off.
+
+Losses (``algorithms.md`` 1.3-1.6)::
+
+    behaviour   L_diff = E || eps_phi(alpha_t a + sigma_t z, t, s) - z ||^2,  t ~ U(1e-3, 1)
+    value       L_V    = E |tau - 1{u<0}| u^2,   u = sg(min_j Qbar_j(s, a)) - V(s)
+    IQL Q       L_Q    = mean_j E (Q_j(s, a) - (y + gamma (1-d) sg V(s')))^2
+    TD Q        L_Q    = mean_j E (Q_j(s, a) - (y + gamma (1-d) Qbar_j(s', pi(s'))))^2
+    warm start  L_bc   = E w(t) <eps_hat, pi(s)>
+    reward      L_rew  = E w(t) <eps_hat, pi(s)> - beta <g_r, pi(s)>
+    cost        L_cost = E w(t) <eps_hat, pi(s)> + beta <g_c, pi(s)>
+    Lagrangian  L_lag  = E w(t) <eps_hat, pi(s)> - beta <g_r - lambda g_c, pi(s)>
+
+with ``eps_hat = sg(eps_phi(alpha_t pi(s) + sigma_t z, t, s))``, ``t ~ U(0.02, 0.98)``,
+``w(t) = sigma_t^2`` (VDS) and ``g = sg(grad_a mean_j Qbar_j(s, a))`` at ``a = pi(s)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass
+class BehaviorConfig:
+    """Stage 1: the conditional diffusion behaviour model ``eps_phi(a_t, t, s)``."""
+
+    width: int = 256  # residual trunk width
+    blocks: int = 3  # actor_blocks
+    time_dim: int = 128  # time-embedding width (Fourier 64 -> 128 -> 128)
+    fourier_features: int = 32  # fixed frequencies W ~ N(0, scale^2)
+    fourier_scale: float = 30.0
+    expansion: int = 4  # residual block hidden = expansion * width (1024)
+    dropout: float = 0.1
+    beta0: float = 0.1  # VP-SDE linear schedule
+    beta1: float = 20.0
+    t_min: float = 1e-3  # training times t ~ U(t_min, 1)
+    lr: float = 3e-4  # AdamW
+    weight_decay: float = 0.01  # PyTorch AdamW default, as in the code
+    batch_size: int = 2048
+    steps: int = 2_000_000  # 200 "epochs" x 10k steps
+    compile: bool = False  # torch.compile the loss function
+
+
+@dataclass
+class CriticConfig:
+    """Stage 2: reward and cost critics, IQL pre-training (then TD fine-tuning in stage 3)."""
+
+    hidden: tuple[int, ...] = (256, 256)  # q_layer = 2
+    qc_mode: Literal["twin", "ensemble"] = "twin"  # ensemble: 6 members, Kaiming-uniform init, zero bias
+    ensemble_size: int = 6
+    gamma: float = 0.99
+    expectile: float = 0.7  # for both V_r and V_c (pitfall 3: with min of the twin)
+    tau: float = 0.005  # Polyak
+    q_lr: float = 3e-4
+    v_lr: float = 3e-4
+    batch_size: int = 256
+    steps: int = 500_000  # the policy stage loads the epoch-50 checkpoint (50 x 10k)
+    reward_scale_episode_steps: int = 1000  # r~ = r 1000 / (R_max - R_min), episodes cut every 1000 steps
+    fix_cost_broadcast: bool = True
+    """The authors' IQL pre-training stored costs as ``(B,)`` against ``(B, 1)`` done flags and
+    values, so the target broadcast to ``(B, B)`` and every ``Q_c(s_i)`` regressed onto
+    ``mean_j c_j + gamma (1 - d_i) V_c(s'_i)``. True: costs reshaped to ``(B, 1)``."""
+    compile: bool = False
+
+
+@dataclass
+class PolicyConfig:
+    """Stage 3: the score-regularised Dirac policy with the safety switch."""
+
+    hidden: tuple[int, ...] = (256, 256)  # (256,)*4 for maze tasks
+    lr: float = 1e-4  # policy_lr
+    n_policy_epochs: int = 1000  # cosine T_max = n_policy_epochs x 10k (effectively constant)
+    batch_size: int = 256  # policy_batchsize
+    pretrain_epochs: int = 100  # behaviour-mode warm start: pretrain_epochs x steps_per_pretrain_epoch
+    steps_per_pretrain_epoch: int = 1000  # L_bc steps per warm-start "epoch" (1000 in the code)
+    train_epochs: int = 4000  # safe-phase iterations k
+    t_min: float = 0.02  # t ~ U(0.02, 0.98) for the score regulariser
+    t_max: float = 0.98
+    weighting: Literal["VDS", "stable", "score"] = "VDS"  # w(t) = sigma^2 | 1 | alpha / sigma
+    beta_schedule: Literal["sqrt", "const"] = "sqrt"  # beta_k = beta_coef sqrt(k) | beta
+    beta_coef: float = 0.01
+    beta: float = 0.01  # constant beta (CLI --beta; the code ignores it in the safe phase)
+    regq: bool = False  # normalise critic guidance by its per-sample RMS (maze tasks)
+    # -- safety switch (algorithms.md 1.6)
+    cost_threshold: float = 10.0  # kappa (cost_scale): episodic cost budget
+    cost_limit: float = 1.0  # l: normalised limit
+    slack_bound: float = 0.5  # h
+    warmup_iters: int = 500  # k <= warmup_iters: reward branch only
+    merge: Literal["pcgrad_on_deltas"] = "pcgrad_on_deltas"
+    switch_estimator: Literal["critic", "online"] = "critic"
+    """'critic' (offline, a deviation from the code, flagged in algorithms.md 1.6):
+    C_ep = (1 - gamma) T mean_s 1/2 sum_j Qbar_c,j(s, pi(s)) over ``critic_states``;
+    'online': a caller-supplied ``cost_estimator(policy, n_episodes) -> mean episodic cost``
+    (the authors' code: one rollout per iteration)."""
+    critic_states: Literal["batch", "initial"] = "batch"
+    """'batch': the formula above over the batch states (the repo's unused estimator);
+    'initial': C_ep = Qbar_c(s0, pi(s0)) (1 - gamma) T / (1 - gamma^T) over dataset initial
+    states (falls back to 'batch' when none are given)."""
+    estimate_every: int = 1  # re-estimate C every this many safe iterations (online: cost!)
+    estimate_episodes: int = 10  # episodes per online estimate (with fix_single_episode_eval)
+    episode_len: int = 300  # T (task episode length)
+    gamma: float = 0.99
+    # -- Lagrangian variant
+    use_lagrangian: bool = False
+    lambda_mode: Literal["fixed", "pid"] = "pid"
+    lambda_fixed: float = 0.1
+    pid: tuple[float, float, float] = (0.1, 0.003, 0.001)
+    # -- critic fine-tuning during policy learning (TD=True)
+    td_finetune: bool = True
+    td_reset_critic_optimizers: bool = True  # the policy stage builds fresh critic optimizers [unverified]
+    # -- code defects
+    fix_single_episode_eval: bool = True
+    """The authors' ``evaluate_cost`` returns inside its episode loop, so every online
+    estimate (and every evaluation) used ONE episode. True: ``estimate_episodes`` episodes."""
+    fix_cost_normalisation: bool = True
+    """The code normalises costs as ``C / (kappa + 0.1)``. True: DSRL's rule
+    ``(C + eps) / (kappa + eps)`` with ``eps = 1`` only when ``kappa == 0``."""
+    fix_pid_threshold: bool = True
+    """The code builds the PID Lagrangian with threshold 0.0 (the real one never reaches it),
+    so lambda tracks ``Q_c > 0``. True: threshold ``kappa (1 - gamma^T) / ((1 - gamma) T)``."""
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("weighting", self.weighting, ("VDS", "stable", "score"))
+        _check_choice("beta_schedule", self.beta_schedule, ("sqrt", "const"))
+        _check_choice("merge", self.merge, ("pcgrad_on_deltas",))
+        _check_choice("switch_estimator", self.switch_estimator, ("critic", "online"))
+        _check_choice("critic_states", self.critic_states, ("batch", "initial"))
+        _check_choice("lambda_mode", self.lambda_mode, ("fixed", "pid"))
+        if self.estimate_every < 1:
+            raise ValueError("estimate_every must be >= 1")
+
+
+@dataclass
+class DRCORLConfig:
+    """All three stages."""
+
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+    critics: CriticConfig = field(default_factory=CriticConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+
+# ----------------------------------------------------------------------------- paper settings
+# task -> (kappa, h, policy_lr, q_lr (= v_lr), pretrain_epochs, train_epochs, batch, lagrangian+pid, T)
+# From the official launch scripts (algorithms.md 1.8). ``batch`` is the intended value; the
+# lines marked in _BATCH_TYPO passed ``-policy_batchsize`` with one dash (ignored -> 256).
+PAPER_TASKS: dict[str, tuple[float, float, float, float, int, int, int, bool, int]] = {
+    "OfflineCarCircle-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, True, 300),
+    "OfflineBallCircle-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, True, 200),
+    "OfflineCarRun-v0": (30, 0.5, 1e-4, 3e-4, 100, 4000, 256, True, 200),
+    "OfflineAntRun-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, False, 200),
+    "OfflineAntCircle-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, False, 500),
+    "OfflineCarGoal1Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 512, False, 1000),
+    "OfflineCarButton1Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, False, 1000),
+    "OfflineCarButton2Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, False, 1000),
+    "OfflineCarCircle1Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, False, 500),
+    "OfflineCarCircle2Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, False, 500),
+    "OfflineCarPush1Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, True, 1000),
+    "OfflineCarPush2Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, True, 1000),
+    "OfflineCarGoal2Gymnasium-v0": (10, 0.5, 1e-5, 1e-4, 100, 2000, 512, False, 1000),
+    "OfflinePointButton1Gymnasium-v0": (10, 0.5, 1e-5, 1e-4, 100, 2000, 512, False, 1000),
+    "OfflinePointButton2Gymnasium-v0": (10, 0.5, 1e-5, 1e-4, 100, 2000, 512, False, 1000),
+    "OfflinePointCircle1Gymnasium-v0": (10, 0.5, 1e-5, 1e-4, 100, 2000, 512, False, 500),
+    "OfflinePointCircle2Gymnasium-v0": (10, 0.5, 1e-5, 1e-4, 100, 2000, 512, False, 500),
+    "OfflinePointGoal1Gymnasium-v0": (10, 0.5, 1e-5, 1e-4, 100, 2000, 512, False, 1000),
+    "OfflinePointGoal2Gymnasium-v0": (10, 0.5, 1e-5, 1e-4, 100, 2000, 512, False, 1000),
+    "OfflinePointPush1Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 2000, 512, False, 1000),
+    "OfflinePointPush2Gymnasium-v0": (10, 0.5, 1e-4, 3e-4, 100, 2000, 512, False, 1000),
+    "OfflineAntVelocityGymnasium-v1": (10, 0.5, 3e-4, 3e-4, 50, 2000, 256, False, 1000),
+    "OfflineHalfCheetahVelocityGymnasium-v1": (10, 0.5, 1e-4, 6e-4, 50, 2000, 256, False, 1000),
+    "OfflineHopperVelocityGymnasium-v1": (10, 0.5, 3e-4, 3e-4, 100, 4000, 256, False, 1000),
+    "OfflineSwimmerVelocityGymnasium-v1": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, False, 1000),
+    "OfflineWalker2dVelocityGymnasium-v1": (10, 0.5, 5e-5, 3e-4, 50, 8000, 256, False, 1000),
+}
+_BATCH_TYPO = {f"OfflinePoint{n}Gymnasium-v0" for n in
+               ("Button2", "Circle1", "Circle2", "Goal1", "Goal2", "Push1", "Push2")}
+
+
+def paper_config(task: str, reproduce_batch_typo: bool = False) -> DRCORLConfig:
+    """The launch-script settings for ``task`` (defaults for tasks the scripts do not list).
+
+    ``reproduce_batch_typo``: the Point* lines passed ``-policy_batchsize 512`` with a single
+    dash, which argparse ignored, so those runs used batch 256.
+    """
+    cfg = DRCORLConfig()
+    if task not in PAPER_TASKS:
+        return cfg
+    kappa, h, plr, qlr, pre, train, batch, lag, horizon = PAPER_TASKS[task]
+    if reproduce_batch_typo and task in _BATCH_TYPO:
+        batch = 256
+    cfg.critics = dataclasses.replace(cfg.critics, q_lr=qlr, v_lr=qlr)
+    cfg.policy = dataclasses.replace(
+        cfg.policy, cost_threshold=float(kappa), slack_bound=h, lr=plr, pretrain_epochs=pre,
+        train_epochs=train, batch_size=batch, use_lagrangian=lag, lambda_mode="pid",
+        episode_len=horizon)
+    return cfg
+
+
+def reproduce_code_bugs(cfg: DRCORLConfig) -> DRCORLConfig:
+    """A copy with every ``fix_*`` option off (the authors' code as written)."""
+    return DRCORLConfig(
+        behavior=dataclasses.replace(cfg.behavior),
+        critics=dataclasses.replace(cfg.critics, fix_cost_broadcast=False),
+        policy=dataclasses.replace(cfg.policy, fix_single_episode_eval=False,
+                                   fix_cost_normalisation=False, fix_pid_threshold=False))

@@ -1,0 +1,363 @@
+"""DRCORL stage 3: diffusion-regularised policy extraction with the safety switch
+(``algorithms.md`` 1.5-1.7).
+
+A deterministic tanh policy ``pi_theta(s)`` is trained with SRPO's score-distillation
+surrogate: for ``a = pi_theta(s)``, ``t ~ U(0.02, 0.98)``, ``z ~ N(0, I)``::
+
+    eps_hat = sg(eps_phi(alpha_t a + sigma_t z, t, s)),   w(t) = sigma_t^2 (VDS)
+    g_r = sg(grad_a mean_j Qbar_r,j(s, a)),   g_c = sg(grad_a mean_j Qbar_c,j(s, a))
+    L_bc   = E w <eps_hat, a>                                (3a: warm start, beta = 0)
+    L_rew  = E w <eps_hat, a> - beta <g_r, a>                (reward branch)
+    L_cost = E w <eps_hat, a> + beta <g_c, a>                (cost branch)
+    L_lag  = E w <eps_hat, a> - beta <g_r - lambda g_c, a>   (optional Lagrangian)
+
+with ``beta_k = 0.01 sqrt(k)`` in the safe phase. Each safe iteration ``k``:
+
+1. ``C_hat`` <- normalised cost estimate (cost critic [offline], or a caller's rollout);
+2. TD-update ``Q_r, Q_c`` on the batch (policy-evaluation targets);
+3. the switching rule (:func:`switch_branch`): ``k <= 500`` or ``C_hat <= l - h`` -> reward;
+   ``l - h < C_hat <= l + h`` -> PCGrad merge of the parameter deltas of one reward and one
+   cost step taken from the same ``theta_0``; ``C_hat > l + h`` -> cost (or Lagrangian) step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from corl.algos.drcorl.config import PolicyConfig
+from corl.algos.drcorl.critics import CriticLearner
+from corl.data.dataset import TransitionDataset
+from corl.nn.critics import EnsembleQ
+from corl.nn.diffusion import ScoreNet, VPSchedule, sample_diffusion_time
+from corl.nn.losses import flat_params, inner_surrogate, pcgrad_merge, set_flat_params_, stepwise_threshold
+from corl.nn.policies import DeterministicPolicy
+
+CostEstimator = Callable[[nn.Module, int], float]
+"""``(policy, n_episodes) -> mean undiscounted episodic cost`` of the policy (e.g. rollouts)."""
+
+WARM_START, REWARD, MERGE, COST = "warm_start", "reward", "merge", "cost"
+BRANCH_CODES = {WARM_START: 0.0, REWARD: 1.0, MERGE: 2.0, COST: 3.0}
+
+
+# ----------------------------------------------------------------------------- the switch (1.6)
+def switch_branch(cost_estimate: float, cost_limit: float, slack_bound: float, iteration: int,
+                  warmup_iters: int = 500) -> str:
+    """The safety switching rule.
+
+    ``iteration <= warmup_iters`` or ``C <= l - h`` -> ``'reward'``;
+    ``l - h < C <= l + h`` -> ``'merge'``; ``C > l + h`` -> ``'cost'``.
+    """
+    if iteration <= warmup_iters or cost_estimate <= cost_limit - slack_bound:
+        return REWARD
+    if cost_estimate <= cost_limit + slack_bound:
+        return MERGE
+    return COST
+
+
+def normalised_cost(cost: float, threshold: float, dsrl_rule: bool = True) -> float:
+    """DSRL: ``(C + eps) / (kappa + eps)``, ``eps = 1`` iff ``kappa = 0``; code: ``C / (kappa + 0.1)``."""
+    if dsrl_rule:
+        eps = 1.0 if threshold == 0 else 0.0
+        return (cost + eps) / (threshold + eps)
+    return cost / (threshold + 0.1)
+
+
+@torch.no_grad()
+def critic_episodic_cost(q_c_target: EnsembleQ, policy: nn.Module, obs: torch.Tensor, gamma: float,
+                         horizon: int, initial_states: bool = False) -> torch.Tensor:
+    """Offline episodic-cost estimate from the cost critic at ``a = pi(s)`` (mean of members).
+
+    batch states: ``(1 - gamma) T mean_s Qbar_c(s, pi(s))`` (the repo's unused estimator);
+    initial states: ``mean_s0 Qbar_c(s0, pi(s0)) (1 - gamma) T / (1 - gamma^T)``.
+    """
+    q = q_c_target(obs, policy(obs)).mean(0).mean()
+    if initial_states:
+        return q * (1.0 - gamma) * horizon / (1.0 - gamma**horizon)
+    return q * (1.0 - gamma) * horizon
+
+
+def initial_observations(dataset: TransitionDataset) -> torch.Tensor:
+    """The first observation of every episode in the dataset."""
+    starts, _ = dataset.episode_bounds()
+    return dataset.observations[torch.as_tensor(starts, device=dataset.device)]
+
+
+# ----------------------------------------------------------------------------- Lagrangian variant
+class CriticPIDLagrangian:
+    """DRCORL's PID multiplier on the cost critic (all three terms ReLU'd)::
+
+        e_k = mean Qbar_c(s, pi(s)) - q_thres,   I_k = max(0, I_{k-1} + e_k),
+        D_k = max(0, e_k - e_{k-1}),   lambda = max(0, K_P max(0, e_k) + K_I I_k + K_D D_k)
+
+    (``corl.nn.lagrange.PIDLagrangeMultiplier`` is the OmniSafe episodic form: signed P term,
+    EMA, no first-step derivative; this one is kept to match the authors' update exactly.)
+    """
+
+    def __init__(self, kp: float, ki: float, kd: float, threshold: float) -> None:
+        self.kp, self.ki, self.kd, self.threshold = kp, ki, kd, threshold
+        self.integral = 0.0
+        self.prev_error = 0.0
+        self.value = 0.0
+
+    def update(self, estimate: float) -> float:
+        error = float(estimate) - self.threshold
+        self.integral = max(0.0, self.integral + error)
+        derivative = max(0.0, error - self.prev_error)
+        self.prev_error = error
+        self.value = max(0.0, self.kp * max(0.0, error) + self.ki * self.integral + self.kd * derivative)
+        return self.value
+
+    def state_dict(self) -> dict[str, float]:
+        return {"integral": self.integral, "prev_error": self.prev_error, "value": self.value,
+                "threshold": self.threshold}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        for key in ("integral", "prev_error", "value", "threshold"):
+            setattr(self, key, float(state[key]))
+
+
+class FixedLagrangian:
+    """A constant multiplier (``lambda_mode='fixed'``, 0.1 in the code)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = float(value)
+
+    def update(self, estimate: float) -> float:  # noqa: ARG002 - same interface as the PID
+        return self.value
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+# ----------------------------------------------------------------------------- loss pieces (1.5)
+def diffusion_weight(alpha: torch.Tensor, sigma: torch.Tensor, weighting: str) -> torch.Tensor:
+    """``w(t)``: VDS ``sigma^2``, stable ``1``, score ``alpha / sigma``."""
+    if weighting == "VDS":
+        return sigma**2
+    if weighting == "stable":
+        return torch.ones_like(sigma)
+    if weighting == "score":
+        return alpha / sigma
+    raise ValueError(f"unknown weighting {weighting!r}; expected VDS, stable or score")
+
+
+def critic_guidance(critics: Sequence[tuple[EnsembleQ, float]], obs: torch.Tensor, act: torch.Tensor,
+                    regq: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``sg(grad_a sum_i coef_i mean_j Q_i,j(s, a))`` and each critic's mean value (detached).
+
+    ``regq`` divides the guidance by its per-sample RMS over action dims.
+    """
+    a = act.detach().requires_grad_(True)
+    with torch.enable_grad():
+        values = [q(obs, a).mean(0) for q, _ in critics]
+        total = sum(coef * v.sum() for (_, coef), v in zip(critics, values))
+        (g,) = torch.autograd.grad(total, a)
+    if regq:
+        g = g / g.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
+    return g.detach(), [v.detach().mean() for v in values]
+
+
+def score_regularised_loss(eps_hat: torch.Tensor, weight: torch.Tensor, act: torch.Tensor,
+                           guidance: torch.Tensor | None, beta: float) -> torch.Tensor:
+    """``E[w(t) <sg(eps_hat), a> - beta <sg(g), a>]`` (``L_bc`` when ``guidance`` is None)."""
+    loss = (weight.reshape(-1) * inner_surrogate(eps_hat, act)).mean()
+    if guidance is not None:
+        loss = loss - beta * inner_surrogate(guidance, act).mean()
+    return loss
+
+
+def beta_at(k: int, cfg: PolicyConfig) -> float:
+    """``beta_k = beta_coef sqrt(k)`` (the code's safe-phase schedule) or a constant."""
+    if cfg.beta_schedule == "sqrt":
+        return cfg.beta_coef * math.sqrt(k)
+    if cfg.beta_schedule == "const":
+        return cfg.beta
+    raise ValueError(f"unknown beta_schedule {cfg.beta_schedule!r}; expected sqrt or const")
+
+
+# ----------------------------------------------------------------------------- learner
+class PolicyLearner:
+    """Behaviour-mode warm start then the safe phase; ``update(batch)`` is one iteration.
+
+    The first ``pretrain_epochs x steps_per_pretrain_epoch`` calls are ``L_bc`` steps, the next ``train_epochs``
+    are safe iterations (the counter decides, so a resumed learner continues in the right
+    phase). ``behavior`` is frozen (eval mode: no dropout); ``critics`` are TD fine-tuned in
+    the safe phase when ``td_finetune``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, behavior: ScoreNet, critics: CriticLearner,
+                 config: PolicyConfig | None = None, act_low=None, act_high=None,
+                 schedule: VPSchedule | None = None, device: torch.device | str = "cpu", seed: int = 0,
+                 cost_estimator: CostEstimator | None = None,
+                 initial_observations: torch.Tensor | None = None) -> None:
+        self.config = cfg = config or PolicyConfig()
+        self.device = torch.device(device)
+        self.schedule = schedule or VPSchedule()
+        self.behavior = behavior.to(self.device).eval().requires_grad_(False)
+        self.critics = critics
+        if cfg.td_finetune and cfg.td_reset_critic_optimizers:
+            critics.reset_optimizers()
+        self.policy = DeterministicPolicy(obs_dim, act_dim, tuple(cfg.hidden), "relu",
+                                          act_low, act_high).to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, foreach=True)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=cfg.n_policy_epochs * 10_000)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+        if cfg.switch_estimator == "online" and cost_estimator is None:
+            raise ValueError("switch_estimator='online' needs a cost_estimator(policy, n_episodes) callable")
+        self.cost_estimator = cost_estimator
+        self.initial_obs = None if initial_observations is None else initial_observations.to(self.device)
+        if cfg.lambda_mode == "pid":
+            kp, ki, kd = cfg.pid
+            thr = stepwise_threshold(cfg.cost_threshold, cfg.gamma, cfg.episode_len) if cfg.fix_pid_threshold else 0.0
+            self.lagrangian: CriticPIDLagrangian | FixedLagrangian = CriticPIDLagrangian(kp, ki, kd, thr)
+        else:
+            self.lagrangian = FixedLagrangian(cfg.lambda_fixed)
+        self._loss_fn = torch.compile(score_regularised_loss) if cfg.compile else score_regularised_loss
+        self._last_q: dict[str, float | torch.Tensor] = {"q_r": 0.0, "q_c": 0.0}  # latest values, for logs
+        self.step = 0
+        self.cost_estimate = 0.0  # last normalised C_hat
+        self.pretrain_steps = cfg.pretrain_epochs * cfg.steps_per_pretrain_epoch
+        self.total_steps = self.pretrain_steps + cfg.train_epochs
+
+    # ------------------------------------------------------------------ public
+    def update(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        if self.step < self.pretrain_steps:
+            metrics = self._warm_start_step(batch["observations"])
+        else:
+            metrics = self._safe_iteration(batch, self.step - self.pretrain_steps)
+        self.step += 1
+        return metrics
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy(obs)
+
+    @property
+    def in_safe_phase(self) -> bool:
+        return self.step >= self.pretrain_steps
+
+    # ------------------------------------------------------------------ 3a: warm start (L_bc)
+    def _warm_start_step(self, obs: torch.Tensor) -> dict[str, float]:
+        loss = self._policy_step(obs, guidance_critics=None, beta=0.0)
+        return {"policy/loss_bc": float(loss), "policy/branch": BRANCH_CODES[WARM_START],
+                "policy/lr": self.optimizer.param_groups[0]["lr"]}
+
+    # ------------------------------------------------------------------ 3b: safe iteration
+    def _safe_iteration(self, batch: Mapping[str, torch.Tensor], k: int) -> dict[str, float]:
+        cfg = self.config
+        obs = batch["observations"]
+        beta = beta_at(k, cfg)
+        c_hat = self._estimate_cost(obs, k)
+        metrics: dict[str, float] = {}
+        if cfg.td_finetune:
+            metrics.update(self.critics.td_update(batch, self.policy))
+        branch = switch_branch(c_hat, cfg.cost_limit, cfg.slack_bound, k, cfg.warmup_iters)
+        if branch == REWARD:
+            loss = self._policy_step(obs, self._reward_direction(), beta)
+        elif branch == COST:
+            loss = self._policy_step(obs, self._cost_direction(obs), beta)
+        else:
+            loss = self._merged_step(obs, beta)
+        metrics.update({"policy/loss": float(loss), "policy/beta": beta, "policy/cost_estimate": c_hat,
+                        "policy/branch": BRANCH_CODES[branch], "policy/lambda": self.lagrangian.value,
+                        "policy/lr": self.optimizer.param_groups[0]["lr"]})
+        metrics.update({f"policy/{k_}": float(v) for k_, v in self._last_q.items()})
+        return metrics
+
+    def _estimate_cost(self, obs: torch.Tensor, k: int) -> float:
+        """Normalised ``C_hat`` (re-estimated every ``estimate_every`` safe iterations)."""
+        cfg = self.config
+        if k % cfg.estimate_every != 0:
+            return self.cost_estimate
+        if cfg.switch_estimator == "online":
+            episodes = cfg.estimate_episodes if cfg.fix_single_episode_eval else 1
+            episodic = float(self.cost_estimator(self.policy, episodes))
+        else:
+            use_initial = cfg.critic_states == "initial" and self.initial_obs is not None
+            states = self.initial_obs if use_initial else obs
+            episodic = float(critic_episodic_cost(self.critics.q_c_target, self.policy, states, cfg.gamma,
+                                                  cfg.episode_len, initial_states=use_initial))
+        self.cost_estimate = normalised_cost(episodic, cfg.cost_threshold, cfg.fix_cost_normalisation)
+        return self.cost_estimate
+
+    def _reward_direction(self) -> list[tuple[EnsembleQ, float]]:
+        return [(self.critics.q_r_target, 1.0)]
+
+    def _cost_direction(self, obs: torch.Tensor) -> list[tuple[EnsembleQ, float]]:
+        """``-g_c`` for L_cost, or ``g_r - lambda g_c`` for L_lag (lambda updated first)."""
+        if not self.config.use_lagrangian:
+            return [(self.critics.q_c_target, -1.0)]
+        if isinstance(self.lagrangian, CriticPIDLagrangian):
+            with torch.no_grad():
+                q_c = self.critics.q_c_target(obs, self.policy(obs)).mean(0).mean()
+            self.lagrangian.update(float(q_c))
+        return [(self.critics.q_r_target, 1.0), (self.critics.q_c_target, -self.lagrangian.value)]
+
+    def _merged_step(self, obs: torch.Tensor, beta: float) -> torch.Tensor:
+        """PCGrad on the parameter deltas of a reward step and a cost step from the same theta_0."""
+        params = list(self.policy.parameters())
+        theta0 = flat_params(params)
+        loss_r = self._policy_step(obs, self._reward_direction(), beta)
+        delta_r = flat_params(params) - theta0
+        set_flat_params_(params, theta0)
+        loss_c = self._policy_step(obs, self._cost_direction(obs), beta)
+        delta_c = flat_params(params) - theta0
+        set_flat_params_(params, theta0 + pcgrad_merge(delta_r, delta_c))
+        return 0.5 * (loss_r + loss_c)
+
+    # ------------------------------------------------------------------ one Adam step on a surrogate
+    def _policy_step(self, obs: torch.Tensor, guidance_critics: list[tuple[EnsembleQ, float]] | None,
+                     beta: float) -> torch.Tensor:
+        """One Adam + scheduler step on ``E[w <eps_hat, a> - beta <g, a>]``."""
+        cfg = self.config
+        b = obs.shape[0]
+        act = self.policy(obs)
+        t = sample_diffusion_time(b, cfg.t_min, cfg.t_max, self.device, self.generator)
+        noise = torch.randn(act.shape, device=self.device, generator=self.generator)
+        with torch.no_grad():
+            eps_hat = self.behavior(self.schedule.perturb(act.detach(), t, noise), t, obs)
+            alpha, sigma = self.schedule.alpha_sigma(t)
+            weight = diffusion_weight(alpha, sigma, cfg.weighting)
+        guidance = None
+        if guidance_critics is not None:
+            guidance, values = critic_guidance(guidance_critics, obs, act, cfg.regq)
+            for (q, _), v in zip(guidance_critics, values):
+                self._last_q["q_r" if q is self.critics.q_r_target else "q_c"] = v
+        loss = self._loss_fn(eps_hat, weight, act, guidance, beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
+    # ------------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
+            "step": self.step, "cost_estimate": self.cost_estimate,
+            "lagrangian": self.lagrangian.state_dict(), "critics": self.critics.state_dict(),
+            "last_q": {k: float(v) for k, v in self._last_q.items()},
+            "behavior": self.behavior.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
+        self.step = int(state["step"])
+        self.cost_estimate = float(state["cost_estimate"])
+        self.lagrangian.load_state_dict(state["lagrangian"])
+        self._last_q = dict(state["last_q"])
+        self.critics.load_state_dict(state["critics"])
+        self.behavior.load_state_dict(state["behavior"])

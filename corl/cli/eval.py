@@ -1,0 +1,193 @@
+"""``corl eval``: how good, how safe and how robust a trained policy is.
+
+Thin on purpose: selection lives in :mod:`corl.eval.select`, measuring and writing in
+:mod:`corl.eval.report`; this module turns options into those calls and prints the table.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from corl.errors import CorlError
+
+console = Console()
+
+DEFAULT_EPS = "0:0.2:5"
+
+
+def _split_specs(pipelines: list[str], sim2real: list[str]) -> tuple[list[str], list[str]]:
+    """Positional ``PARAM=SCALES`` words are sim2real specs, so the issue's spelling works:
+    ``--sim2real friction=0.5:1.5:10 gravity=0.5:5:10`` (the shell hands the second spec to
+    the positional list). A quoted list of several specs is split on whitespace too."""
+    names = [p for p in pipelines if "=" not in p]
+    specs = [w for s in sim2real for w in s.split()] + [p for p in pipelines if "=" in p]
+    return names, specs
+
+
+def _fmt(cell: dict[str, Any], key: str) -> str:
+    value = cell.get(key)
+    if value is None:
+        return "-"
+    std = cell.get(f"{key}_std")
+    return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def _safe(cell: dict[str, Any]) -> str:
+    if "safe" not in cell:
+        return "-"
+    return "[green]safe[/]" if cell["safe"] else "[red]unsafe[/]"
+
+
+def _table(evals: list, task_name: str, score_key: str) -> Table:
+    headline = {"normalized_score": "D4RL score", "normalized_reward": "norm. reward"}.get(score_key, "reward")
+    table = Table(title=f"corl eval on {task_name}", title_justify="left")
+    for col in ("policy", "ckpt", "condition", "limit", headline, "norm. cost", "safe", "eps."):
+        table.add_column(col, overflow="fold")
+    for ev in evals:
+        d = ev.data
+        who = d["policy"]["label"]
+        ckpt = d["policy"]["checkpoint"]
+        limit = "-" if d["cost_limit"] is None else f"{d['cost_limit']:g}"
+
+        def row(condition: str, cell: dict[str, Any], lim: str = limit) -> None:
+            table.add_row(who, ckpt, condition, lim, _fmt(cell, score_key), _fmt(cell, "normalized_cost"),
+                          _safe(cell), str(int(cell.get("episodes", 0))))
+
+        row("clean", d["clean"])
+        if "cost_limits" in d:
+            for r in d["cost_limits"]["per_limit"]:
+                trained = r["trained_cost_limit"]
+                note = "trained here" if r["trained_at_this_limit"] else f"trained at {trained:g}" if trained is not None else "untrained limit"
+                row(f"limit {r['cost_limit']:g} ({note})", r, f"{r['cost_limit']:g}")
+            mean = d["cost_limits"]["mean"]
+            table.add_row(who, ckpt, "mean over limits", ",".join(f"{v:g}" for v in d["cost_limits"]["limits"]),
+                          f"{mean[score_key]:.3f}", f"{mean['normalized_cost']:.3f}", _safe(mean), "")
+        for c in d.get("sim2real", {}).get("cells", []):
+            row("sim2real " + ",".join(f"{k}={v:.3g}" for k, v in c["scales"].items()), c)
+        if "attack" in d:
+            for c in d["attack"]["cells"]:
+                row(f"{d['attack']['label']} eps={c['eps']:.3g}", c)
+    return table
+
+
+def eval_command(
+    pipelines: List[str] = typer.Argument(None, help="Pipeline name(s): the latest finished run of each on --task "
+                                          "(several: compared on one figure). PARAM=SCALES words are sim2real specs."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task name, e.g. OfflineCarCircle-v0."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="A run id (record file name or a unique part of it)."),
+    artifact: Optional[str] = typer.Option(None, "--artifact", help="A policy (or evaluate) artifact directory."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", "-n", help="Episodes per condition (default: the run's evaluate stage, else 10)."),
+    num_envs: Optional[int] = typer.Option(None, "--num-envs", help="Vector envs (batched inference); default: the run's, else 4."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Env seed of env 0 (env i: seed+i); default: the run's seed."),
+    cost_limit: Optional[float] = typer.Option(None, "--cost-limit", help="Judge safety at this limit (default: the policy's training limit)."),
+    cost_limits: Optional[str] = typer.Option(None, "--cost-limits", help="DSRL's protocol, e.g. 10,20,40: per threshold (the policy trained at it when one exists) and averaged."),
+    sim2real: List[str] = typer.Option([], "--sim2real", help="PARAM=LO:HI:N or PARAM=A,B,C (friction, gravity, mass, actuator); several form a grid."),
+    attack: Optional[str] = typer.Option(None, "--attack", help="Observation attack: random, action_diff or min_Q."),
+    eps: Optional[str] = typer.Option(None, "--eps", help=f"Attack budgets, x the dataset's per-dim obs std: LO:HI:N or A,B (default {DEFAULT_EPS})."),
+    attack_steps: int = typer.Option(0, "--attack-steps", help="Projected sign-gradient steps after the search (0: MICRO's zero-order search only)."),
+    candidates: int = typer.Option(50, "--candidates", help="Zero-order search candidates per step (MICRO: 50)."),
+    critic: Optional[str] = typer.Option(None, "--critic", help="Q critic for min_Q: an artifact dir (drcorl_critics, micro_policy) or a .pt file."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write eval.json and PNGs here (default: <policy artifact>/eval)."),
+    checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root (default $CORL_CHECKPOINTS or ./checkpoints)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for policy inference and attacks."),
+) -> None:
+    """Evaluate trained policies: normalized reward and cost, sim2real physics sweeps, observation attacks."""
+    from corl.eval import report, select
+    from corl.pipeline.artifacts import cache_root
+    from corl.tasks import get_task
+
+    names, specs = _split_specs(list(pipelines or []), list(sim2real))
+    if eps is not None and not attack:
+        raise CorlError("--eps needs --attack (random, action_diff or min_Q)")
+    if critic and not attack:
+        raise CorlError("--critic is only used by --attack min_Q")
+    opts = report.EvalOptions(
+        episodes=episodes, num_envs=num_envs, seed=seed, cost_limit=cost_limit,
+        cost_limits=report.parse_limits(cost_limits) if cost_limits else (), sim2real=tuple(specs),
+        attack=attack, eps=report.parse_eps(eps or DEFAULT_EPS) if attack else (0.0,), attack_steps=attack_steps,
+        candidates=candidates, device=device, command=shlex.join(["corl", *sys.argv[1:]]))
+    root = cache_root(checkpoints)
+    spec_task = get_task(task) if task else None
+
+    # ---------------------------------------------------------------- which policies
+    selections: list[tuple[list, str | None]] = []  # (policies of one source, pipeline name for per-limit lookup)
+    if artifact:
+        if names or run_id:
+            raise CorlError("--artifact selects one policy: drop the pipeline names / --run")
+        selections.append((select.select_artifact(root, artifact, spec_task), None))
+    elif run_id:
+        if len(names) > 1:
+            raise CorlError("--run selects one run: give at most one pipeline name with it")
+        selections.append((select.select_run(root, run_id, spec_task, names[0] if names else None), None))
+    else:
+        if not names:
+            known = select.known_pipelines(root)
+            raise CorlError(f"name a pipeline ({', '.join(known) or 'bc, drcorl, micro'}), --run ID or --artifact PATH")
+        if spec_task is None:
+            raise CorlError(f"--task is required with a pipeline name, e.g. corl eval {names[0]} --task OfflineCarCircle-v0")
+        for name in dict.fromkeys(names):
+            selections.append((select.select_latest(root, name, spec_task), name))
+
+    # ---------------------------------------------------------------- validate everything first
+    from corl.eval.attacks import _canonical
+    from corl.eval.critics import check_critic_dims, load_critic
+
+    wants_q = bool(attack) and _canonical(attack) == "min_Q"
+    given_critic = load_critic(critic, device) if (critic and wants_q) else None
+    jobs = []
+    for policies, pipeline in selections:
+        for sel in policies:
+            q = None
+            if wants_q:
+                q = given_critic or select.critic_for(sel, device)
+                if q is None:
+                    raise CorlError(f"the min_Q attack needs a Q critic and the {sel.label} policy "
+                                    f"({sel.artifact.dir.name}) keeps none; pass --critic PATH (a drcorl_critics or "
+                                    "micro_policy artifact, or a .pt critic file)")
+                check_critic_dims(q, sel.task.obs_dim, sel.task.act_dim)
+            per_limit = {}
+            if opts.cost_limits and pipeline is not None and sel.checkpoint == "final":
+                for limit in opts.cost_limits:
+                    try:
+                        per_limit[limit] = next(p for p in select.select_latest(root, pipeline, sel.task, limit)
+                                                if p.checkpoint == "final")
+                    except CorlError:
+                        pass  # no policy trained at this limit: the primary one is judged there (and labelled so)
+            jobs.append((sel, q, per_limit, report.prepare(sel, opts, q)))
+
+    # ---------------------------------------------------------------- measure, write, print
+    first = jobs[0][0]
+    console.print(f"[bold]corl eval[/] {escape(', '.join(f'{s.name} [{s.checkpoint}]' for s, *_ in jobs))} on "
+                  f"{first.task.name}: {jobs[0][3].setting.episodes} episodes x {jobs[0][3].setting.num_envs} envs, "
+                  f"seed {jobs[0][3].setting.seed}", highlight=False)
+    evals = []
+    for sel, q, per_limit, prepared in jobs:
+        console.print(f"[dim]{escape(sel.name)}: {escape(str(sel.artifact.dir))}"
+                      + (f" (run {escape(sel.run_id)})" if sel.run_id else "") + "[/]",
+                      highlight=False)
+        evals.append(report.evaluate_policy(sel, opts, q, per_limit,
+                                            progress=lambda msg: console.print(f"[dim]  {escape(msg)}[/]", highlight=False),
+                                            prepared=prepared))
+    written = report.write_outputs(evals, opts, out)
+    console.print(_table(evals, first.task.name, report.score_key(first.task)))
+    for ev in evals:
+        if "attack" in ev.data:
+            src = ev.data["attack"]["obs_std_source"]
+            line = (f"{ev.selected.label}: attack box = eps x obs std of {src['path']} ({src['transitions']} transitions)"
+                    + (f"; critic {ev.data['attack']['critic']['source']}" if ev.data["attack"]["critic"] else ""))
+            console.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
+        console.print(escape(f"eval.json: {ev.out_dir / 'eval.json'}" + "".join(f"\nplot: {p}" for p in ev.files)),
+                      highlight=False, soft_wrap=True)
+    if written["compare"]:
+        console.print(escape(f"comparison: {written['compare']}/eval.json and its PNGs"), highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

@@ -1,0 +1,156 @@
+"""``corl run``, ``corl runs`` and ``corl cache ls|prune``: the pipeline engine's commands."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+cache_app = typer.Typer(help="Inspect and prune the artifact cache.", no_args_is_help=True)
+
+
+def _fmt(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def run(
+    pipeline: str = typer.Argument(..., help="Pipeline name (pipelines/NAME.toml) or a path to a .toml spec."),
+    task: str = typer.Option(..., "--task", "-t", help="Task name, e.g. OfflineCarCircle-v0."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Named preset of the spec (paper, quick, ...)."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Seed of every seeded stage (part of their keys)."),
+    overrides: List[str] = typer.Option([], "--set", help="Override: stage.key=value (TOML value). Repeatable."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset file to use instead of the lookup."),
+    offline: bool = typer.Option(False, "--offline", help="Never download (use local files only)."),
+    checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root (default $CORL_CHECKPOINTS or ./checkpoints)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show which stages are cached and which would run."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="If another run holds a stage's lock: wait, or exit."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
+    checkpoint_seconds: Optional[float] = typer.Option(None, "--checkpoint-seconds", help="... or every S seconds."),
+) -> None:
+    """Run a pipeline on a task: cached stages are skipped, interrupted ones resume."""
+    from corl.pipeline.progress import RichCallbacks
+    from corl.pipeline.runner import RunInterrupted, RunRequest, run_pipeline
+
+    req = RunRequest(pipeline=pipeline, task=task, preset=preset, seed=seed, overrides=list(overrides), device=device,
+                     dataset=dataset, offline=True if offline else None, checkpoints=checkpoints, wait=wait,
+                     checkpoint_every_steps=checkpoint_every, checkpoint_every_seconds=checkpoint_seconds)
+    callbacks = RichCallbacks(console)
+    console.print(f"[bold]corl run[/] {pipeline} --task {task}" + (f" --preset {preset}" if preset else "")
+                  + f" --seed {seed}" + (" [dim](dry run)[/]" if dry_run else ""), highlight=False)
+    try:
+        result = run_pipeline(req, callbacks, dry_run=dry_run)
+    except RunInterrupted as exc:
+        if callbacks._started:
+            callbacks.progress.stop()
+        console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+        raise SystemExit(130)  # not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes
+    if dry_run:
+        todo = [s.name for s in result.stages if s.status != "cached"]  # type: ignore[union-attr]
+        console.print(f"would run: {', '.join(todo) or 'nothing (all cached)'}")
+        return
+    if result.dataset.get("note"):  # type: ignore[union-attr]
+        console.print(f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}): "  # type: ignore[union-attr]
+                      f"{result.dataset['note']}[/]", highlight=False)
+    for label, scores in result.scores.items():  # type: ignore[union-attr]
+        stages = sorted({k.split("/")[0] for k in scores})
+        for stage in stages:
+            get = lambda name: scores.get(f"{stage}/{name}")  # noqa: E731
+            reward_name = "normalized_score" if get("normalized_score") is not None else "normalized_reward"
+            line = (f"[bold]{label}[/] ({stage}): {reward_name.replace('_', ' ')} "
+                    f"{_fmt(get(reward_name), get(reward_name + '_std'))}")
+            if get("normalized_cost") is not None:
+                safe = "[green]safe[/]" if get("safe") else "[red]unsafe[/]"
+                line += (f", normalized cost {_fmt(get('normalized_cost'), get('normalized_cost_std'))} "
+                         f"(limit {get('cost_limit'):g}, {safe})")
+            line += f"; raw reward {_fmt(get('reward'))}, cost {_fmt(get('cost'))} over {get('episodes'):.0f} episodes"
+            console.print(line, highlight=False)
+    console.print(f"[dim]run record: {result.record_path}; wall {result.wall_time:.1f}s[/]", highlight=False)  # type: ignore[union-attr]
+
+
+def runs(
+    limit: int = typer.Option(20, "--limit", "-n", help="How many recent runs to list."),
+    checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root."),
+) -> None:
+    """Recent runs: pipeline, task, seed, stages (cached/ran) and scores (final and best apart)."""
+    from corl.pipeline.artifacts import cache_root
+    from corl.pipeline.runs import load_records
+
+    records = load_records(cache_root(checkpoints))[:limit]
+    table = Table(title=f"corl runs ({cache_root(checkpoints)})", title_justify="left")
+    for col in ("started", "pipeline", "task", "seed", "preset", "status", "stages", "final (norm. reward / cost)",
+                "best (norm. reward / cost)", "wall"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        stages = " ".join(f"{s['name']}:{'c' if s['status'] == 'cached' else s['status'][0]}" for s in r.get("stages", []))
+        cells = []
+        for label in ("final", "best"):
+            scores = r.get("scores", {}).get(label, {})
+            parts = []
+            for k, v in scores.items():
+                if k.endswith(("/normalized_reward", "/normalized_score")):
+                    stage = k.split("/")[0]
+                    cost = scores.get(f"{stage}/normalized_cost")
+                    parts.append(f"{v:.3f} / {cost:.3f}" if cost is not None else f"{v:.3f}")
+            cells.append(", ".join(parts) or "-")
+        started = _dt.datetime.fromtimestamp(r.get("started", 0)).strftime("%Y-%m-%d %H:%M")
+        wall = f"{r['wall_time']:.1f}s" if r.get("wall_time") is not None else "-"
+        table.add_row(started, r.get("pipeline", "?"), r.get("task", "?"), str(r.get("seed")), r.get("preset") or "-",
+                      r.get("status", "?"), stages, *cells, wall)
+    console.print(table)
+    if not records:
+        console.print("[dim]no runs yet: try `corl run bc --task OfflineCarCircle-v0 --preset quick`[/]")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:.1f} TB"
+
+
+@cache_app.command("ls")
+def cache_ls(checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root.")) -> None:
+    """Every artifact: task, stage-key, done or partial, size, runs referencing it."""
+    from corl.pipeline.artifacts import cache_root
+    from corl.pipeline.runs import scan_cache
+
+    root = cache_root(checkpoints)
+    entries = scan_cache(root)
+    table = Table(title=f"artifact cache {root}", title_justify="left")
+    for col in ("task", "artifact", "state", "size", "runs"):
+        table.add_column(col)
+    for e in entries:
+        state = "[green]done[/]" if e.done else ("[yellow]building[/]" if e.locked else "[dim]partial[/]")
+        table.add_row(e.task, e.name, state, _size(e.size_bytes), str(e.referenced_by))
+    console.print(table)
+    console.print(f"{len(entries)} artifacts, {_size(sum(e.size_bytes for e in entries))}")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+    checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root."),
+) -> None:
+    """Remove artifacts that no run record references (run with --dry-run first)."""
+    from corl.pipeline.artifacts import cache_root
+    from corl.pipeline.runs import prune
+
+    victims = prune(cache_root(checkpoints), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for e in victims:
+        console.print(f"{verb} {e.task}/{e.name} ({_size(e.size_bytes)})", highlight=False)
+    console.print(f"{verb} {len(victims)} artifacts, {_size(sum(e.size_bytes for e in victims))}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("runs")(runs)
+    app.add_typer(cache_app, name="cache")

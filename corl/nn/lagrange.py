@@ -1,0 +1,105 @@
+"""Lagrange multipliers for constrained RL: one component every constrained method reuses.
+
+* :class:`LagrangeMultiplier` — gradient ascent on the dual: minimise ``-λ·(J_c - d)`` with
+  Adam, then project ``λ`` onto ``[0, upper_bound]``. ``λ`` grows while the cost estimate
+  ``J_c`` exceeds the limit ``d`` and shrinks (to 0) while it is below.
+* :class:`PIDLagrangeMultiplier` — the PID Lagrangian (Stooke et al. 2020):
+  ``e = J_c - d``; ``I ← max(0, I + ki·e)``; ``λ = max(0, kp·e + I + kd·max(0, J_c - J_c^prev))``,
+  with an optional exponential moving average of ``J_c`` for the P and D terms.
+
+Both expose ``value`` (a float, the current λ), ``update(cost_estimate) -> float`` and
+``state_dict()/load_state_dict()`` for exact resume.
+
+:func:`corl.nn.losses.stepwise_threshold` (re-exported here) turns an episodic cost limit
+into the per-step limit a discounted cost critic is compared against.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from corl.nn.losses import stepwise_threshold
+
+__all__ = ["LagrangeMultiplier", "PIDLagrangeMultiplier", "stepwise_threshold"]
+
+
+class LagrangeMultiplier:
+    """``λ ≥ 0`` learned by Adam on ``L(λ) = -λ·(J_c - d)``, projected after each step."""
+
+    def __init__(self, cost_limit: float, init_value: float = 0.0, lr: float = 3e-4,
+                 upper_bound: float | None = None, device: torch.device | str = "cpu") -> None:
+        self.cost_limit = float(cost_limit)
+        self.upper_bound = upper_bound
+        self.lagrangian = torch.nn.Parameter(torch.tensor(float(init_value), device=device))
+        self.optimizer = torch.optim.Adam([self.lagrangian], lr=lr)
+
+    @property
+    def value(self) -> float:
+        return float(self.lagrangian.detach())
+
+    def loss(self, cost_estimate: torch.Tensor | float) -> torch.Tensor:
+        """``-λ·(J_c - d)`` with ``J_c`` treated as a constant."""
+        j_c = torch.as_tensor(cost_estimate, dtype=torch.float32, device=self.lagrangian.device).detach()
+        return -self.lagrangian * (j_c.mean() - self.cost_limit)
+
+    def update(self, cost_estimate: torch.Tensor | float) -> float:
+        """One dual ascent step; returns the new λ."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss(cost_estimate).backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.lagrangian.clamp_(min=0.0, max=self.upper_bound)
+        return self.value
+
+    def state_dict(self) -> dict:
+        return {"lagrangian": self.lagrangian.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        with torch.no_grad():
+            self.lagrangian.copy_(state["lagrangian"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class PIDLagrangeMultiplier:
+    """PID-controlled ``λ`` (ReLU'd integral and derivative terms, optional EMA on ``J_c``)."""
+
+    def __init__(self, cost_limit: float, kp: float = 0.05, ki: float = 5e-4, kd: float = 0.1,
+                 init_value: float = 0.0, ema_alpha: float = 0.0, upper_bound: float | None = None) -> None:
+        self.cost_limit = float(cost_limit)
+        self.kp, self.ki, self.kd = kp, ki, kd
+        self.ema_alpha = ema_alpha  # 0: no smoothing
+        self.upper_bound = upper_bound
+        self.integral = float(init_value)
+        self.smoothed: float | None = None
+        self.previous: float | None = None
+        self._value = float(init_value)
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def update(self, cost_estimate: torch.Tensor | float) -> float:
+        j_c = float(torch.as_tensor(cost_estimate, dtype=torch.float32).mean())
+        error = j_c - self.cost_limit
+        self.integral = max(0.0, self.integral + self.ki * error)
+        self.smoothed = j_c if self.smoothed is None else (
+            self.ema_alpha * self.smoothed + (1 - self.ema_alpha) * j_c)
+        derivative = 0.0 if self.previous is None else max(0.0, self.smoothed - self.previous)
+        self.previous = self.smoothed
+        value = max(0.0, self.kp * (self.smoothed - self.cost_limit) + self.integral + self.kd * derivative)
+        if self.upper_bound is not None:
+            value = min(value, self.upper_bound)
+        self._value = value
+        return value
+
+    def state_dict(self) -> dict:
+        return {"integral": self.integral, "smoothed": self.smoothed, "previous": self.previous,
+                "value": self._value}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.integral = state["integral"]
+        self.smoothed = state["smoothed"]
+        self.previous = state["previous"]
+        self._value = state["value"]

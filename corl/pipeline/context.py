@@ -1,0 +1,239 @@
+"""What a stage function receives (:class:`StageContext`) and returns (:class:`StageResult`).
+
+The contract is documented in ``corl/pipeline/stages/__init__.py``. This module also holds
+the resumable training loop, because resume, metrics, progress and Ctrl-C must happen at the
+same step boundary to be consistent: a checkpoint taken mid-update would restore a state no
+uninterrupted run ever had.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from corl.errors import CorlError, DatasetError
+from corl.pipeline.artifacts import METRICS, Artifact
+from corl.pipeline.checkpoint import Checkpointer, restore_rng_states
+from corl.pipeline.progress import RunCallbacks
+from corl.tasks import TaskSpec
+
+
+class StageInterrupted(Exception):
+    """Ctrl-C reached a stage; its state is saved (when it had any) and the run stops."""
+
+    def __init__(self, stage: str, step: int | None) -> None:
+        super().__init__(f"stage {stage!r} interrupted" + (f" at step {step}" if step is not None else ""))
+        self.stage, self.step = stage, step
+
+
+class InterruptFlag:
+    """Set by the runner's SIGINT handler; polled by the loop at step boundaries."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self) -> None:
+        self.requested = True
+
+
+@dataclass
+class StageResult:
+    """Scores and facts of a finished stage (see the stage API)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunOptions:
+    """Run-wide options that locate things but do not change results (not in keys)."""
+
+    dataset_path: str | None = None
+    offline: bool | None = None
+    cache_root: Path = Path("checkpoints")
+
+
+@dataclass
+class FingerprintContext:
+    task: TaskSpec
+    config: Any
+    options: RunOptions
+
+
+_DATASET_MEMO: dict[str, Any] = {}
+
+
+def remember_dataset(dataset: Any) -> None:
+    """Keep one loaded (CPU) dataset per process, by sha256, so stages of a run share it."""
+    _DATASET_MEMO.clear()
+    _DATASET_MEMO[dataset.metadata["sha256"]] = dataset
+
+
+@dataclass
+class StageContext:
+    name: str
+    kind: str
+    task: TaskSpec
+    config: Any
+    seed: int
+    device: torch.device
+    out_dir: Path
+    inputs: dict[str, Artifact]
+    options: RunOptions
+    checkpointer: Checkpointer
+    callbacks: RunCallbacks
+    interrupt: InterruptFlag
+    log_every: int = 100
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    # filled while running
+    last_train_metrics: dict[str, float] = field(default_factory=dict)
+    steps_done: int = 0
+    resumed_from: int = 0
+
+    # ------------------------------------------------------------------ inputs
+    def input(self, role: str) -> Artifact:
+        if role not in self.inputs:
+            raise CorlError(f"stage {self.name!r} needs an input {role!r}; it has {sorted(self.inputs)}")
+        return self.inputs[role]
+
+    def load_dataset(self, role: str = "dataset"):
+        """The dataset recorded by the ``dataset`` input, sha256-verified, on ``self.device``."""
+        art = self.input(role)
+        path, sha = art.outputs["path"], art.outputs["sha256"]
+        dataset = _DATASET_MEMO.get(sha)
+        if dataset is None:
+            if not Path(path).is_file():
+                raise DatasetError(f"{path}: dataset recorded by {art.dir.name} is gone; rerun to locate it again")
+            dataset = _read_dataset(self.task, path)
+            if dataset.metadata.get("sha256") != sha:
+                raise DatasetError(f"{path}: sha256 changed since {art.dir.name} recorded it; rerun to re-key the dataset")
+            remember_dataset(dataset)
+        return dataset.to(self.device)
+
+    def load_policy(self, role: str = "policy"):
+        from corl.pipeline.policies import load_policy_fn
+
+        art = self.input(role)
+        if "policy" not in art.outputs:
+            raise CorlError(f"stage {self.name!r}: input {role!r} ({art.kind}) produced no policy")
+        return load_policy_fn(art.dir, art.outputs["policy"], self.device)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.seed * 1_000_003 + offset)
+        return gen
+
+    # ------------------------------------------------------------------ reporting
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.out_dir / METRICS, "a") as handle:
+            handle.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def progress(self, done: int, total: int | None, metrics: dict[str, float] | None = None) -> None:
+        """Progress of non-training work (evaluation); stops the run on Ctrl-C."""
+        self.callbacks.stage_progress(self.name, done, total, metrics or {})
+        if self.interrupt.requested:
+            raise StageInterrupted(self.name, None)
+
+    def train_loop(self, total_steps: int, get_state: Callable[[], dict[str, Any]],
+                   set_state: Callable[[dict[str, Any]], None]) -> "TrainLoop":
+        return TrainLoop(self, int(total_steps), get_state, set_state)
+
+
+def _read_dataset(task: TaskSpec, path: str):
+    try:
+        from corl.data.store import load_task_dataset
+    except ImportError:
+        load_task_dataset = None
+    if load_task_dataset is not None:
+        return load_task_dataset(task, path=path)
+    from corl.data.formats.dsrl import read_dsrl
+
+    return read_dsrl(path, obs_dim=task.obs_dim, act_dim=task.act_dim)
+
+
+def read_task_dataset(task: TaskSpec, path: str):
+    """Read and validate a dataset file for ``task`` (the store's reader when available)."""
+    return _read_dataset(task, path)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill
+    path.write_text("".join(f"{line}\n" for line in kept))
+
+
+class TrainLoop:
+    """Iterate the remaining steps of a resumable training stage (see the stage API)."""
+
+    PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
+
+    def __init__(self, ctx: StageContext, total: int, get_state: Callable[[], dict[str, Any]],
+                 set_state: Callable[[dict[str, Any]], None]) -> None:
+        self.ctx, self.total, self.get_state, self.set_state = ctx, total, get_state, set_state
+        self.step = 0
+        self.resumed_from = 0
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._latest: dict[str, float] = {}
+        self._last_progress = 0.0
+
+    def log(self, metrics: dict[str, float]) -> None:
+        """Record this step's metrics (averaged over ``log_every`` steps in metrics.jsonl)."""
+        self._latest = metrics
+        for k, v in metrics.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+        self._count += 1
+
+    def _flush(self) -> None:
+        if self._count:
+            means = {k: v / self._count for k, v in self._sums.items()}
+            self.ctx.log_metrics(self.step, means)
+            self.ctx.last_train_metrics = means
+            self._sums, self._count = {}, 0
+
+    def _save(self) -> None:
+        self.ctx.checkpointer.save(self.step, self.get_state())
+
+    def __iter__(self) -> Iterator[int]:
+        ctx = self.ctx
+        payload = ctx.checkpointer.load()
+        metrics_path = ctx.out_dir / METRICS
+        if payload is not None and 0 < payload["step"] <= self.total:
+            self.set_state(payload["state"])
+            restore_rng_states(payload["rng"])
+            self.step = self.resumed_from = int(payload["step"])
+            _truncate_metrics(metrics_path, self.step)
+        else:
+            metrics_path.unlink(missing_ok=True)
+        ctx.resumed_from = self.resumed_from
+        ctx.callbacks.stage_started(ctx.name, ctx.kind, self.total, self.resumed_from)
+        log_every = max(1, ctx.log_every)
+        for step in range(self.step + 1, self.total + 1):
+            yield step
+            self.step = step
+            if step % log_every == 0 or step == self.total:
+                self._flush()
+            now = time.monotonic()
+            if now - self._last_progress >= self.PROGRESS_INTERVAL or step == self.total:
+                self._last_progress = now
+                ctx.callbacks.stage_progress(ctx.name, step, self.total, self._latest)
+            if ctx.interrupt.requested:
+                self._flush()
+                self._save()
+                raise StageInterrupted(ctx.name, step)
+            if step < self.total and ctx.checkpointer.due(step):
+                self._save()
+        ctx.steps_done = self.step

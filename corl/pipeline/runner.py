@@ -1,0 +1,381 @@
+"""The runner: plan (keys, cache state), then run stages in dependency order.
+
+Guarantees, and how:
+* A second identical run does no work: every stage's key is computed before anything runs,
+  and a directory whose manifest verifies (files re-hashed) is a cache hit.
+* ``--set`` on one stage reruns it and its dependents only: a key hashes the stage's own
+  config and its inputs' keys, so a change propagates exactly along the dependency edges.
+* Interrupted runs continue: a stage without a manifest but with ``checkpoint.pt`` resumes
+  from it (see :class:`corl.pipeline.context.TrainLoop`).
+* Concurrent runs never corrupt an artifact: each stage holds its directory's lock while it
+  builds, and re-checks the manifest after taking it (someone may have just finished).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from corl.errors import ConfigError, CorlError
+from corl.pipeline import artifacts as art
+from corl.pipeline.checkpoint import Checkpointer, seed_everything
+from corl.pipeline.context import (FingerprintContext, InterruptFlag, RunOptions, StageContext, StageInterrupted,
+                                   StageResult)
+from corl.pipeline.lock import ArtifactLock
+from corl.pipeline.progress import RunCallbacks
+from corl.pipeline.runs import new_record_path, write_record
+from corl.pipeline.spec import PipelineSpec, config_dict, load_spec
+from corl.tasks import TaskSpec, get_task
+
+
+class RunInterrupted(CorlError):
+    """Ctrl-C: the running stage saved a checkpoint; the message has the resume command."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunRequest:
+    """Everything ``corl run`` was asked (the CLI builds one; tests can too)."""
+
+    pipeline: str
+    task: str
+    preset: str | None = None
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)
+    device: str = "auto"
+    dataset: str | None = None
+    offline: bool | None = None
+    checkpoints: str | None = None
+    wait: bool = True
+    lock_timeout: float | None = None
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_seconds: float | None = None
+    log_every: int | None = None
+
+    def command(self) -> str:
+        """The ``corl run`` command line that repeats (and so resumes) this run."""
+        parts = ["corl", "run", self.pipeline, "--task", self.task]
+        if self.preset:
+            parts += ["--preset", self.preset]
+        parts += ["--seed", str(self.seed)]
+        for item in self.overrides:
+            parts += ["--set", item]
+        if self.device != "auto":
+            parts += ["--device", self.device]
+        if self.dataset:
+            parts += ["--dataset", self.dataset]
+        if self.offline:
+            parts.append("--offline")
+        if self.checkpoints:
+            parts += ["--checkpoints", self.checkpoints]
+        return shlex.join(parts)
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    kind: str
+    key: str
+    dir: Path
+    status: str  # cached | run | resume | corrupt
+    config: dict[str, Any]
+    inputs: dict[str, str]  # role -> stage name
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    artifact: art.Artifact | None = None
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    kind: str
+    key: str
+    dir: Path
+    status: str  # cached | ran | interrupted | failed
+    wall_time: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: int = 0
+    step: int | None = None  # the step a checkpoint was saved at, for an interrupted stage
+
+    @property
+    def key_metrics(self) -> dict[str, float]:
+        scored = {k: v for k, v in self.metrics.items() if k.startswith(("final/", "best/"))}
+        if scored:
+            keep = ("normalized_reward", "normalized_score", "normalized_cost", "reward", "cost")
+            picked = {f"{label}/{name}": scored[f"{label}/{name}"] for label in ("final", "best") for name in keep
+                      if f"{label}/{name}" in scored}
+            return picked or scored
+        return self.metrics
+
+
+@dataclass
+class RunResult:
+    pipeline: str
+    task: str
+    seed: int
+    preset: str | None
+    stages: list[StageOutcome]
+    status: str
+    wall_time: float
+    record_path: Path | None
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {"final": {}, "best": {}}
+        for o in self.stages:
+            for k, v in o.metrics.items():
+                label, _, name = k.partition("/")
+                if label in out:
+                    out[label][f"{o.name}/{name}"] = v
+        return out
+
+    @property
+    def ran(self) -> list[str]:
+        return [o.name for o in self.stages if o.status == "ran"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"--device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------------ planning
+@dataclass
+class Plan:
+    spec: PipelineSpec
+    task: TaskSpec
+    configs: dict[str, Any]
+    stages: list[PlannedStage]
+    root: Path
+    options: RunOptions
+
+    def stage(self, name: str) -> PlannedStage:
+        return next(s for s in self.stages if s.name == name)
+
+
+def plan_run(req: RunRequest) -> Plan:
+    """Load the spec, resolve configs, compute every key and each stage's cache state."""
+    spec = load_spec(req.pipeline)
+    task = get_task(req.task)
+    configs = spec.resolve(task.name, req.preset, req.overrides)
+    root = art.cache_root(req.checkpoints)
+    options = RunOptions(dataset_path=req.dataset, offline=req.offline, cache_root=root)
+    planned: dict[str, PlannedStage] = {}
+    dataset_sha: str | None = None
+    for name, sspec in spec.stages.items():
+        kind = sspec.kind
+        cfg = configs[name]
+        fp: dict[str, Any] = {}
+        if kind.fingerprint is not None:
+            fp = kind.fingerprint(FingerprintContext(task, cfg, options)) or {}
+        if kind.name == "dataset" and dataset_sha is None:
+            dataset_sha = fp.get("sha256")
+        input_keys = {role: planned[target].key for role, target in sspec.inputs.items()}
+        key = art.artifact_key(kind.name, kind.version, config_dict(cfg), input_keys, dataset_sha,
+                               req.seed if kind.seeded else None, fp.get("key"))
+        directory = root / task.name / f"{kind.name}-{key}"
+        status, reason, artifact = "run", "", None
+        try:
+            artifact = art.verify(directory, key)
+            if artifact is not None:
+                status = "cached"
+        except art.CorruptArtifact as exc:
+            status, reason = "corrupt", str(exc)
+        if status == "run" and (directory / art.CHECKPOINT).exists():
+            status = "resume"
+        planned[name] = PlannedStage(name, kind.name, key, directory, status, config_dict(cfg),
+                                     dict(sspec.inputs), fp, reason, artifact)
+    return Plan(spec, task, configs, list(planned.values()), root, options)
+
+
+# ------------------------------------------------------------------------------ running
+class _SigintHandler:
+    """First Ctrl-C: ask the running stage to checkpoint and stop. Second: abort at once."""
+
+    def __init__(self, flag: InterruptFlag, callbacks: RunCallbacks) -> None:
+        self.flag, self.callbacks = flag, callbacks
+        self.previous: Any = None
+        self.active = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> "_SigintHandler":
+        if self.active:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.flag.requested:
+            raise KeyboardInterrupt
+        self.flag.request()
+        self.callbacks.message("Ctrl-C: saving a checkpoint at the next step (Ctrl-C again to abort now)", "warning")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run: bool = False,
+                 interrupt: InterruptFlag | None = None) -> RunResult | Plan:
+    """Run (or with ``dry_run``, only plan) a pipeline; returns the result or the plan."""
+    callbacks = callbacks or RunCallbacks()
+    device = resolve_device(req.device)
+    plan = plan_run(req)
+    callbacks.plan(plan.stages)
+    if dry_run:
+        return plan
+    interrupt = interrupt or InterruptFlag()
+    policy = plan.spec.checkpoint
+    every_steps = req.checkpoint_every_steps if req.checkpoint_every_steps is not None else policy.every_steps
+    every_seconds = req.checkpoint_every_seconds if req.checkpoint_every_seconds is not None else policy.every_seconds
+    log_every = req.log_every if req.log_every is not None else policy.log_every
+
+    started = time.time()
+    record_path = new_record_path(plan.root, plan.spec.name, plan.task.name, req.seed)
+    record: dict[str, Any] = {
+        "pipeline": plan.spec.name, "spec": str(plan.spec.path), "task": plan.task.name, "seed": req.seed,
+        "preset": req.preset, "overrides": list(req.overrides), "device": str(device), "command": req.command(),
+        "host": socket.gethostname(), "pid": os.getpid(), "started": started, "status": "running", "stages": [],
+        "dataset": {},
+    }
+    write_record(record_path, record)
+    outcomes: list[StageOutcome] = []
+    artifacts: dict[str, art.Artifact] = {}
+    status = "ok"
+
+    def stage_entry(o: StageOutcome) -> dict[str, Any]:
+        return {"name": o.name, "kind": o.kind, "key": o.key, "dir": o.dir.relative_to(plan.root).as_posix(),
+                "status": o.status, "wall_time": o.wall_time, "metrics": o.metrics, "resumed_from": o.resumed_from,
+                "checkpoint_step": o.step}
+
+    try:
+        with _SigintHandler(interrupt, callbacks):
+            for ps in plan.stages:
+                if ps.status != "cached":  # referenced while it runs, so a kill -9 leaves it prune-safe
+                    running = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "running")
+                    record["stages"] = [stage_entry(o) for o in outcomes + [running]]
+                    write_record(record_path, record)
+                outcome = _run_stage(ps, plan, req, device, artifacts, callbacks, interrupt,
+                                     every_steps, every_seconds, log_every)
+                outcomes.append(outcome)
+                if ps.kind == "dataset" and ps.name in artifacts:
+                    record["dataset"] = artifacts[ps.name].outputs
+                record["stages"] = [stage_entry(o) for o in outcomes]
+                write_record(record_path, record)
+    except (StageInterrupted, KeyboardInterrupt) as exc:
+        status = "interrupted"
+        name = exc.stage if isinstance(exc, StageInterrupted) else _current(plan, outcomes)
+        step = exc.step if isinstance(exc, StageInterrupted) else None
+        ps = plan.stage(name) if name else None
+        if ps is not None:
+            outcomes.append(StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "interrupted", step=step))
+        raise RunInterrupted(
+            f"interrupted{f' in stage {name!r}' if name else ''}"
+            f"{f' (checkpoint saved at step {step})' if step else ''}; resume with: {req.command()}"
+        ) from None
+    except BaseException:
+        status = "failed"
+        name = _current(plan, outcomes)
+        if name is not None:  # keep the partial artifact referenced (prune must not take its checkpoint)
+            ps = plan.stage(name)
+            outcomes.append(StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "failed"))
+        raise
+    finally:
+        record["stages"] = [stage_entry(o) for o in outcomes]
+        record["status"] = status
+        record["ended"] = time.time()
+        record["wall_time"] = record["ended"] - started
+        result = RunResult(plan.spec.name, plan.task.name, req.seed, req.preset, outcomes, status,
+                           record["wall_time"], record_path, record.get("dataset", {}))
+        record["scores"] = result.scores
+        write_record(record_path, record)
+    callbacks.run_finished(result)
+    return result
+
+
+def _current(plan: Plan, outcomes: list[StageOutcome]) -> str | None:
+    done = {o.name for o in outcomes}
+    return next((s.name for s in plan.stages if s.name not in done), None)
+
+
+def _run_stage(ps: PlannedStage, plan: Plan, req: RunRequest, device: torch.device,
+               artifacts: dict[str, art.Artifact], callbacks: RunCallbacks, interrupt: InterruptFlag,
+               every_steps: int, every_seconds: float, log_every: int) -> StageOutcome:
+    inputs = {role: artifacts[target] for role, target in ps.inputs.items()}
+    if ps.status == "cached" and ps.artifact is not None:
+        artifacts[ps.name] = ps.artifact
+        outcome = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "cached", 0.0, ps.artifact.metrics)
+        callbacks.stage_finished(outcome)
+        return outcome
+
+    lock = ArtifactLock(ps.dir)
+    lock.acquire(wait=req.wait, timeout=req.lock_timeout, on_wait=callbacks.message)
+    try:
+        if lock.recovered_from:
+            callbacks.message(f"{ps.dir.name}: recovered a stale lock of pid {lock.recovered_from.get('pid')}"
+                              f" on {lock.recovered_from.get('host')}", "warning")
+        try:
+            done = art.verify(ps.dir, ps.key)
+        except art.CorruptArtifact as exc:
+            callbacks.message(f"{ps.name}: corrupt artifact ({exc}); rebuilding", "warning")
+            art.discard(ps.dir)
+            done = None
+        if done is not None:  # another run finished it while we waited for the lock
+            artifacts[ps.name] = done
+            outcome = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "cached", 0.0, done.metrics)
+            callbacks.stage_finished(outcome)
+            return outcome
+        ps.dir.mkdir(parents=True, exist_ok=True)
+        for leftover in ps.dir.glob(".*.tmp"):  # temporary files of a writer killed mid-write
+            leftover.unlink(missing_ok=True)
+        kind = plan.spec.stages[ps.name].kind
+        seed_everything(req.seed)
+        ctx = StageContext(
+            name=ps.name, kind=ps.kind, task=plan.task, config=plan.configs[ps.name], seed=req.seed, device=device,
+            out_dir=ps.dir, inputs=inputs, options=plan.options,
+            checkpointer=Checkpointer(ps.dir, every_steps, every_seconds), callbacks=callbacks,
+            interrupt=interrupt, log_every=log_every, fingerprint=ps.fingerprint,
+        )
+        t0 = time.time()
+        callbacks.stage_started(ps.name, ps.kind, None, 0)  # a train loop re-announces with total/resume
+        result = kind.fn(ctx)
+        if not isinstance(result, StageResult):
+            raise TypeError(f"stage kind {ps.kind!r} returned {type(result).__name__}, expected StageResult")
+        wall = time.time() - t0
+        metrics = {f"train/{k.split('/')[-1]}" if "/" in k else f"train/{k}": v
+                   for k, v in ctx.last_train_metrics.items()}
+        metrics.update({k: float(v) for k, v in result.metrics.items()})
+        manifest = {
+            "key": ps.key, "kind": ps.kind, "stage": ps.name, "stage_version": kind.version,
+            "pipeline": plan.spec.name, "task": plan.task.name, "config": ps.config,
+            "inputs": {role: {"stage": ps.inputs[role], "key": a.key, "dir": a.dir.name} for role, a in inputs.items()},
+            "dataset_sha256": next((p.fingerprint.get("sha256") for p in plan.stages if p.kind == "dataset"), None),
+            "seed": req.seed if kind.seeded else None, "device": str(device), "versions": art.package_versions(),
+            "wall_time": wall, "finished": time.time(), "resumed_from": ctx.resumed_from,
+            "steps": ctx.steps_done, "final_metrics": metrics, "outputs": result.outputs,
+            "files": art.content_files(ps.dir),
+        }
+        art.write_json_atomic(ps.dir / art.MANIFEST, manifest)  # last: now the artifact is done
+        ctx.checkpointer.clear()
+        artifact = art.Artifact(ps.dir, manifest)
+        artifacts[ps.name] = artifact
+        outcome = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "ran", wall, metrics, ctx.resumed_from)
+        callbacks.stage_finished(outcome)
+        return outcome
+    finally:
+        lock.release()
+

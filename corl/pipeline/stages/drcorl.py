@@ -1,0 +1,158 @@
+"""DRCORL stages: ``drcorl_behavior`` -> ``drcorl_critics`` -> ``drcorl_policy`` (learners in
+``corl.algos.drcorl``; this module is only the glue: data, checkpoints, artifacts).
+
+* ``drcorl_behavior`` (inputs: dataset): fits the diffusion behaviour model; writes
+  ``behavior.pt`` (the ScoreNet ``state_dict``); outputs its config and dims.
+* ``drcorl_critics`` (inputs: dataset): IQL reward/cost critics on the IQL-scaled reward;
+  writes ``critics.pt`` (the whole CriticLearner state, optimizers included).
+* ``drcorl_policy`` (inputs: dataset, behavior, critics): warm start + safe phase; writes the
+  Dirac policy for ``evaluate`` (builder ``deterministic``).
+
+Deviations from the authors' runner, by design: batches are drawn uniformly with
+replacement (``TransitionDataset.sample``) rather than from shuffled epochs; the switching
+statistic is the offline cost-critic estimate unless ``switch_estimator = "online"``; no
+best-checkpoint selection on simulator episodes (the final policy is the artifact).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig,
+                               PolicyLearner, build_score_net, initial_observations, iql_reward_scale)
+from corl.nn.diffusion import VPSchedule
+from corl.pipeline.context import StageContext, StageResult
+from corl.pipeline.policies import save_policy
+from corl.pipeline.registry import register_stage
+
+
+# ----------------------------------------------------------------------------- configs
+@dataclass
+class BehaviorStageConfig(BehaviorConfig):
+    """``corl.algos.drcorl.BehaviorConfig`` (every field is a key of the stage)."""
+
+
+@dataclass
+class CriticStageConfig(CriticConfig):
+    """``corl.algos.drcorl.CriticConfig`` (every field is a key of the stage)."""
+
+
+@dataclass
+class PolicyStageConfig(PolicyConfig):
+    """``corl.algos.drcorl.PolicyConfig`` plus task defaults and online-estimator settings."""
+
+    cost_threshold: float | None = None  # kappa; None = the task's first cost limit (10 if none)
+    episode_len: int | None = None  # T; None = the task's episode length
+    estimate_num_envs: int = 4  # vector envs for switch_estimator = "online"
+
+
+def _learner_config(cls, cfg, **overrides):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k in names}
+    values.update(overrides)
+    return cls(**values)
+
+
+def _action_bounds(task) -> tuple[list[float], list[float]]:
+    from corl.envs.factory import make_env
+
+    env = make_env(task)
+    try:
+        return env.action_space.low.tolist(), env.action_space.high.tolist()
+    finally:
+        env.close()
+
+
+def _train(ctx: StageContext, learner, steps: int, sample) -> int:
+    gen = ctx.generator()
+
+    def get_state() -> dict:
+        return {"learner": learner.state_dict(), "generator": gen.get_state()}
+
+    def set_state(state: dict) -> None:
+        learner.load_state_dict(state["learner"])
+        gen.set_state(state["generator"].cpu())
+
+    loop = ctx.train_loop(steps, get_state, set_state)
+    for _ in loop:
+        loop.log(learner.update(sample(gen)))
+    return loop.step
+
+
+# ----------------------------------------------------------------------------- stage 1
+@register_stage("drcorl_behavior", config=BehaviorStageConfig, version="1", inputs=("dataset",),
+                description="DRCORL: diffusion behaviour model (VP-SDE, eps-prediction)")
+def behavior_stage(ctx: StageContext) -> StageResult:
+    cfg: BehaviorStageConfig = ctx.config
+    data = ctx.load_dataset()
+    learner = BehaviorLearner(data.obs_dim, data.act_dim, _learner_config(BehaviorConfig, cfg), ctx.device,
+                              seed=ctx.seed)
+    steps = _train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
+    torch.save({"net": {k: v.detach().cpu() for k, v in learner.net.state_dict().items()}},
+               ctx.out_dir / "behavior.pt")
+    val = learner.evaluate_loss(data.sample(min(len(data), 4096), ctx.generator(offset=1)))
+    return StageResult(metrics={"steps": float(steps), "behavior/val_loss": val},
+                       outputs={"file": "behavior.pt", "config": dataclasses.asdict(learner.config),
+                                "obs_dim": data.obs_dim, "act_dim": data.act_dim})
+
+
+# ----------------------------------------------------------------------------- stage 2
+@register_stage("drcorl_critics", config=CriticStageConfig, version="1", inputs=("dataset",),
+                description="DRCORL: IQL reward and cost critics")
+def critics_stage(ctx: StageContext) -> StageResult:
+    cfg: CriticStageConfig = ctx.config
+    data = ctx.load_dataset()
+    scale = iql_reward_scale(data, cfg.reward_scale_episode_steps)
+    learner = CriticLearner(data.obs_dim, data.act_dim, _learner_config(CriticConfig, cfg), scale, ctx.device)
+    steps = _train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
+    torch.save(learner.state_dict(), ctx.out_dir / "critics.pt")
+    return StageResult(metrics={"steps": float(steps), "reward_scale": scale, **ctx.last_train_metrics},
+                       outputs={"file": "critics.pt", "config": dataclasses.asdict(learner.config),
+                                "reward_scale": scale})
+
+
+# ----------------------------------------------------------------------------- stage 3
+@register_stage("drcorl_policy", config=PolicyStageConfig, version="1",
+                inputs=("dataset", "behavior", "critics"),
+                description="DRCORL: score-regularised Dirac policy with the safety switch")
+def policy_stage(ctx: StageContext) -> StageResult:
+    cfg: PolicyStageConfig = ctx.config
+    data = ctx.load_dataset()
+    kappa = cfg.cost_threshold if cfg.cost_threshold is not None else (ctx.task.cost_limit or 10.0)
+    horizon = cfg.episode_len if cfg.episode_len is not None else int(ctx.task.max_episode_steps)
+    pcfg = _learner_config(PolicyConfig, cfg, cost_threshold=float(kappa), episode_len=int(horizon))
+
+    b_art, c_art = ctx.input("behavior"), ctx.input("critics")
+    bcfg = _learner_config(BehaviorConfig, BehaviorConfig(), **b_art.outputs["config"])
+    behavior = build_score_net(data.obs_dim, data.act_dim, bcfg)
+    behavior.load_state_dict(torch.load(b_art.dir / b_art.outputs["file"], map_location="cpu",
+                                        weights_only=True)["net"])
+    ccfg = _learner_config(CriticConfig, CriticConfig(), **c_art.outputs["config"])
+    critics = CriticLearner(data.obs_dim, data.act_dim, ccfg, c_art.outputs["reward_scale"], ctx.device)
+    critics.load_state_dict(torch.load(c_art.dir / c_art.outputs["file"], map_location=ctx.device,
+                                       weights_only=True))
+
+    estimator = None
+    if pcfg.switch_estimator == "online":
+        from corl.eval.rollout import rollout
+
+        def estimator(policy, n_episodes: int) -> float:  # mean undiscounted episode cost
+            fn = torch.no_grad()(lambda obs: policy(obs))
+            result = rollout(ctx.task, fn, n_episodes, seed=ctx.seed, num_envs=cfg.estimate_num_envs,
+                             device=ctx.device)
+            return float(result.cost.mean())
+
+    low, high = _action_bounds(ctx.task)
+    learner = PolicyLearner(data.obs_dim, data.act_dim, behavior, critics, pcfg, low, high,
+                            VPSchedule(bcfg.beta0, bcfg.beta1), ctx.device, seed=ctx.seed,
+                            cost_estimator=estimator, initial_observations=initial_observations(data))
+    steps = _train(ctx, learner, learner.total_steps, lambda g: data.sample(pcfg.batch_size, g))
+    kwargs = {"obs_dim": data.obs_dim, "act_dim": data.act_dim, "hidden": list(pcfg.hidden),
+              "activation": "relu", "act_low": low, "act_high": high}
+    policy = save_policy(ctx.out_dir, learner.policy, "deterministic", kwargs)
+    return StageResult(
+        metrics={"steps": float(steps), "cost_estimate": learner.cost_estimate},
+        outputs={"policy": policy, "cost_limit": float(kappa), "label": "DRCORL", "steps": steps})

@@ -1,0 +1,53 @@
+"""The ``evaluate`` stage: roll a trained policy out in the simulator; DSRL/D4RL scores.
+
+It evaluates the policy its input produced, i.e. the *final* policy of that stage, and labels
+every score ``final/...``; a stage that also keeps a best checkpoint would be evaluated by a
+second ``evaluate`` stage whose scores are labelled ``best/...`` (``label = "best"``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from corl.eval.rollout import rollout
+from corl.eval.scores import summarize
+from corl.pipeline.context import StageContext, StageResult
+from corl.pipeline.registry import register_stage
+
+
+@dataclass
+class EvaluateConfig:
+    episodes: int = 20
+    num_envs: int = 4  # synchronous vector envs; batched policy inference over them
+    cost_limit: float | None = None  # None: the limit the policy was trained for, else the task's
+    label: str = "final"  # which policy this is: "final" or "best" (prefix of every score)
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.num_envs < 1:
+            raise ValueError("episodes and num_envs must be >= 1")
+        if self.label not in ("final", "best"):
+            raise ValueError(f"label must be 'final' or 'best', got {self.label!r}")
+
+
+@register_stage("evaluate", config=EvaluateConfig, version="1", inputs=("policy",),
+                description="simulator rollouts with DSRL-normalized reward and cost")
+def evaluate_stage(ctx: StageContext) -> StageResult:
+    cfg: EvaluateConfig = ctx.config
+    policy_art = ctx.input("policy")
+    policy_fn = ctx.load_policy("policy")
+    limit = cfg.cost_limit
+    if limit is None:
+        limit = policy_art.outputs.get("cost_limit", ctx.task.cost_limit)
+    ctx.progress(0, cfg.episodes)
+    result = rollout(ctx.task, policy_fn, cfg.episodes, seed=ctx.seed, num_envs=cfg.num_envs, device=ctx.device,
+                     progress=lambda done, total: ctx.progress(done, total))
+    metrics = summarize(ctx.task, result.reward, result.cost, result.length, limit,
+                        extra_limits=ctx.task.cost_limits, prefix=f"{cfg.label}/")
+    with open(ctx.out_dir / "episodes.json", "w") as handle:
+        json.dump({"reward": result.reward.tolist(), "cost": result.cost.tolist(),
+                   "length": result.length.tolist(), "cost_limit": limit, "seed": ctx.seed,
+                   "policy_artifact": policy_art.dir.name, "policy_label": policy_art.outputs.get("label")},
+                  handle, indent=1)
+    return StageResult(metrics=metrics, outputs={"cost_limit": limit, "label": cfg.label,
+                                                 "policy": policy_art.outputs.get("label")})

@@ -1,0 +1,594 @@
+"""Online data collection as pipeline stages: ``cvpo_train``, ``mice_train`` and ``export``.
+
+Why these exist: corl's offline methods need datasets, and DSRL built its datasets by training
+online safe-RL learners under several cost limits and keeping every training episode. These
+stages do the same with corl's own learners (``corl.algos.cvpo``, ``corl.algos.mice``): a
+``*_train`` stage trains one learner per cost limit (sequentially) and records every episode
+with per-episode metadata; ``export`` writes the pooled episodes as a DSRL-format HDF5 into the
+dataset store (or as a Minari dataset), optionally through DSRL's reward/cost density filter.
+
+Checkpoints and resume
+----------------------
+A train stage checkpoints through the engine's :class:`~corl.pipeline.checkpoint.Checkpointer`
+(not ``ctx.train_loop``, whose step-granular saves could land in the middle of an episode and
+whose metric truncation assumes the loop's own step numbers). A checkpoint holds the trainer's
+``state_dict`` (networks, optimisers, replay buffer / open rollout, schedule counters, RNGs),
+the episodes recorded so far (finished ones only) and the bookkeeping of the learning curve.
+Steps are *environment steps* summed over envs and over the learners of a multi-limit run.
+
+Saves happen at a vector step where every env has just finished its episode (always the case
+with fixed-length episodes and synchronous envs), so an uninterrupted and a resumed run see the
+same episodes. **The simulators' state cannot be checkpointed**: when a save had to be taken
+mid-episode (Ctrl-C, or a due save that found no episode boundary within one episode length),
+the resumed run *restarts the current episodes* from fresh resets: the unfinished episodes are
+not recorded (their env steps still count towards the budget), CVPO drops the < ``n_step``
+rows of its open n-step windows, and MICE closes its open trajectory slices as time-outs
+(bootstrapping ``V`` at the last observation, as at an epoch boundary). A resumed collector
+resets its envs with ``seed + env_steps`` so the restarted episodes do not replay episode 0's
+initial states; the seed each episode's env was seeded from is in its metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from corl.errors import ConfigError, CorlError
+from corl.pipeline.artifacts import METRICS
+from corl.pipeline.checkpoint import restore_rng_states
+from corl.pipeline.context import StageContext, StageInterrupted, StageResult
+from corl.pipeline.registry import register_stage
+
+EPISODES_FILE = "episodes.hdf5"  # the train stage's artifact: every recorded episode (DSRL layout)
+CURVE_FILE = "learning_curve.png"
+EPISODE_GROUP = "episodes"  # per-episode metadata arrays inside the HDF5 files (dsrl ignores them)
+_TRANSITION_KEYS = ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")
+
+
+# ------------------------------------------------------------------------------ configs
+@dataclass
+class CVPOTrainConfig:
+    """CVPO online training (defaults: FSRL's Bullet settings, see ``CVPOConfig``).
+
+    ``steps`` is per learner (env steps summed over ``num_envs``). ``cost_limits`` non-empty
+    trains one learner per limit, one after the other, and pools their episodes (DSRL's
+    recipe); empty trains one learner at ``cost_limit`` (None = the task's default limit).
+    The remaining keys are ``CVPOConfig`` fields of the same name.
+    """
+
+    steps: int = 2_000_000
+    num_envs: int = 1
+    cost_limit: float | None = None
+    cost_limits: list[float] = field(default_factory=list)
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    gamma: float = 0.97
+    tau: float = 0.05
+    n_step: int = 2
+    critic_lr: float = 1e-3
+    actor_lr: float = 5e-4
+    sample_action_num: int = 16
+    estep_kl: float = 0.02
+    estep_solver: str = "adam"
+    mstep_kl_mu: float = 0.005
+    mstep_kl_std: float = 0.0005
+    batch_size: int = 256
+    buffer_size: int = 200_000
+    episodes_per_round: int = 10
+    update_per_step: float = 0.2
+    warmup_steps: int = 0
+    policy: str = "diag"
+
+
+@dataclass
+class MICETrainConfig:
+    """MICE online training (defaults: the released ``MICE.yaml``, see ``MICEConfig``).
+
+    ``steps``, ``num_envs``, ``cost_limit`` and ``cost_limits`` as for ``cvpo_train``; the
+    rest are ``MICEConfig`` fields of the same name.
+    """
+
+    steps: int = 10_240_000
+    num_envs: int = 10
+    cost_limit: float | None = None
+    cost_limits: list[float] = field(default_factory=list)
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    steps_per_epoch: int = 20_000
+    gamma: float = 0.99
+    cost_gamma: float = 0.99
+    target_kl: float = 0.01
+    critic_lr: float = 1e-3
+    update_iters: int = 10
+    batch_size: int = 128
+    intrinsic_factor: float = 5.0
+    intrinsic_decay: float = 0.99
+    k_knn: int = 10
+    memory_capacity: int = 100
+    base: str = "cpo"
+
+
+@dataclass
+class ExportConfig:
+    """Write the train stage's episodes as a dataset.
+
+    ``format``: "dsrl" (an HDF5 file in the dataset store, ``$CORL_DATASETS`` or ./datasets) or
+    "minari" (a dataset in the local Minari store). ``name``: file stem / Minari id; "" =
+    ``<task>-<method>-<key8>`` (key8: the export artifact's key, so different filters or data
+    never overwrite each other). ``density_filter``: DSRL's reward/cost grid filter with its
+    per-task settings at ``density`` (seeded by ``--seed``).
+    """
+
+    format: str = "dsrl"
+    name: str = ""
+    density_filter: bool = False
+    density: float = 0.5
+    overwrite: bool = True
+
+
+# ------------------------------------------------------------------------------ learner glue
+@dataclass
+class _Method:
+    """How a train stage builds its learner (the only method-specific part of the loop)."""
+
+    name: str
+    build: Callable[[StageContext, float, int], Any]  # (ctx, cost_limit, learner index) -> trainer
+    fixed_horizon: bool
+    cut: Callable[[Any, np.ndarray, np.ndarray], None]  # close open episodes' learner state on resume
+
+
+def _sub_config(target_cls: type, cfg: Any, **extra: Any) -> Any:
+    """The learner's config from the stage config's fields of the same name (lists -> tuples)."""
+    names = {f.name for f in dataclasses.fields(target_cls)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dataclasses.asdict(cfg).items() if k in names}
+    values.update(extra)
+    return target_cls(**values)
+
+
+def _build_cvpo(ctx: StageContext, limit: float, index: int) -> Any:
+    from corl.algos.cvpo import CVPOConfig, CVPOTrainer
+
+    cfg = _sub_config(CVPOConfig, ctx.config, cost_limit=float(limit), seed=ctx.seed + 1000 * index)
+    return CVPOTrainer.for_task(ctx.task, cfg, device=ctx.device)
+
+
+def _cut_cvpo(trainer: Any, open_envs: np.ndarray, last_obs: np.ndarray) -> None:
+    # the open n-step windows belong to episodes that will not continue: drop them
+    trainer._pending = []
+
+
+def _build_mice(ctx: StageContext, limit: float, index: int) -> Any:
+    from corl.algos.mice import MICEConfig, MICETrainer
+
+    cfg = _sub_config(MICEConfig, ctx.config, cost_limit=float(limit), seed=ctx.seed + 1000 * index)
+    return MICETrainer.for_task(ctx.task, ctx.config.num_envs, cfg, device=ctx.device)
+
+
+def _cut_mice(trainer: Any, open_envs: np.ndarray, last_obs: np.ndarray) -> None:
+    # close each open slice as a time-out at the last observation (what an epoch end does)
+    for j in np.flatnonzero(open_envs):
+        if trainer.slice_start[j] < len(trainer.rows[j]["rewards"]):
+            trainer._finish_slice(int(j), *trainer._bootstrap(last_obs[j]))
+
+
+METHODS = {
+    "cvpo": _Method("cvpo", _build_cvpo, True, _cut_cvpo),
+    "mice": _Method("mice", _build_mice, False, _cut_mice),
+}
+
+
+# ------------------------------------------------------------------------------ the train loop
+def _cost_limits(ctx: StageContext) -> list[float]:
+    cfg = ctx.config
+    if cfg.cost_limits:
+        return [float(x) for x in cfg.cost_limits]
+    limit = cfg.cost_limit if cfg.cost_limit is not None else ctx.task.cost_limit
+    if limit is None:
+        raise CorlError(f"{ctx.kind}: task {ctx.task.name} has no default cost limit; set {ctx.name}.cost_limit")
+    return [float(limit)]
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill
+    path.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _arrays_to_state(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    parts = [p for p in parts if p and len(p["rewards"])]
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in _TRANSITION_KEYS}
+
+
+class _Curve:
+    """Per-episode learning-curve bookkeeping: metrics.jsonl lines and violation counters."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.violations = 0  # episodes whose cost exceeded their limit
+        self.cum_violation = 0.0  # Σ max(episode cost − limit, 0)
+        self.latest: dict[str, float] = {}
+
+    def episode(self, step: int, learner: int, ep: Any) -> None:
+        limit = float(ep.cost_limit)
+        excess = max(ep.cost - limit, 0.0)
+        self.violations += int(excess > 0)
+        self.cum_violation += excess
+        self.latest = {"episode_reward": ep.reward, "episode_cost": ep.cost, "cum_violations": float(self.violations)}
+        self.ctx.log_metrics(step, {"episode": ep.episode, "learner": learner, "cost_limit": limit,
+                                    "training_step": ep.training_step, "seed": ep.seed,
+                                    "episode_reward": ep.reward, "episode_cost": ep.cost, "episode_length": ep.length,
+                                    "cum_violations": self.violations, "cum_violation_excess": self.cum_violation})
+
+    def state(self) -> dict[str, Any]:
+        return {"violations": self.violations, "cum_violation": self.cum_violation}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.violations, self.cum_violation = int(state["violations"]), float(state["cum_violation"])
+
+
+def _train(ctx: StageContext, method: _Method) -> StageResult:
+    """Train one learner per cost limit, recording every episode; checkpointed and resumable."""
+    from corl.algos.online.collector import EpisodeInfo, OnlineCollector
+
+    cfg = ctx.config
+    if cfg.steps <= 0 or cfg.num_envs <= 0:
+        raise ConfigError(f"{ctx.name}: steps and num_envs must be positive")
+    limits = _cost_limits(ctx)
+    per_learner = int(cfg.steps)
+    total = per_learner * len(limits)
+    horizon = int(ctx.task.max_episode_steps)
+    metrics_path = ctx.out_dir / METRICS
+    curve = _Curve(ctx)
+    ckpt = ctx.checkpointer
+    t_start = time.perf_counter()
+
+    pool: list[dict[str, np.ndarray]] = []  # finished learners' episodes
+    pool_eps: list[dict[str, Any]] = []
+    learner_index = 0
+    resume: dict[str, Any] | None = None
+    payload = ckpt.load()
+    if payload is not None and 0 < int(payload["step"]) <= total:
+        resume = payload["state"]
+        learner_index = int(resume["learner"])
+        if resume["pool"]:
+            pool = [{k: v.numpy() for k, v in resume["pool"].items()}]
+        pool_eps = list(resume["pool_episodes"])
+        curve.load(resume["curve"])
+        ctx.resumed_from = int(payload["step"])
+        _truncate_metrics(metrics_path, ctx.resumed_from)
+    else:
+        metrics_path.unlink(missing_ok=True)
+    ctx.callbacks.stage_started(ctx.name, ctx.kind, total, ctx.resumed_from)
+
+    last_progress = 0.0
+    while learner_index < len(limits):
+        limit, base_step = limits[learner_index], learner_index * per_learner
+        trainer = method.build(ctx, limit, learner_index)
+        seed = ctx.seed + 1000 * learner_index
+        collector = OnlineCollector(ctx.task, cfg.num_envs, seed, record=True, fixed_horizon=method.fixed_horizon,
+                                    cost_limit=limit, device=ctx.device)
+        if resume is not None and not resume["trainer"]:  # saved at a learner switch: start it fresh
+            restore_rng_states(payload["rng"])
+            resume = None
+        if resume is not None:
+            trainer.load_state_dict(resume["trainer"])
+            current = {k: v.numpy() for k, v in resume["current"].items()}
+            if current and len(current["rewards"]):
+                collector.buffer.extend(current)
+            collector.episodes = [EpisodeInfo(**{k: v for k, v in e.items() if k in EpisodeInfo.__dataclass_fields__})
+                                  for e in resume["current_episodes"]]
+            collector.env_steps = int(resume["env_steps"])
+            collector._env_episode = [int(x) for x in resume["env_episode"]]
+            open_envs = resume["open_envs"].numpy().astype(bool)
+            if open_envs.any():
+                method.cut(trainer, open_envs, resume["last_obs"].numpy())
+            collector.seed = seed + collector.env_steps  # fresh resets, not episode 0's again
+            restore_rng_states(payload["rng"])
+            resume = None
+
+        def get_state() -> dict[str, Any]:
+            open_envs = collector._t > 0
+            last_obs = collector.obs if collector.obs is not None else np.zeros((cfg.num_envs, collector.obs_dim))
+            return {
+                "learner": learner_index, "trainer": trainer.state_dict(),
+                "pool": _arrays_to_state(_concat(pool)), "pool_episodes": pool_eps,
+                "current": _arrays_to_state({k: v for k, v in collector.buffer.view().items()}),
+                "current_episodes": [e.as_dict() for e in collector.episodes],
+                "env_steps": collector.env_steps, "env_episode": list(collector._env_episode),
+                "open_envs": torch.from_numpy(open_envs.copy()),
+                "last_obs": torch.as_tensor(np.asarray(last_obs, dtype=np.float32)),
+                "curve": curve.state(),
+            }
+
+        due_since: int | None = None
+        try:
+            while collector.env_steps < per_learner:
+                collector.training_step = int(trainer.training_step)
+                vstep = collector.step(trainer.act)
+                logs = trainer.observe(vstep)
+                step = base_step + collector.env_steps
+                for ep in vstep.finished:
+                    curve.episode(step, learner_index, ep)
+                if logs:
+                    ctx.last_train_metrics = {k: float(v) for k, v in logs.items()}
+                    ctx.log_metrics(step, {"learner": learner_index, **ctx.last_train_metrics})
+                now = time.monotonic()
+                if now - last_progress >= 0.2:
+                    last_progress = now
+                    ctx.callbacks.stage_progress(ctx.name, step, total, curve.latest)
+                if ctx.interrupt.requested:  # save now, even mid-episode (documented above)
+                    ckpt.save(step, get_state())
+                    raise StageInterrupted(ctx.name, step)
+                if collector.env_steps < per_learner and ckpt.due(step):
+                    clean = not (collector._t > 0).any()
+                    due_since = step if due_since is None else due_since
+                    if clean or step - due_since >= horizon * cfg.num_envs:
+                        ckpt.save(step, get_state())
+                        due_since = None
+        finally:
+            collector.close()
+        pool.append({k: v.copy() for k, v in collector.buffer.view().items()})
+        pool_eps.extend({**e.as_dict(), "learner": learner_index} for e in collector.episodes)
+        learner_index += 1
+        if learner_index < len(limits):  # a clean boundary: the next learner starts from scratch
+            pool = [_concat(pool)]
+            ckpt.save(learner_index * per_learner, {"learner": learner_index, "trainer": {}, "pool": _arrays_to_state(pool[0]),
+                                                    "pool_episodes": pool_eps, "current": {}, "current_episodes": [],
+                                                    "env_steps": 0, "env_episode": [0] * cfg.num_envs,
+                                                    "open_envs": torch.zeros(cfg.num_envs, dtype=torch.bool),
+                                                    "last_obs": torch.zeros(cfg.num_envs, 1), "curve": curve.state()})
+    ctx.callbacks.stage_progress(ctx.name, total, total, curve.latest)
+    ctx.steps_done = total
+
+    arrays = _concat(pool)
+    if not arrays:
+        raise CorlError(f"{ctx.name}: no episode finished in {per_learner} env steps; raise {ctx.name}.steps "
+                        f"(episodes last {horizon} steps x {cfg.num_envs} envs)")
+    meta = {"task": ctx.task.name, "source": f"corl-{method.name}", "collector": method.name, "seed": ctx.seed,
+            "cost_limits": limits, "env_steps": total, "episodes": len(pool_eps), "num_envs": cfg.num_envs}
+    _write_hdf5(arrays, pool_eps, meta, ctx.out_dir / EPISODES_FILE)
+    _plot_curve(metrics_path, ctx.out_dir / CURVE_FILE, f"{method.name.upper()} on {ctx.task.name}", limits,
+                show_violations=method.name == "mice")
+
+    rewards = np.array([e["reward"] for e in pool_eps])
+    costs = np.array([e["cost"] for e in pool_eps])
+    tail = max(1, min(10, len(pool_eps) // 4 or 1))
+    # final/*: the last `tail` training episodes (stochastic policy), as `corl run` prints them
+    metrics = {"final/reward": float(rewards[-tail:].mean()), "final/cost": float(costs[-tail:].mean()),
+               "final/episodes": float(tail),
+               "episodes": float(len(pool_eps)), "transitions": float(len(arrays["rewards"])),
+               "env_steps": float(total), "cum_violations": float(curve.violations),
+               "cum_violation_excess": float(curve.cum_violation), "wall_s": time.perf_counter() - t_start}
+    outputs = {"episodes_file": EPISODES_FILE, "method": method.name, "cost_limits": limits,
+               "episodes": len(pool_eps), "transitions": int(len(arrays["rewards"])), "env_steps": total,
+               "curve": CURVE_FILE, "resumed_from": ctx.resumed_from}
+    return StageResult(metrics=metrics, outputs=outputs)
+
+
+# ------------------------------------------------------------------------------ files
+def _episode_columns(episodes: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-episode metadata as arrays (HDF5 attributes cap at 64 KiB; thousands of episodes do not fit)."""
+    def col(key: str, dtype: Any, default: Any = 0) -> np.ndarray:
+        return np.asarray([default if e.get(key) is None else e.get(key, default) for e in episodes], dtype=dtype)
+
+    return {"cost_limit": col("cost_limit", np.float64, np.nan), "training_step": col("training_step", np.int64),
+            "env_step": col("env_step", np.int64), "seed": col("seed", np.int64), "learner": col("learner", np.int64),
+            "env_index": col("env_index", np.int64), "reward": col("reward", np.float64),
+            "cost": col("cost", np.float64), "length": col("length", np.int64), "terminated": col("terminated", bool)}
+
+
+def _write_hdf5(arrays: dict[str, np.ndarray], episodes: list[dict[str, Any]], metadata: dict[str, Any],
+                path: Path) -> Path:
+    """A DSRL-format file plus an ``episodes/`` group of per-episode metadata, written atomically."""
+    import h5py
+
+    from corl.data.dataset import TransitionDataset
+    from corl.data.formats.dsrl import write_dsrl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_dsrl(TransitionDataset.from_numpy(arrays, metadata), tmp)
+        with h5py.File(tmp, "a") as handle:
+            group = handle.create_group(EPISODE_GROUP)
+            for key, value in _episode_columns(episodes).items():
+                group.create_dataset(key, data=value)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _read_episodes(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+    import h5py
+
+    from corl.data.formats.dsrl import read_hdf5_arrays
+
+    arrays, meta = read_hdf5_arrays(path, _TRANSITION_KEYS)
+    with h5py.File(path, "r") as handle:
+        cols = {k: v[()] for k, v in handle[EPISODE_GROUP].items()} if EPISODE_GROUP in handle else {}
+    return arrays, cols, meta
+
+
+def _plot_curve(metrics_path: Path, out: Path, title: str, limits: list[float], show_violations: bool) -> None:
+    """Episode reward and cost against env steps (moving average of 10), and violations for MICE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] if metrics_path.exists() else []
+    rows = [r for r in rows if "episode_reward" in r]
+    steps = np.array([r["step"] for r in rows], dtype=float)
+    panels = [("episode_reward", "episode reward"), ("episode_cost", "episode cost")]
+    if show_violations:
+        panels.append(("cum_violations", "cumulative violations"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
+    for ax, (key, label) in zip(axes, panels):
+        values = np.array([r[key] for r in rows], dtype=float)
+        ax.plot(steps, values, ".", alpha=0.3, markersize=3)
+        if len(values) and key != "cum_violations":
+            k = min(10, len(values))
+            ax.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), "-")
+        else:
+            ax.plot(steps, values, "-")
+        if key == "episode_cost":
+            for limit in sorted(set(limits)):
+                ax.axhline(limit, color="r", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("env steps")
+        ax.set_title(label)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ stage kinds
+@register_stage("cvpo_train", config=CVPOTrainConfig, version="1",
+                description="train CVPO online (one learner per cost limit), recording every episode")
+def cvpo_train(ctx: StageContext) -> StageResult:
+    return _train(ctx, METHODS["cvpo"])
+
+
+@register_stage("mice_train", config=MICETrainConfig, version="1",
+                description="train MICE online (one learner per cost limit), recording every episode")
+def mice_train(ctx: StageContext) -> StageResult:
+    return _train(ctx, METHODS["mice"])
+
+
+def _offline_name(task: Any) -> str:
+    """The DSRL task recorded from this online task (its density-filter grid), else the task itself."""
+    from corl.tasks import get_task, task_names
+
+    for name in task_names():
+        try:
+            if get_task(name).online_task == task.name:
+                return name
+        except Exception:
+            continue
+    return task.name
+
+
+def _minari_id(name: str) -> str:
+    env = re.sub(r"\W", "", name.split("-v")[0])
+    return env
+
+
+@register_stage("export", config=ExportConfig, version="1", inputs=("episodes",),
+                description="write recorded episodes as a DSRL HDF5 in the dataset store (or a Minari dataset)")
+def export_stage(ctx: StageContext) -> StageResult:
+    """The dataset file lives in the store, not the artifact, so ``corl datasets``, ``--dataset``
+    and other tools find it; the artifact keeps its path and sha256 (and the filter report)."""
+    from corl.data.dataset import TransitionDataset
+    from corl.data.hashing import file_sha256
+    from corl.data.store import store_dir
+
+    cfg: ExportConfig = ctx.config
+    if cfg.format not in ("dsrl", "minari"):
+        raise ConfigError(f"{ctx.name}.format: expected 'dsrl' or 'minari', got {cfg.format!r}")
+    src = ctx.input("episodes")
+    if "episodes_file" not in src.outputs:
+        raise CorlError(f"{ctx.name}: input {src.kind!r} recorded no episodes (expected cvpo_train or mice_train)")
+    ctx.progress(0, 2)
+    arrays, cols, meta = _read_episodes(src.dir / src.outputs["episodes_file"])
+    dataset = TransitionDataset.from_numpy(arrays, meta)
+    report: dict[str, Any] = {}
+    if cfg.density_filter:
+        from corl.data.filtering import density_config_for, density_filter
+
+        dataset, report = density_filter(dataset, density_config_for(_offline_name(ctx.task), cfg.density, ctx.seed))
+        keep = _kept_episodes(cols, dataset)
+        ok = len(keep) == dataset.num_episodes and (len(keep) == 0 or keep[-1] < len(cols.get("reward", [])))
+        cols = {k: v[keep] for k, v in cols.items()} if ok else {}
+        dataset.metadata.pop("selected_episodes", None)
+        report = {k: v for k, v in report.items() if k != "config"}
+    if len(dataset) == 0:
+        raise CorlError(f"{ctx.name}: no episode left to export (density filter dropped all); use density_filter=false")
+    method = src.outputs.get("method", "online")
+    key8 = ctx.out_dir.name.rsplit("-", 1)[-1][:8]
+    dataset.metadata.update({"train_artifact": src.dir.name, "exported_by": "corl export"})
+    ctx.progress(1, 2)
+    outputs: dict[str, Any] = {"format": cfg.format, "transitions": len(dataset), "episodes": dataset.num_episodes,
+                               "cost_limits": src.outputs.get("cost_limits"), "method": method}
+    if cfg.format == "dsrl":
+        name = cfg.name or f"{ctx.task.name}-{method}-{key8}"
+        path = (store_dir() / f"{name}.hdf5").resolve()
+        if path.exists() and not cfg.overwrite:
+            raise CorlError(f"{path} exists; set {ctx.name}.overwrite=true or another {ctx.name}.name")
+        episodes = [dict(zip(cols, vals)) for vals in zip(*[v.tolist() for v in cols.values()])] if cols else []
+        _write_hdf5(dataset.to_numpy(), episodes, {k: v for k, v in dataset.metadata.items()}, path)
+        outputs.update(path=str(path), sha256=file_sha256(path))
+    else:
+        from corl.data.formats.minari import export_minari
+
+        dataset_id = cfg.name or f"{_minari_id(ctx.task.name)}-{method}-{key8}-v0"
+        location = export_minari(dataset, dataset_id, ctx.task, overwrite=cfg.overwrite, algorithm_name=f"corl-{method}")
+        outputs["episode_metadata"] = _annotate_minari(Path(location), cols)
+        outputs.update(dataset_id=dataset_id, minari_path=location)
+    if report:
+        outputs["density_filter"] = report
+    ctx.progress(2, 2)
+    returns = dataset.episode_returns()
+    metrics = {"episodes": float(dataset.num_episodes), "transitions": float(len(dataset)),
+               "reward_return_mean": float(returns["reward"].mean()), "cost_return_mean": float(returns["cost"].mean())}
+    return StageResult(metrics=metrics, outputs=outputs)
+
+
+def _annotate_minari(location: Path, cols: dict[str, np.ndarray]) -> bool:
+    """Per-episode metadata as attributes ``corl_<name>`` of each Minari episode group.
+
+    Only when Minari episodes and corl episodes correspond one to one (the exporter splits an
+    episode whose next observations are not contiguous; the collector never produces those).
+    """
+    import h5py
+
+    files = sorted(location.glob("data/*.hdf5"))
+    if not cols or not files:
+        return False
+    with h5py.File(files[0], "a") as handle:
+        groups = sorted((k for k in handle if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+        if len(groups) != len(cols["reward"]):
+            return False
+        for i, name in enumerate(groups):
+            for key, values in cols.items():
+                handle[name].attrs[f"corl_{key}"] = values[i]
+    return True
+
+
+def _kept_episodes(cols: dict[str, np.ndarray], after: Any) -> np.ndarray:
+    """Which episodes the density filter kept, by matching (reward, cost, length) in order.
+
+    ``density_filter`` keeps episodes in their original order, so one ordered pass matches them.
+    """
+    if not cols:
+        return np.zeros(0, dtype=int)
+    ret = after.episode_returns()
+    keep, i = [], 0
+    for r, c, n in zip(ret["reward"], ret["cost"], ret["length"]):
+        while i < len(cols["reward"]) and not (cols["length"][i] == n and abs(cols["reward"][i] - r) < 1e-3 * (1 + abs(r))
+                                              and abs(cols["cost"][i] - c) < 1e-3 * (1 + abs(c))):
+            i += 1
+        keep.append(i)
+        i += 1
+    return np.asarray(keep, dtype=int)

@@ -1,0 +1,152 @@
+"""The online-collection stages (cvpo_train / mice_train -> export) end to end, on tiny runs.
+
+Why real simulator runs: the point of these stages is a file that corl, dsrl and Minari all
+accept and a training stage that survives a kill; both only show with real episodes. Sizes are
+a few hundred env steps (SafetyCarCircle-v0, 300-step episodes) with 16-unit networks.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pipeline_util import corl_cmd, statuses, subprocess_env  # noqa: E402
+
+TASK = "SafetyCarCircle-v0"
+
+SPEC = """
+description = "tiny online collection"
+
+[checkpoint]
+every_steps = 300
+every_seconds = 600.0
+log_every = 10
+
+[stages.train]
+kind = "cvpo_train"
+steps = {steps}
+hidden = [16, 16]
+batch_size = 32
+sample_action_num = 8
+episodes_per_round = 1
+update_per_step = {ups}
+
+[stages.export]
+kind = "export"
+inputs = {{ episodes = "train" }}
+"""
+
+
+def write_spec(tmp_path: Path, steps: int = 600, ups: float = 0.02) -> Path:
+    path = tmp_path / "online.toml"
+    path.write_text(SPEC.format(steps=steps, ups=ups))
+    return path
+
+
+def run(spec: Path, overrides: tuple[str, ...] = ()):
+    from corl.pipeline.runner import RunRequest, run_pipeline
+
+    return run_pipeline(RunRequest(pipeline=str(spec), task=TASK, overrides=list(overrides), device="cpu"))
+
+
+def outputs(result, stage: str) -> dict:
+    outcome = next(o for o in result.stages if o.name == stage)
+    return json.loads((outcome.dir / "manifest.json").read_text())["outputs"]
+
+
+def test_cvpo_collects_exports_and_caches(tmp_path):
+    spec = write_spec(tmp_path)
+    first = run(spec, ("train.cost_limits=[10.0, 20.0]",))  # DSRL's recipe: one learner per limit, pooled
+    assert statuses(first) == {"train": "ran", "export": "ran"}
+    out = outputs(first, "export")
+    path = Path(out["path"])
+    assert path.parent == (tmp_path / "datasets").resolve() and path.name.startswith(f"{TASK}-cvpo-")
+
+    from corl.data.hashing import file_sha256
+    from corl.data.io import read_dataset
+
+    assert out["sha256"] == file_sha256(path)
+    data = read_dataset(path, obs_dim=8, act_dim=2)  # what `corl datasets validate` checks
+    assert len(data) == 1200 and data.num_episodes == 4 and out["episodes"] == 4
+    with h5py.File(path, "r") as handle:  # per-episode metadata next to the transitions
+        eps = {k: v[()] for k, v in handle["episodes"].items()}
+    assert eps["cost_limit"].tolist() == [10.0, 10.0, 20.0, 20.0]
+    assert eps["learner"].tolist() == [0, 0, 1, 1]
+    assert eps["training_step"][0] == 0 and eps["training_step"][1] > 0
+    assert np.allclose(eps["cost"], data.episode_returns()["cost"])
+
+    from corl.envs.compat import import_dsrl
+
+    import_dsrl()
+    import gymnasium
+
+    env = gymnasium.make("OfflineCarCircle-v0", disable_env_checker=True).unwrapped
+    loaded = env.get_dataset(h5path=str(path))
+    assert loaded["observations"].shape == (1200, 8) and loaded["costs"].shape == (1200,)
+
+    train_dir = next(o.dir for o in first.stages if o.name == "train")
+    rows = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines()]
+    episodes = [r for r in rows if "episode_reward" in r]
+    assert [r["step"] for r in episodes] == [300, 600, 900, 1200]
+    assert {"episode_cost", "cost_limit", "training_step", "seed", "cum_violations"} <= set(episodes[0])
+    assert (train_dir / "learning_curve.png").stat().st_size > 1000
+
+    second = run(spec, ("train.cost_limits=[10.0, 20.0]",))
+    assert statuses(second) == {"train": "cached", "export": "cached"}
+
+
+def test_train_stage_resumes_after_kill(tmp_path):
+    steps = 3000
+    spec = write_spec(tmp_path, steps=steps, ups=0.05)
+    env = subprocess_env(tmp_path)
+    proc = subprocess.Popen(corl_cmd("run", str(spec), "--task", TASK, "--device", "cpu"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    root = tmp_path / "checkpoints" / TASK
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if list(root.glob("cvpo_train-*/checkpoint.pt")) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"run ended before a checkpoint: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert not list(root.glob("cvpo_train-*/manifest.json"))
+
+    result = run(spec)
+    train = next(o for o in result.stages if o.name == "train")
+    assert train.status == "ran" and 0 < train.resumed_from < steps
+    manifest = json.loads((train.dir / "manifest.json").read_text())
+    assert manifest["steps"] == steps and manifest["outputs"]["env_steps"] == steps
+    # saves land on episode boundaries (fixed 300-step episodes), so no episode is lost
+    assert manifest["outputs"]["episodes"] == steps // 300
+    rows = [json.loads(line) for line in (train.dir / "metrics.jsonl").read_text().splitlines()]
+    ep_steps = [r["step"] for r in rows if "episode_reward" in r]
+    assert ep_steps == list(range(300, steps + 1, 300))  # lines after the checkpoint were redone, not doubled
+
+
+def test_minari_export_loads(tmp_path):
+    import minari
+
+    spec = write_spec(tmp_path)
+    result = run(spec, ("export.format=minari",))
+    out = outputs(result, "export")
+    ds = minari.load_dataset(out["dataset_id"])
+    assert ds.total_episodes == 2 and ds.total_steps == 600
+    episode = next(iter(ds.iterate_episodes()))
+    assert len(episode.rewards) == 300
+    assert out["episode_metadata"] is True
+    from corl.data.formats.minari import import_minari
+
+    back = import_minari(out["dataset_id"])
+    assert len(back) == 600 and float(back.costs.sum()) >= 0.0

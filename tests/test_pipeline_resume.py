@@ -71,8 +71,8 @@ def test_ctrl_c_in_process_saves_and_resume_is_exact(tmp_path, monkeypatch):
     assert steps == sorted(set(steps)) and steps[-1] == STEPS
     ref, got = _weights(reference.stages[1].dir), _weights(bc_dir)
     assert all(torch.equal(ref[k], got[k]) for k in ref)  # exact resume
-    assert manifest["final_metrics"]["train/nll"] == pytest.approx(
-        json.loads((reference.stages[1].dir / "manifest.json").read_text())["final_metrics"]["train/nll"])
+    assert manifest["final_metrics"]["train/bc/nll"] == pytest.approx(
+        json.loads((reference.stages[1].dir / "manifest.json").read_text())["final_metrics"]["train/bc/nll"])
 
 
 def _start(tmp_path: Path, spec: Path, data: Path, steps: int) -> subprocess.Popen:

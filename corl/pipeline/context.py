@@ -186,6 +186,7 @@ class TrainLoop:
         self.step = 0
         self.resumed_from = 0
         self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
         self._count = 0
         self._latest: dict[str, float] = {}
         self._last_progress = 0.0
@@ -195,14 +196,16 @@ class TrainLoop:
         self._latest = metrics
         for k, v in metrics.items():
             self._sums[k] = self._sums.get(k, 0.0) + float(v)
+            # per-key counts: a metric logged on some steps only is averaged over those steps
+            self._counts[k] = self._counts.get(k, 0) + 1
         self._count += 1
 
     def _flush(self) -> None:
         if self._count:
-            means = {k: v / self._count for k, v in self._sums.items()}
+            means = {k: v / self._counts[k] for k, v in self._sums.items()}
             self.ctx.log_metrics(self.step, means)
             self.ctx.last_train_metrics = means
-            self._sums, self._count = {}, 0
+            self._sums, self._counts, self._count = {}, {}, 0
 
     def _save(self) -> None:
         self.ctx.checkpointer.save(self.step, self.get_state())

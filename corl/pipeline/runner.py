@@ -356,8 +356,8 @@ def _run_stage(ps: PlannedStage, plan: Plan, req: RunRequest, device: torch.devi
         if not isinstance(result, StageResult):
             raise TypeError(f"stage kind {ps.kind!r} returned {type(result).__name__}, expected StageResult")
         wall = time.time() - t0
-        metrics = {f"train/{k.split('/')[-1]}" if "/" in k else f"train/{k}": v
-                   for k, v in ctx.last_train_metrics.items()}
+        # full names: 'critic/loss' and 'actor/loss' must not collapse into one 'train/loss'
+        metrics = {f"train/{k}": v for k, v in ctx.last_train_metrics.items()}
         metrics.update({k: float(v) for k, v in result.metrics.items()})
         manifest = {
             "key": ps.key, "kind": ps.kind, "stage": ps.name, "stage_version": kind.version,

@@ -38,6 +38,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -206,7 +207,7 @@ def _fit_generator(ctx: StageContext) -> torch.Generator:
     return torch.Generator().manual_seed(ctx.generator().initial_seed())
 
 
-def _keep_metric_lines(path, last_step: int) -> None:
+def _keep_metric_lines(path: Path, last_step: int) -> None:
     """Drop metric lines past the checkpoint we resume from (those epochs will be redone)."""
     if not path.exists():
         return

@@ -30,10 +30,12 @@ test: install
 	$(PY) -m pytest tests
 
 demo: install
-	$(VENV)/bin/corl demo
+	@echo "make demo: DRCORL with the *quick* preset (minutes on a CPU) on OfflineCarCircle-v0;"
+	@echo "the default (no --preset) is the paper's GPU-scale settings."
+	$(VENV)/bin/corl run drcorl --task OfflineCarCircle-v0 --preset quick
 
 bench: install
-	$(PY) bench/bench_dataset_load.py
+	for script in bench/*.py; do $(PY) $$script || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

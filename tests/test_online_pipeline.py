@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _pipeline_util import corl_cmd, statuses, subprocess_env  # noqa: E402
@@ -100,22 +101,34 @@ def test_cvpo_collects_exports_and_caches(tmp_path):
     assert {"episode_cost", "cost_limit", "training_step", "seed", "cum_violations"} <= set(episodes[0])
     assert (train_dir / "learning_curve.png").stat().st_size > 1000
 
+    from corl.pipeline.stages.online import find_export
+    from corl.tasks import get_task
+
+    assert find_export(get_task("OfflineCarCircle-v0"), "cvpo") == path  # the lookup behind dataset.source=cvpo
+
     second = run(spec, ("train.cost_limits=[10.0, 20.0]",))
     assert statuses(second) == {"train": "cached", "export": "cached"}
 
 
 def test_train_stage_resumes_after_kill(tmp_path):
-    steps = 3000
-    spec = write_spec(tmp_path, steps=steps, ups=0.05)
+    steps = 1800
+    spec = write_spec(tmp_path, steps=steps, ups=0.03)
     env = subprocess_env(tmp_path)
     proc = subprocess.Popen(corl_cmd("run", str(spec), "--task", TASK, "--device", "cpu"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
     root = tmp_path / "checkpoints" / TASK
     deadline = time.monotonic() + 60
+    saved = 0
     try:
-        while time.monotonic() < deadline:
-            if list(root.glob("cvpo_train-*/checkpoint.pt")) or proc.poll() is not None:
-                break
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(root.glob("cvpo_train-*/checkpoint.pt"))
+            if found:  # wait for a save that holds several episodes (their metadata must load back)
+                try:
+                    saved = int(torch.load(found[0], weights_only=True)["step"])
+                except FileNotFoundError:
+                    saved = 0
+                if saved >= 900:
+                    break
             time.sleep(0.05)
         assert proc.poll() is None, f"run ended before a checkpoint: {proc.stderr.read().decode()[-2000:]}"
         proc.send_signal(signal.SIGKILL)
@@ -125,7 +138,7 @@ def test_train_stage_resumes_after_kill(tmp_path):
 
     result = run(spec)
     train = next(o for o in result.stages if o.name == "train")
-    assert train.status == "ran" and 0 < train.resumed_from < steps
+    assert train.status == "ran" and train.resumed_from == saved
     manifest = json.loads((train.dir / "manifest.json").read_text())
     assert manifest["steps"] == steps and manifest["outputs"]["env_steps"] == steps
     # saves land on episode boundaries (fixed 300-step episodes), so no episode is lost
@@ -133,6 +146,7 @@ def test_train_stage_resumes_after_kill(tmp_path):
     rows = [json.loads(line) for line in (train.dir / "metrics.jsonl").read_text().splitlines()]
     ep_steps = [r["step"] for r in rows if "episode_reward" in r]
     assert ep_steps == list(range(300, steps + 1, 300))  # lines after the checkpoint were redone, not doubled
+    assert not list(train.dir.glob(".episodes-*"))  # the spill files are gone once episodes.hdf5 exists
 
 
 def test_minari_export_loads(tmp_path):
@@ -150,3 +164,85 @@ def test_minari_export_loads(tmp_path):
 
     back = import_minari(out["dataset_id"])
     assert len(back) == 600 and float(back.costs.sum()) >= 0.0
+
+
+MICE_SPEC = """
+description = "tiny mice"
+
+[checkpoint]
+every_steps = 100000
+every_seconds = 600.0
+log_every = 10
+
+[stages.train]
+kind = "mice_train"
+steps = 1200
+num_envs = 1
+hidden = [16, 16]
+steps_per_epoch = 300
+update_iters = 1
+batch_size = 150
+
+[stages.export]
+kind = "export"
+inputs = { episodes = "train" }
+"""
+
+
+def test_mice_ctrl_c_mid_episode_then_resume(tmp_path):
+    """Ctrl-C saves mid-episode; the resumed run restarts the open episode and still ends at
+    the configured env-step count, with violations logged per episode."""
+    from corl.pipeline.context import InterruptFlag
+    from corl.pipeline.progress import RunCallbacks
+    from corl.pipeline.runner import RunInterrupted, RunRequest, run_pipeline
+
+    spec = tmp_path / "mice.toml"
+    spec.write_text(MICE_SPEC)
+    flag = InterruptFlag()
+
+    class StopMidEpisode(RunCallbacks):
+        def stage_progress(self, stage, done, total, metrics):
+            if stage == "train" and done >= 450:
+                flag.request()
+
+    req = RunRequest(pipeline=str(spec), task=TASK, device="cpu")
+    with pytest.raises(RunInterrupted):
+        run_pipeline(req, StopMidEpisode(), interrupt=flag)
+    result = run_pipeline(req)
+    train = next(o for o in result.stages if o.name == "train")
+    assert train.status == "ran" and train.resumed_from >= 450
+    manifest = json.loads((train.dir / "manifest.json").read_text())
+    assert manifest["outputs"]["env_steps"] == 1200
+    rows = [json.loads(line) for line in (train.dir / "metrics.jsonl").read_text().splitlines()]
+    episodes = [r for r in rows if "episode_reward" in r]
+    assert len(episodes) == manifest["outputs"]["episodes"] >= 2
+    assert all("cum_violations" in r for r in episodes)
+    out = json.loads((next(o for o in result.stages if o.name == "export").dir / "manifest.json").read_text())["outputs"]
+    assert out["episodes"] == len(episodes)
+
+
+def test_ctrl_c_in_second_learner_keeps_the_first_learners_episodes(tmp_path):
+    """cost_limits trains learners in sequence; an interrupt in the second keeps the first's
+    episodes (spilled to disk) and the resumed run restarts only the open episode."""
+    from corl.pipeline.context import InterruptFlag
+    from corl.pipeline.progress import RunCallbacks
+    from corl.pipeline.runner import RunInterrupted, RunRequest, run_pipeline
+
+    spec = write_spec(tmp_path)
+    flag = InterruptFlag()
+
+    class StopInSecondLearner(RunCallbacks):
+        def stage_progress(self, stage, done, total, metrics):
+            if stage == "train" and done > 600:
+                flag.request()
+
+    req = RunRequest(pipeline=str(spec), task=TASK, device="cpu", overrides=["train.cost_limits=[10.0, 20.0]"])
+    with pytest.raises(RunInterrupted):
+        run_pipeline(req, StopInSecondLearner(), interrupt=flag)
+    result = run_pipeline(req)
+    train = next(o for o in result.stages if o.name == "train")
+    assert 600 < train.resumed_from < 900
+    with h5py.File(train.dir / "episodes.hdf5", "r") as handle:
+        limits = handle["episodes/cost_limit"][()].tolist()
+        rows = handle["rewards"].shape[0]
+    assert limits == [10.0, 10.0, 20.0] and rows == 900  # the interrupted episode is not recorded

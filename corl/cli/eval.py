@@ -106,8 +106,6 @@ def eval_command(
     names, specs = _split_specs(list(pipelines or []), list(sim2real))
     if eps is not None and not attack:
         raise CorlError("--eps needs --attack (random, action_diff or min_Q)")
-    if critic and not attack:
-        raise CorlError("--critic is only used by --attack min_Q")
     opts = report.EvalOptions(
         episodes=episodes, num_envs=num_envs, seed=seed, cost_limit=cost_limit,
         cost_limits=report.parse_limits(cost_limits) if cost_limits else (), sim2real=tuple(specs),
@@ -140,6 +138,8 @@ def eval_command(
     from corl.eval.critics import check_critic_dims, load_critic
 
     wants_q = bool(attack) and _canonical(attack) == "min_Q"
+    if critic and not wants_q:
+        raise CorlError("--critic is only used by --attack min_Q")
     given_critic = load_critic(critic, device) if (critic and wants_q) else None
     jobs = []
     for policies, pipeline in selections:
@@ -150,7 +150,9 @@ def eval_command(
                 if q is None:
                     raise CorlError(f"the min_Q attack needs a Q critic and the {sel.label} policy "
                                     f"({sel.artifact.dir.name}) keeps none; pass --critic PATH (a drcorl_critics or "
-                                    "micro_policy artifact, or a .pt critic file)")
+                                    "micro_policy artifact, or a .pt critic file)"
+                                    + ("; micro_policy artifacts built before corl saved critic.pt have none: "
+                                       "delete the artifact and rerun the pipeline" if sel.artifact.kind == "micro_policy" else ""))
                 check_critic_dims(q, sel.task.obs_dim, sel.task.act_dim)
             per_limit = {}
             if opts.cost_limits and pipeline is not None and sel.checkpoint == "final":
@@ -165,13 +167,13 @@ def eval_command(
     # ---------------------------------------------------------------- measure, write, print
     first = jobs[0][0]
     console.print(f"[bold]corl eval[/] {escape(', '.join(f'{s.name} [{s.checkpoint}]' for s, *_ in jobs))} on "
-                  f"{first.task.name}: {jobs[0][3].setting.episodes} episodes x {jobs[0][3].setting.num_envs} envs, "
-                  f"seed {jobs[0][3].setting.seed}", highlight=False)
+                  f"{first.task.name}", highlight=False)
     evals = []
     for sel, q, per_limit, prepared in jobs:
+        st = prepared.setting
         console.print(f"[dim]{escape(sel.name)}: {escape(str(sel.artifact.dir))}"
-                      + (f" (run {escape(sel.run_id)})" if sel.run_id else "") + "[/]",
-                      highlight=False)
+                      + (f" (run {escape(sel.run_id)})" if sel.run_id else "")
+                      + f"; {st.episodes} episodes x {st.num_envs} envs, env seeds from {st.seed}[/]", highlight=False)
         evals.append(report.evaluate_policy(sel, opts, q, per_limit,
                                             progress=lambda msg: console.print(f"[dim]  {escape(msg)}[/]", highlight=False),
                                             prepared=prepared))

@@ -85,7 +85,8 @@ def is_ensemble_q_state(state: Any) -> bool:
     layers = [k for k in state if isinstance(k, str) and _LAYER.match(k)]
     if not layers or not all(torch.is_tensor(state[k]) for k in layers):
         return False
-    return all(state[k].dim() == 3 for k in layers if k.endswith(".weight"))
+    weights = [state[k] for k in layers if k.endswith(".weight")]
+    return any(w.dim() == 3 for w in weights) and all(w.dim() in (1, 3) for w in weights)  # 1-D: LayerNorm
 
 
 def build_ensemble_q(state: Mapping[str, torch.Tensor], kwargs: Mapping[str, Any] | None = None) -> EnsembleQ:

@@ -238,6 +238,8 @@ def prepare(selected: SelectedPolicy, opts: EvalOptions, critic: Any = None) -> 
     from corl.pipeline.policies import load_policy_fn
 
     task = selected.task
+    if not task.is_constrained and (opts.cost_limits or opts.cost_limit is not None):
+        raise CorlError(f"--cost-limit/--cost-limits: task {task.name} has no cost ({task.normalization} scores reward only)")
     setting = resolved(selected, opts)
     axes, cells = parse_grid(list(opts.sim2real), task) if opts.sim2real else ([], [])
     policy_fn = load_policy_fn(selected.artifact.dir, selected.spec, opts.device)
@@ -279,8 +281,8 @@ def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = N
     setting, axes, cells, policy_fn = prep.setting, prep.axes, prep.cells, prep.policy_fn
     critic, victim, std, attack_info = prep.critic, prep.victim, prep.obs_std, prep.attack_info
 
-    def run(obs_transform=None, env_hook=None, policy=policy_fn):
-        return rollout(task, policy, setting.episodes, seed=setting.seed, num_envs=setting.num_envs,
+    def run(obs_transform=None, env_hook=None):
+        return rollout(task, policy_fn, setting.episodes, seed=setting.seed, num_envs=setting.num_envs,
                        device=opts.device, obs_transform=obs_transform, env_hook=env_hook)
 
     limit = setting.cost_limit
@@ -300,7 +302,7 @@ def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = N
         "task": task.name, "task_kind": task.kind, "normalization": task.normalization,
         "score_key": score_key(task), "episodes": setting.episodes, "num_envs": setting.num_envs,
         "seed": setting.seed, "env_seeds": setting.env_seeds, "cost_limit": limit, "device": opts.device,
-        "dataset": {k: v for k, v in selected.dataset.items() if k != "note"},
+        "dataset": dict(selected.dataset),
         "clean": clean,
         "recorded_scores": selected.recorded_scores,
     }
@@ -456,7 +458,7 @@ def write_plots(evals: Sequence[PolicyEval], out_dir: Path, title: str) -> list[
                     name += f"_{_slug(_legend(ev, swept))}"
                 written.append(plot_grid(axes[1]["param"], axes[1]["scales"], axes[0]["param"], axes[0]["scales"],
                                          reward, cost, out_dir / f"{name}.png",
-                                         f"{title}: {_legend(ev, swept)}", limit_line))
+                                         f"{title}: {_legend(ev, swept)}" if len(swept) > 1 else title, limit_line))
     return written
 
 

@@ -134,7 +134,9 @@ def _from_record(record: dict[str, Any], root: Path) -> tuple[Artifact, dict[str
             cfg = artifact.manifest.get("config", {})
             eval_defaults = {k: cfg[k] for k in ("episodes", "num_envs") if k in cfg}
     if policy_art is None:
-        raise CorlError(f"run {_record_id(record)} ({record.get('pipeline')}) produced no policy artifact")
+        kinds = ", ".join(s.get("kind", "?") for s in record.get("stages", []))
+        raise CorlError(f"run {_record_id(record)} ({record.get('pipeline')}: {kinds}) produced no policy artifact; "
+                        "an evaluable stage saves one with corl.pipeline.policies.save_policy")
     return policy_art, eval_defaults
 
 

@@ -13,7 +13,10 @@ A train stage checkpoints through the engine's :class:`~corl.pipeline.checkpoint
 (not ``ctx.train_loop``, whose step-granular saves could land in the middle of an episode and
 whose metric truncation assumes the loop's own step numbers). A checkpoint holds the trainer's
 ``state_dict`` (networks, optimisers, replay buffer / open rollout, schedule counters, RNGs),
-the episodes recorded so far (finished ones only) and the bookkeeping of the learning curve.
+the metadata of the episodes recorded so far (finished ones only), the bookkeeping of the
+learning curve, and how many recorded rows are committed; the rows themselves are appended to
+hidden ``.episodes-*.npz`` files at each save (see :class:`_Spill`), so a save costs the new
+rows, not the whole dataset.
 Steps are *environment steps* summed over envs and over the learners of a multi-limit run.
 
 Saves happen at a vector step where every env has just finished its episode (always the case
@@ -209,8 +212,10 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(f"{line}\n" for line in kept))
 
 
-def _arrays_to_state(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    """Python scalars only (numpy ints from ``np.flatnonzero`` would make the checkpoint
+    unloadable with ``weights_only=True``, and the engine then silently starts over)."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in record.items()}
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -218,6 +223,62 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not parts:
         return {}
     return {k: np.concatenate([p[k] for p in parts]) for k in _TRANSITION_KEYS}
+
+
+class _Spill:
+    """Recorded episodes on disk, appended at every checkpoint (hidden ``.episodes-*.npz`` files).
+
+    Why: a paper-scale run records millions of transitions (MICE: 10M x 60-dim observations);
+    saving them inside every checkpoint would rewrite gigabytes each time. Each save appends
+    only the rows recorded since the previous one, and the checkpoint records how many rows
+    are committed; files past that count (written just before a kill) are discarded on resume.
+    Hidden names keep them out of the artifact's hashed files; they are deleted when done.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.rows = 0
+
+    def _files(self) -> list[tuple[int, int, Path]]:
+        out = []
+        for path in self.directory.glob(".episodes-*.npz"):
+            _, offset, rows = path.stem.split("-")
+            out.append((int(offset), int(rows), path))
+        return sorted(out)
+
+    def restore(self, committed: int) -> None:
+        """Keep the files a checkpoint committed (``committed`` rows), delete the rest."""
+        self.rows = 0
+        for offset, rows, path in self._files():
+            if offset == self.rows and offset + rows <= committed:
+                self.rows += rows
+            else:
+                path.unlink(missing_ok=True)
+        if self.rows != committed:
+            raise CorlError(f"{self.directory}: recorded episodes missing ({self.rows} of {committed} rows); "
+                            "delete checkpoint.pt to restart this stage")
+
+    def append(self, arrays: dict[str, np.ndarray]) -> None:
+        n = len(arrays["rewards"]) if arrays else 0
+        if n == 0:
+            return
+        final = self.directory / f".episodes-{self.rows:012d}-{n}.npz"
+        tmp = final.with_name(f".spill.{os.getpid()}.tmp")  # the runner sweeps .*.tmp leftovers
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, final)
+        self.rows += n
+
+    def load_all(self) -> dict[str, np.ndarray]:
+        parts = []
+        for _, _, path in self._files():
+            with np.load(path) as data:
+                parts.append({k: data[k] for k in _TRANSITION_KEYS})
+        return _concat(parts)
+
+    def clear(self) -> None:
+        for _, _, path in self._files():
+            path.unlink(missing_ok=True)
 
 
 class _Curve:
@@ -263,39 +324,36 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     ckpt = ctx.checkpointer
     t_start = time.perf_counter()
 
-    pool: list[dict[str, np.ndarray]] = []  # finished learners' episodes
-    pool_eps: list[dict[str, Any]] = []
+    spill = _Spill(ctx.out_dir)  # every recorded transition, all learners, in finish order
+    pool_eps: list[dict[str, Any]] = []  # finished learners' episode metadata
     learner_index = 0
     resume: dict[str, Any] | None = None
     payload = ckpt.load()
     if payload is not None and 0 < int(payload["step"]) <= total:
         resume = payload["state"]
         learner_index = int(resume["learner"])
-        if resume["pool"]:
-            pool = [{k: v.numpy() for k, v in resume["pool"].items()}]
+        spill.restore(int(resume["spilled_rows"]))
         pool_eps = list(resume["pool_episodes"])
         curve.load(resume["curve"])
         ctx.resumed_from = int(payload["step"])
         _truncate_metrics(metrics_path, ctx.resumed_from)
     else:
         metrics_path.unlink(missing_ok=True)
+        spill.clear()
     ctx.callbacks.stage_started(ctx.name, ctx.kind, total, ctx.resumed_from)
 
     last_progress = 0.0
     while learner_index < len(limits):
         limit, base_step = limits[learner_index], learner_index * per_learner
+        if resume is not None and not resume["trainer"]:  # saved at a learner switch: start it fresh,
+            restore_rng_states(payload["rng"])  # from the RNG state an uninterrupted run had here
+            resume = None
         trainer = method.build(ctx, limit, learner_index)
         seed = ctx.seed + 1000 * learner_index
         collector = OnlineCollector(ctx.task, cfg.num_envs, seed, record=True, fixed_horizon=method.fixed_horizon,
                                     cost_limit=limit, device=ctx.device)
-        if resume is not None and not resume["trainer"]:  # saved at a learner switch: start it fresh
-            restore_rng_states(payload["rng"])
-            resume = None
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
-            current = {k: v.numpy() for k, v in resume["current"].items()}
-            if current and len(current["rewards"]):
-                collector.buffer.extend(current)
             collector.episodes = [EpisodeInfo(**{k: v for k, v in e.items() if k in EpisodeInfo.__dataclass_fields__})
                                   for e in resume["current_episodes"]]
             collector.env_steps = int(resume["env_steps"])
@@ -308,13 +366,15 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
             resume = None
 
         def get_state() -> dict[str, Any]:
+            """Spill the rows recorded since the last save, then the (small) state to checkpoint."""
+            spill.append(collector.buffer.view())
+            collector.buffer.size = 0  # those rows are on disk now
             open_envs = collector._t > 0
             last_obs = collector.obs if collector.obs is not None else np.zeros((cfg.num_envs, collector.obs_dim))
             return {
                 "learner": learner_index, "trainer": trainer.state_dict(),
-                "pool": _arrays_to_state(_concat(pool)), "pool_episodes": pool_eps,
-                "current": _arrays_to_state({k: v for k, v in collector.buffer.view().items()}),
-                "current_episodes": [e.as_dict() for e in collector.episodes],
+                "spilled_rows": spill.rows, "pool_episodes": pool_eps,
+                "current_episodes": [_plain(e.as_dict()) for e in collector.episodes],
                 "env_steps": collector.env_steps, "env_episode": list(collector._env_episode),
                 "open_envs": torch.from_numpy(open_envs.copy()),
                 "last_obs": torch.as_tensor(np.asarray(last_obs, dtype=np.float32)),
@@ -348,26 +408,26 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
                         due_since = None
         finally:
             collector.close()
-        pool.append({k: v.copy() for k, v in collector.buffer.view().items()})
-        pool_eps.extend({**e.as_dict(), "learner": learner_index} for e in collector.episodes)
+        spill.append(collector.buffer.view())
+        pool_eps.extend(_plain({**e.as_dict(), "learner": learner_index}) for e in collector.episodes)
         learner_index += 1
         if learner_index < len(limits):  # a clean boundary: the next learner starts from scratch
-            pool = [_concat(pool)]
-            ckpt.save(learner_index * per_learner, {"learner": learner_index, "trainer": {}, "pool": _arrays_to_state(pool[0]),
-                                                    "pool_episodes": pool_eps, "current": {}, "current_episodes": [],
+            ckpt.save(learner_index * per_learner, {"learner": learner_index, "trainer": {}, "spilled_rows": spill.rows,
+                                                    "pool_episodes": pool_eps, "current_episodes": [],
                                                     "env_steps": 0, "env_episode": [0] * cfg.num_envs,
                                                     "open_envs": torch.zeros(cfg.num_envs, dtype=torch.bool),
                                                     "last_obs": torch.zeros(cfg.num_envs, 1), "curve": curve.state()})
     ctx.callbacks.stage_progress(ctx.name, total, total, curve.latest)
     ctx.steps_done = total
 
-    arrays = _concat(pool)
+    arrays = spill.load_all()
     if not arrays:
         raise CorlError(f"{ctx.name}: no episode finished in {per_learner} env steps; raise {ctx.name}.steps "
                         f"(episodes last {horizon} steps x {cfg.num_envs} envs)")
     meta = {"task": ctx.task.name, "source": f"corl-{method.name}", "collector": method.name, "seed": ctx.seed,
             "cost_limits": limits, "env_steps": total, "episodes": len(pool_eps), "num_envs": cfg.num_envs}
     _write_hdf5(arrays, pool_eps, meta, ctx.out_dir / EPISODES_FILE)
+    spill.clear()
     _plot_curve(metrics_path, ctx.out_dir / CURVE_FILE, f"{method.name.upper()} on {ctx.task.name}", limits,
                 show_violations=method.name == "mice")
 
@@ -411,8 +471,8 @@ def _write_hdf5(arrays: dict[str, np.ndarray], episodes: list[dict[str, Any]], m
     try:
         write_dsrl(TransitionDataset.from_numpy(arrays, metadata), tmp)
         with h5py.File(tmp, "a") as handle:
-            group = handle.create_group(EPISODE_GROUP)
-            for key, value in _episode_columns(episodes).items():
+            group = handle.create_group(EPISODE_GROUP) if episodes else None
+            for key, value in (_episode_columns(episodes).items() if group is not None else ()):
                 group.create_dataset(key, data=value)
         os.replace(tmp, path)
     finally:
@@ -592,3 +652,28 @@ def _kept_episodes(cols: dict[str, np.ndarray], after: Any) -> np.ndarray:
         keep.append(i)
         i += 1
     return np.asarray(keep, dtype=int)
+
+
+# ------------------------------------------------------------------------------ lookup for the dataset stage
+def find_export(task: Any, source: str) -> Path:
+    """The newest exported dataset of ``source`` ("cvpo", "mice" or a file stem) for ``task``.
+
+    For the ``dataset`` stage's ``source`` option (``--set dataset.source=cvpo``): an offline
+    task (``OfflineCarCircle-v0``) finds the exports of its online task (``SafetyCarCircle-v0``),
+    which is what ``corl run cvpo --task SafetyCarCircle-v0`` writes. The newest file wins; the
+    dataset stage keys its artifact by the file's sha256, so a newer export is a new artifact.
+    """
+    from corl.data.store import store_dir
+    from corl.errors import DatasetError
+
+    root = store_dir()
+    explicit = root / f"{source}.hdf5"
+    if explicit.is_file():
+        return explicit
+    names = {task.name, getattr(task, "online_task", None) or task.name}
+    found = sorted({p for n in names for p in root.glob(f"{n}-{source}-*.hdf5")}, key=lambda p: p.stat().st_mtime)
+    if not found:
+        online = getattr(task, "online_task", None) or task.name
+        raise DatasetError(f"no {source} export for {task.name} in {root}; "
+                           f"create one with: corl run {source} --task {online}")
+    return found[-1]

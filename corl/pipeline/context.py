@@ -161,7 +161,7 @@ def read_task_dataset(task: TaskSpec, path: str):
     return _read_dataset(task, path)
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
+def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines logged after the checkpoint we resume from (they will be redone)."""
     if not path.exists():
         return
@@ -218,7 +218,7 @@ class TrainLoop:
             self.set_state(payload["state"])
             restore_rng_states(payload["rng"])
             self.step = self.resumed_from = int(payload["step"])
-            _truncate_metrics(metrics_path, self.step)
+            truncate_metrics(metrics_path, self.step)
         else:
             metrics_path.unlink(missing_ok=True)
         ctx.resumed_from = self.resumed_from

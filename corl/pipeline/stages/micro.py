@@ -35,7 +35,6 @@ task's horizon.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from corl.algos.micro import paper_config, termination_fn
 from corl.errors import CorlError
 from corl.pipeline.artifacts import METRICS, Artifact
 from corl.pipeline.checkpoint import restore_rng_states
-from corl.pipeline.context import StageContext, StageInterrupted, StageResult
+from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
 from corl.pipeline.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.tasks import TaskSpec
@@ -207,20 +206,6 @@ def _fit_generator(ctx: StageContext) -> torch.Generator:
     return torch.Generator().manual_seed(ctx.generator().initial_seed())
 
 
-def _keep_metric_lines(path: Path, last_step: int) -> None:
-    """Drop metric lines past the checkpoint we resume from (those epochs will be redone)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            break  # a torn last line from a kill
-    path.write_text("".join(f"{line}\n" for line in kept))
-
-
 class _EpochCheckpoints:
     """Resume, metrics, progress, checkpoints and Ctrl-C for ``DynamicsLearner.fit`` epochs.
 
@@ -241,7 +226,7 @@ class _EpochCheckpoints:
             self.learner.load_state_dict(payload["state"]["learner"])
             restore_rng_states(payload["rng"])
             self.resumed_from = int(payload["step"])
-            _keep_metric_lines(metrics_path, self.resumed_from)
+            truncate_metrics(metrics_path, self.resumed_from)
         else:
             metrics_path.unlink(missing_ok=True)
         ctx.resumed_from = self.resumed_from

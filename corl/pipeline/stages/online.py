@@ -48,7 +48,7 @@ import torch
 from corl.errors import ConfigError, CorlError
 from corl.pipeline.artifacts import METRICS
 from corl.pipeline.checkpoint import restore_rng_states
-from corl.pipeline.context import StageContext, StageInterrupted, StageResult
+from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
 from corl.pipeline.registry import register_stage
 
 EPISODES_FILE = "episodes.hdf5"  # the train stage's artifact: every recorded episode (DSRL layout)
@@ -198,20 +198,6 @@ def _cost_limits(ctx: StageContext) -> list[float]:
     return [float(limit)]
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            break  # a torn last line from a kill
-    path.write_text("".join(f"{line}\n" for line in kept))
-
-
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
     """Python scalars only (numpy ints from ``np.flatnonzero`` would make the checkpoint
     unloadable with ``weights_only=True``, and the engine then silently starts over)."""
@@ -336,7 +322,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
         pool_eps = list(resume["pool_episodes"])
         curve.load(resume["curve"])
         ctx.resumed_from = int(payload["step"])
-        _truncate_metrics(metrics_path, ctx.resumed_from)
+        truncate_metrics(metrics_path, ctx.resumed_from)
     else:
         metrics_path.unlink(missing_ok=True)
         spill.clear()

@@ -106,6 +106,17 @@ def test_cvpo_collects_exports_and_caches(tmp_path):
 
     assert find_export(get_task("OfflineCarCircle-v0"), "cvpo") == path  # the lookup behind dataset.source=cvpo
 
+    # each learner's actor is published as a policy that evaluation can load and roll out
+    train_out = outputs(first, "train")
+    assert [p["cost_limit"] for p in train_out["policies"]] == [10.0, 20.0]
+    assert train_out["policy"] == train_out["policies"][-1]
+    from corl.eval.rollout import rollout
+    from corl.pipeline.policies import load_policy_fn
+
+    policy_fn = load_policy_fn(train_dir, train_out["policy"])
+    result = rollout(get_task(TASK), policy_fn, episodes=1, seed=0, num_envs=1, device="cpu")
+    assert result.length.tolist() == [300]
+
     second = run(spec, ("train.cost_limits=[10.0, 20.0]",))
     assert statuses(second) == {"train": "cached", "export": "cached"}
 
@@ -246,3 +257,6 @@ def test_ctrl_c_in_second_learner_keeps_the_first_learners_episodes(tmp_path):
         limits = handle["episodes/cost_limit"][()].tolist()
         rows = handle["rewards"].shape[0]
     assert limits == [10.0, 10.0, 20.0] and rows == 900  # the interrupted episode is not recorded
+    # the first learner finished before the interruption: its policy survives the resume
+    specs = json.loads((train.dir / "manifest.json").read_text())["outputs"]["policies"]
+    assert [p["cost_limit"] for p in specs] == [10.0, 20.0]

@@ -28,9 +28,12 @@ def register_policy_builder(name: str, builder: Callable[..., nn.Module]) -> Non
 
 def _builtin() -> None:
     from corl.nn import DeterministicPolicy, TanhGaussianPolicy
+    from corl.nn.policies import CholeskyGaussianPolicy, DiagGaussianPolicy
 
     _BUILDERS.setdefault("tanh_gaussian", TanhGaussianPolicy)
     _BUILDERS.setdefault("deterministic", DeterministicPolicy)
+    _BUILDERS.setdefault("diag_gaussian", DiagGaussianPolicy)  # CVPO, MICE
+    _BUILDERS.setdefault("cholesky_gaussian", CholeskyGaussianPolicy)  # CVPO's original parameterisation
 
 
 def save_policy(out_dir: Path, module: nn.Module, builder: str, kwargs: dict[str, Any],

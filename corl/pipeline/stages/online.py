@@ -147,6 +147,45 @@ class _Method:
     cut: Callable[[Any, np.ndarray, np.ndarray], None]  # close open episodes' learner state on resume
 
 
+def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float) -> dict[str, Any]:
+    """Publish a finished learner's actor (``policy-<limit>.pt``) for ``evaluate`` / ``corl eval``.
+
+    Saved when each learner finishes, so a run resumed after a learner switch still has every
+    policy. MICE acts on running-normalised observations: its normaliser's mean and std go
+    into the file, and the evaluation callable applies them.
+    """
+    from corl.pipeline.policies import save_policy
+
+    learner = trainer.learner
+    cfg = learner.config
+    spec = ctx.task
+    actor = learner.actor
+    common = {"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "hidden": list(cfg.hidden), "activation": cfg.activation}
+    mean = std = None
+    if hasattr(trainer, "normalizer"):  # MICE
+        builder = "diag_gaussian"
+        kwargs = {**common, "state_dependent_std": False, "bounded_mean": False, "log_std_init": float(cfg.log_std_init)}
+        if trainer.normalizer is not None:
+            norm = trainer.normalizer
+            mean, std = norm.mean.float(), torch.sqrt(norm.var + norm.eps).float()
+    else:  # CVPO
+        low, high = [float(x) for x in trainer.act_low], [float(x) for x in trainer.act_high]
+        if cfg.policy == "diag":
+            builder = "diag_gaussian"
+            kwargs = {**common, "act_low": low, "act_high": high, "state_dependent_std": bool(cfg.state_dependent_std),
+                      "bounded_mean": True}
+        else:
+            builder = "cholesky_gaussian"
+            kwargs = {**common, "act_low": low, "act_high": high}
+    policy = {**save_policy(ctx.out_dir, actor, builder, kwargs, mean, std, file=f"policy-{limit:g}.pt"),
+              "cost_limit": float(limit)}
+    # the spec beside the weights: a resumed run lists policies of learners it did not train itself
+    tmp = ctx.out_dir / f".policy-{limit:g}.json.tmp"
+    tmp.write_text(json.dumps(policy, sort_keys=True))
+    os.replace(tmp, ctx.out_dir / f"policy-{limit:g}.json")
+    return policy
+
+
 def _sub_config(target_cls: type, cfg: Any, **extra: Any) -> Any:
     """The learner's config from the stage config's fields of the same name (lists -> tuples)."""
     names = {f.name for f in dataclasses.fields(target_cls)}
@@ -395,6 +434,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
         finally:
             collector.close()
         spill.append(collector.buffer.view())
+        _save_trained_policy(ctx, trainer, limit)
         pool_eps.extend(_plain({**e.as_dict(), "learner": learner_index}) for e in collector.episodes)
         learner_index += 1
         if learner_index < len(limits):  # a clean boundary: the next learner starts from scratch
@@ -429,7 +469,19 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     outputs = {"episodes_file": EPISODES_FILE, "method": method.name, "cost_limits": limits,
                "episodes": len(pool_eps), "transitions": int(len(arrays["rewards"])), "env_steps": total,
                "curve": CURVE_FILE, "resumed_from": ctx.resumed_from}
+    # the last learner's actor is the stage's policy; every limit's is listed for threshold sweeps
+    policies = [_policy_spec(ctx, limit) for limit in limits]
+    outputs.update({"policy": policies[-1], "policies": policies, "cost_limit": limits[-1],
+                    "label": f"{method.name.upper()} (final, limit {limits[-1]:g})"})
     return StageResult(metrics=metrics, outputs=outputs)
+
+
+def _policy_spec(ctx: StageContext, limit: float) -> dict[str, Any]:
+    """The spec of a saved ``policy-<limit>.pt`` (rebuilt from the file name and the config)."""
+    path = ctx.out_dir / f"policy-{limit:g}.json"
+    if not path.exists():
+        raise CorlError(f"{ctx.name}: {path} missing; remove {ctx.out_dir} and rerun")
+    return json.loads(path.read_text())
 
 
 # ------------------------------------------------------------------------------ files
@@ -511,13 +563,13 @@ def _plot_curve(metrics_path: Path, out: Path, title: str, limits: list[float], 
 
 
 # ------------------------------------------------------------------------------ stage kinds
-@register_stage("cvpo_train", config=CVPOTrainConfig, version="1",
+@register_stage("cvpo_train", config=CVPOTrainConfig, version="2",
                 description="train CVPO online (one learner per cost limit), recording every episode")
 def cvpo_train(ctx: StageContext) -> StageResult:
     return _train(ctx, METHODS["cvpo"])
 
 
-@register_stage("mice_train", config=MICETrainConfig, version="1",
+@register_stage("mice_train", config=MICETrainConfig, version="2",
                 description="train MICE online (one learner per cost limit), recording every episode")
 def mice_train(ctx: StageContext) -> StageResult:
     return _train(ctx, METHODS["mice"])

@@ -91,10 +91,14 @@ def _sibling(artifact: Artifact, role: str) -> Artifact | None:
 
 
 def dataset_of(artifact: Artifact) -> dict[str, Any]:
-    """The ``dataset`` artifact's outputs (path, sha256, origin, note) up the input chain."""
+    """The training data of a policy: the ``dataset`` artifact's outputs up the input chain (path,
+    sha256, origin, note), or an online learner's recorded episodes."""
     seen = 0
     node: Artifact | None = artifact
     while node is not None and seen < 8:
+        if node.outputs.get("episodes_file"):  # an online learner: its own recorded experience
+            return {"path": str(node.dir / node.outputs["episodes_file"]), "origin": "online-experience",
+                    "note": "the episodes the online learner recorded while training", "artifact": node.dir.name}
         if node.kind == "dataset":
             return dict(node.outputs, artifact=node.dir.name)
         ds = _sibling(node, "dataset")

@@ -90,3 +90,20 @@ def test_policy_stage_ctrl_c_resume_is_exact(tmp_path, monkeypatch):
     ref = torch.load(reference.stages[3].dir / "policy.pt", weights_only=True)["state_dict"]
     got = torch.load(resumed.stages[3].dir / "policy.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_quick_preset_keeps_the_paper_method_and_a_safety_sized_evaluation():
+    """`quick` shrinks sizes and changes only the documented settings (see the spec's comment)."""
+    from corl.pipeline.spec import load_spec
+
+    from _pipeline_util import REPO, TASK
+
+    spec = load_spec(REPO / "pipelines" / "drcorl.toml")
+    quick, full = spec.resolve(TASK, "quick"), spec.resolve(TASK, None)
+    assert quick["evaluate"].episodes >= 10  # a safety verdict needs >= 10 episodes
+    assert quick["critics"].tau == 0.05 and full["critics"].tau == 0.005
+    assert (quick["policy"].lambda_mode, quick["policy"].lambda_fixed) == ("fixed", 5.0)
+    assert quick["policy"].use_lagrangian and full["policy"].lambda_mode == "pid"
+    for key in ("cost_limit", "slack_bound", "switch_estimator", "critic_states", "beta_schedule", "beta_coef",
+                "weighting", "lr", "fix_cost_normalisation"):
+        assert getattr(quick["policy"], key) == getattr(full["policy"], key), key

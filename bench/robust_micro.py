@@ -1,0 +1,170 @@
+"""Benchmark (not a test): does MICRO's robust (conservative) target buy robustness?
+
+For every seed in ``--seeds`` (default 0 1 2) this trains the ``micro`` pipeline twice on the
+same data, ``policy.robust_target=true`` (MICRO) and ``=false`` (the plain MBPO-style target,
+same dynamics artifact: the dynamics stage is keyed independently of the policy keys, so it is
+trained once per seed and reused), with ``--preset`` (default ``quick``). Each final policy is
+then evaluated with ``corl eval --artifact <policy dir>``:
+
+* ``--attack random`` and ``--attack min_Q`` at ``--eps`` (default 0,0.05,0.1; budgets are
+  multiples of the dataset's per-dimension observation std, algorithms.md 2.9);
+* optionally ``--sim2real mass=0.5,1,1.5`` (``--sim2real SPEC``).
+
+Everything runs as subprocesses of ``.venv/bin/corl`` (exactly the user's commands), one at a
+time, with ``CORL_THREADS`` (default 1), into ``--checkpoints`` (default
+``/tmp/corl_robust_micro``; cached stages of earlier runs of this script are reused).
+
+Output: one rich table, a row per method x condition (clean, attack@eps, sim2real cell), with
+normalized reward and normalized cost as mean ± std over seeds of the per-seed means (and the
+per-seed values), plus a JSON file (``--json``, default ``<checkpoints>/robust_micro.json``)
+holding every per-seed number, the commands and the wall times.
+
+Run: ``CORL_THREADS=1 .venv/bin/python bench/robust_micro.py [--preset quick] [--seeds 0 1 2]
+[--task OfflineCarCircle-v0] [--episodes 10] [--eps 0,0.05,0.1] [--sim2real mass=0.5,1,1.5]``.
+Cost with the quick preset on a 2-core CPU: ~1 min training per (seed, variant) plus
+~1 min of evaluation (10 episodes per cell), i.e. ~10 min for 3 seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+CORL = str(ROOT / ".venv" / "bin" / "corl")
+VARIANTS = {"MICRO (robust)": "true", "plain target": "false"}
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[str, float]:
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    wall = time.time() - t0
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + f"\n{proc.stdout}\n{proc.stderr}\n# rc={proc.returncode} wall={wall:.1f}s\n")
+    if proc.returncode != 0:
+        sys.exit(f"failed (rc {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}\nlog: {log}")
+    return proc.stdout, wall
+
+
+def _policy_dir(stdout: str, root: Path) -> Path:
+    """The micro_policy artifact of the run that just finished (from its run record)."""
+    m = re.search(r"run record: (\S+\.json)", stdout.replace("\n", " ").replace("  ", " "))
+    if m and Path(m.group(1)).is_file():
+        record_path = Path(m.group(1))
+    else:  # the line may be wrapped by rich: fall back to the newest record
+        record_path = max((root / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    record = json.loads(record_path.read_text())
+    for stage in record["stages"]:
+        if stage["kind"] == "micro_policy":
+            return root / stage["dir"]
+    sys.exit(f"{record_path}: no micro_policy stage")
+
+
+def _cells(ev: dict) -> list[tuple[str, dict]]:
+    """(condition, cell) pairs of one eval.json."""
+    out = [("clean", ev["clean"])] if ev.get("clean") else []
+    attack = ev.get("attack") or {}
+    for cell in attack.get("cells", []):
+        if float(cell["eps"]) == 0.0 and out:
+            continue  # eps 0 equals the clean cell (min_Q includes delta = 0)
+        out.append((f"{attack.get('name', attack.get('kind', 'attack'))} eps={cell['eps']:g}", cell))
+    s2r = ev.get("sim2real") or {}
+    for cell in s2r.get("cells", []):
+        scales = ",".join(f"{k}={v:g}" for k, v in cell["scales"].items())
+        out.append((f"sim2real {scales}", cell))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", default="OfflineCarCircle-v0")
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--episodes", type=int, default=10)
+    ap.add_argument("--eps", default="0,0.05,0.1")
+    ap.add_argument("--attacks", nargs="+", default=["random", "min_Q"])
+    ap.add_argument("--sim2real", default=None, help="e.g. mass=0.5,1,1.5 (off by default)")
+    ap.add_argument("--checkpoints", default="/tmp/corl_robust_micro")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    root = Path(args.checkpoints)
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CORL_THREADS": os.environ.get("CORL_THREADS", "1")}
+    log = root / "robust_micro.log"
+    console = Console()
+    results: dict[str, dict] = {}  # method -> seed -> {condition: cell, ...}
+    runs: list[dict] = []
+    for seed in args.seeds:
+        for method, flag in VARIANTS.items():
+            cmd = [CORL, "run", "micro", "--task", args.task, "--preset", args.preset, "--seed", str(seed),
+                   "--set", f"policy.robust_target={flag}", "--checkpoints", str(root)]
+            stdout, train_wall = _run(cmd, env, log)
+            pol = _policy_dir(stdout, root)
+            info = {"method": method, "seed": seed, "policy": str(pol), "train_wall_s": train_wall, "evals": []}
+            conds: dict[str, dict] = {}
+            evals = [["--attack", a, "--eps", args.eps] for a in args.attacks]
+            if args.sim2real:
+                evals.append(["--sim2real", args.sim2real])
+            for i, extra in enumerate(evals):
+                out = pol / f"bench_eval_{i}"
+                ecmd = [CORL, "eval", "--task", args.task, "--artifact", str(pol), "--episodes", str(args.episodes),
+                        "--seed", "1000", "--out", str(out), "--checkpoints", str(root), *extra]
+                _, ewall = _run(ecmd, env, log)
+                ev = json.loads((out / "eval.json").read_text())
+                key = ev.get("score_key", "normalized_reward")
+                key = "normalized_reward" if key == "reward" else key
+                for cond, cell in _cells(ev):
+                    conds[cond] = {"normalized_reward": cell.get(key, cell.get("normalized_reward")),
+                                   "normalized_cost": cell.get("normalized_cost"),
+                                   "reward": cell.get("reward"), "cost": cell.get("cost")}
+                info["evals"].append({"command": " ".join(ecmd), "wall_s": ewall, "out": str(out)})
+            console.print(f"[dim]seed {seed} {method}: train {train_wall:.0f}s, clean "
+                          f"norm. reward {conds['clean']['normalized_reward']:.3f}, "
+                          f"norm. cost {conds['clean']['normalized_cost']:.3f}[/]")
+            results.setdefault(method, {})[str(seed)] = conds
+            runs.append(info)
+
+    def agg(vals: list[float]) -> str:
+        if not vals:
+            return "-"
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return f"{statistics.mean(vals):.3f} ± {sd:.3f}"
+
+    table = Table(title=f"MICRO robust vs plain target on {args.task} (preset {args.preset}, "
+                        f"seeds {' '.join(map(str, args.seeds))}, {args.episodes} episodes/cell)",
+                  title_justify="left")
+    for col in ("method", "condition", "norm. reward", "norm. cost", "per-seed reward", "per-seed cost"):
+        table.add_column(col)
+    summary: list[dict] = []
+    for method, per_seed in results.items():
+        conditions = list(next(iter(per_seed.values())))
+        for cond in conditions:
+            r = [s[cond]["normalized_reward"] for s in per_seed.values() if cond in s]
+            c = [s[cond]["normalized_cost"] for s in per_seed.values() if cond in s]
+            table.add_row(method, cond, agg(r), agg(c), " ".join(f"{x:.3f}" for x in r),
+                          " ".join(f"{x:.2f}" for x in c))
+            summary.append({"method": method, "condition": cond, "normalized_reward": r, "normalized_cost": c})
+        table.add_section()
+    console.print(table)
+    payload = {"task": args.task, "preset": args.preset, "seeds": args.seeds, "episodes": args.episodes,
+               "eps": args.eps, "attacks": args.attacks, "sim2real": args.sim2real, "summary": summary,
+               "per_seed": results, "runs": runs}
+    path = Path(args.json) if args.json else root / "robust_micro.json"
+    path.write_text(json.dumps(payload, indent=2))
+    print(json.dumps({"json": str(path), "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()

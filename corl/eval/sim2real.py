@@ -50,6 +50,8 @@ a vector env's automatic resets, which call the sub-env's ``reset`` from inside 
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import itertools
 import math
@@ -176,20 +178,20 @@ def _validate_scales(scales: Mapping[str, float], supported: Sequence[str], what
 # --------------------------------------------------------------------------- backends
 
 
-class _Backend:
+class _Backend(abc.ABC):
     """Reads, scales and restores one simulator's parameters. A snapshot is opaque state
     holding the exact original values of the object it was taken from."""
 
     supported: tuple[str, ...] = ()
 
-    def snapshot(self, params: Sequence[str]) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def snapshot(self, params: Sequence[str]) -> Any: ...
 
-    def apply(self, snap: Any, scales: Mapping[str, float]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def apply(self, snap: Any, scales: Mapping[str, float]) -> None: ...
 
-    def restore(self, snap: Any) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def restore(self, snap: Any) -> None: ...
 
 
 def _mj_fields(param: str) -> list[Callable[[Any], np.ndarray]]:

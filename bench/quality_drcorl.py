@@ -25,7 +25,8 @@ JSON file (``--json``, default ``<checkpoints>/quality_drcorl.json``) with every
 number and the run records' paths.
 
 Run: ``CORL_THREADS=1 .venv/bin/python bench/quality_drcorl.py [--preset quick] [--seeds 0 1 2]
-[--task OfflineCarCircle-v0] [--episodes 20] [--checkpoints DIR] [--json PATH]``.
+[--task OfflineCarCircle-v0] [--episodes 20] [--checkpoints DIR] [--json PATH]
+[--set policy.KEY=VALUE ...]`` (``--set`` applies to the DRCORL runs only).
 With the quick preset this takes about 15-20 minutes on a loaded 2-core CPU.
 """
 
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoints", default=os.environ.get("CORL_QUALITY_CHECKPOINTS", "/tmp/corl-quality-drcorl"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="JSON output (default: CHECKPOINTS/quality_drcorl.json)")
+    ap.add_argument("--set", dest="drcorl_sets", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="extra --set override for the DRCORL runs only (repeatable), e.g. policy.train_epochs=2400")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("CORL_THREADS", "1")
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_sets = [f"evaluate.episodes={args.episodes}"]
     methods = {
         "drcorl": ("DRCORL", str(REPO / "pipelines" / "drcorl.toml"),
-                   [f"policy.cost_threshold={limit}", *eval_sets]),
+                   [f"policy.cost_threshold={limit}", *eval_sets, *args.drcorl_sets]),
         "bc-all": ("BC-All", str(REPO / "pipelines" / "bc.toml"),
                    ["bc.mode=\"all\"", f"bc.cost_limit={limit}", *eval_sets]),
         "bc-safe": ("BC-Safe", str(REPO / "pipelines" / "bc.toml"),
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
 
     out = {"task": args.task, "cost_limit": limit, "preset": preset, "seeds": args.seeds,
+           "drcorl_overrides": args.drcorl_sets,
            "episodes": args.episodes, "random_episodes": args.random_episodes,
            "threads": int(os.environ["CORL_THREADS"]), "device": args.device,
            "checkpoints": args.checkpoints, "host": platform.node(), "python": sys.version.split()[0],

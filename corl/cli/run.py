@@ -52,12 +52,14 @@ def run(
         console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
         raise SystemExit(130)  # not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes
     if dry_run:
-        todo = [s.name for s in result.stages if s.status != "cached"]  # type: ignore[union-attr]
+        # a prerequisite run's stages (dataset.source=cvpo: cvpo:train, cvpo:export) come first
+        todo = [s.name for s in result.prerequisite_stages + result.stages if s.status != "cached"]  # type: ignore[union-attr]
         console.print(f"would run: {', '.join(todo) or 'nothing (all cached)'}")
         return
     if result.dataset.get("note"):  # type: ignore[union-attr]
-        console.print(f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}): "  # type: ignore[union-attr]
-                      f"{result.dataset['note']}[/]", highlight=False)
+        sha = str(result.dataset.get("sha256") or "")[:12]  # type: ignore[union-attr]
+        console.print(f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}"  # type: ignore[union-attr]
+                      f"{', sha256 ' + sha if sha else ''}): {result.dataset['note']}[/]", highlight=False)  # type: ignore[union-attr]
     for label, scores in result.scores.items():  # type: ignore[union-attr]
         stages = sorted({k.split("/")[0] for k in scores})
         for stage in stages:

@@ -9,10 +9,19 @@ Guarantees, and how:
   from it (see :class:`corl.pipeline.context.TrainLoop`).
 * Concurrent runs never corrupt an artifact: each stage holds its directory's lock while it
   builds, and re-checks the manifest after taking it (someone may have just finished).
+
+Prerequisite runs: a fingerprint hook may need another pipeline's artifact before it can say
+what its stage's key is (``dataset.source=cvpo``: the dataset is the file CVPO's ``export``
+stage writes, keyed by its sha256). Planning gives such a hook a :class:`PlanningContext`
+whose ``prerequisite(RunRequest)`` runs that pipeline first, through this same runner (same
+cache root, device, locks, resume and callbacks, its stages shown as ``cvpo:train`` etc.),
+or, for a dry run, only plans it. Its stages join the parent run's outcomes and record, so
+``corl runs`` shows them and ``corl cache prune`` keeps them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import signal
@@ -21,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -87,7 +96,7 @@ class PlannedStage:
     kind: str
     key: str
     dir: Path
-    status: str  # cached | run | resume | corrupt
+    status: str  # cached | run | resume | corrupt | pending (key known only after a prerequisite run)
     config: dict[str, Any]
     inputs: dict[str, str]  # role -> stage name
     fingerprint: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +143,8 @@ class RunResult:
     def scores(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {"final": {}, "best": {}}
         for o in self.stages:
+            if ":" in o.name:  # a prerequisite run's stage (e.g. cvpo:train): not this run's score
+                continue
             for k, v in o.metrics.items():
                 label, _, name = k.partition("/")
                 if label in out:
@@ -157,6 +168,37 @@ def resolve_device(name: str) -> torch.device:
 
 # ------------------------------------------------------------------------------ planning
 @dataclass
+class Prerequisite:
+    """Another pipeline run that planning needed first (see the module docstring).
+
+    ``artifacts``: its done artifacts by stage name (all of them when ``done``); ``outcomes``:
+    its stages as this run reports them (named ``<pipeline>:<stage>``); ``plan``: its plan as
+    made before it ran.
+    """
+
+    request: RunRequest
+    plan: "Plan"
+    artifacts: dict[str, art.Artifact]
+    outcomes: list[StageOutcome]
+    done: bool
+    dry_run: bool
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.plan.spec.name}:"
+
+
+@dataclass
+class PlanningContext(FingerprintContext):
+    """What a fingerprint hook gets from the runner: the request, and ``prerequisite(sub)``,
+    which runs (a dry run: only plans) another pipeline ``sub`` with this run's cache root,
+    device, offline and lock settings and returns a :class:`Prerequisite`."""
+
+    request: RunRequest | None = None
+    prerequisite: Callable[..., Prerequisite] | None = None  # (sub: RunRequest, reason: str = "")
+
+
+@dataclass
 class Plan:
     spec: PipelineSpec
     task: TaskSpec
@@ -164,18 +206,50 @@ class Plan:
     stages: list[PlannedStage]
     root: Path
     options: RunOptions
+    prerequisites: list[Prerequisite] = field(default_factory=list)
 
     def stage(self, name: str) -> PlannedStage:
         return next(s for s in self.stages if s.name == name)
 
+    @property
+    def prerequisite_stages(self) -> list[PlannedStage]:
+        """The prerequisite runs' planned stages, named ``<pipeline>:<stage>``."""
+        return [dataclasses.replace(s, name=p.prefix + s.name) for p in self.prerequisites for s in p.plan.stages]
 
-def plan_run(req: RunRequest) -> Plan:
-    """Load the spec, resolve configs, compute every key and each stage's cache state."""
+
+def _key_config(kind: Any, config: Any) -> dict[str, Any]:
+    """The config as it enters the key: a field declared with ``metadata={"key": "if_set"}`` is
+    left out while it has its default, so adding such an option (``dataset.source``) keeps
+    every existing artifact's key."""
+    values = config_dict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("key") == "if_set":
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if values.get(f.name) == default:
+                values.pop(f.name, None)
+    return values
+
+
+def plan_run(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run: bool = True,
+             interrupt: InterruptFlag | None = None) -> Plan:
+    """Load the spec, resolve configs, compute every key and each stage's cache state.
+
+    A fingerprint hook that needs a prerequisite run gets it run here (planned only when
+    ``dry_run``, the default: planning alone never trains), reporting through ``callbacks``.
+    """
     spec = load_spec(req.pipeline)
     task = get_task(req.task)
     configs = spec.resolve(task.name, req.preset, req.overrides)
     root = art.cache_root(req.checkpoints)
     options = RunOptions(dataset_path=req.dataset, offline=req.offline, cache_root=root)
+    prerequisites: dict[str, Prerequisite] = {}
+
+    def prerequisite(sub: RunRequest, reason: str = "") -> Prerequisite:
+        done = _prerequisite(req, sub, root, callbacks or RunCallbacks(), dry_run, interrupt or InterruptFlag(),
+                             reason)
+        prerequisites[done.request.command()] = done  # asked again (after a repair): the latest answer counts
+        return done
+
     planned: dict[str, PlannedStage] = {}
     dataset_sha: str | None = None
     for name, sspec in spec.stages.items():
@@ -183,25 +257,86 @@ def plan_run(req: RunRequest) -> Plan:
         cfg = configs[name]
         fp: dict[str, Any] = {}
         if kind.fingerprint is not None:
-            fp = kind.fingerprint(FingerprintContext(task, cfg, options)) or {}
+            fctx = PlanningContext(task, cfg, options, request=req, prerequisite=prerequisite)
+            fp = kind.fingerprint(fctx) or {}
         if kind.name == "dataset" and dataset_sha is None:
             dataset_sha = fp.get("sha256")
         input_keys = {role: planned[target].key for role, target in sspec.inputs.items()}
-        key = art.artifact_key(kind.name, kind.version, config_dict(cfg), input_keys, dataset_sha,
+        key = art.artifact_key(kind.name, kind.version, _key_config(kind, cfg), input_keys, dataset_sha,
                                req.seed if kind.seeded else None, fp.get("key"))
         directory = root / task.name / f"{kind.name}-{key}"
         status, reason, artifact = "run", "", None
-        try:
-            artifact = art.verify(directory, key)
-            if artifact is not None:
-                status = "cached"
-        except art.CorruptArtifact as exc:
-            status, reason = "corrupt", str(exc)
+        pending = fp.get("pending") or any(planned[t].status == "pending" for t in sspec.inputs.values())
+        if pending:  # a dry run whose prerequisite is not done: no key can be known yet
+            status, key = "pending", "pending"
+            directory = root / task.name / f"{kind.name}-(key pending)"
+        else:
+            try:
+                artifact = art.verify(directory, key)
+                if artifact is not None:
+                    status = "cached"
+            except art.CorruptArtifact as exc:
+                status, reason = "corrupt", str(exc)
         if status == "run" and (directory / art.CHECKPOINT).exists():
             status = "resume"
         planned[name] = PlannedStage(name, kind.name, key, directory, status, config_dict(cfg),
                                      dict(sspec.inputs), fp, reason, artifact)
-    return Plan(spec, task, configs, list(planned.values()), root, options)
+    return Plan(spec, task, configs, list(planned.values()), root, options, list(prerequisites.values()))
+
+
+class _PrefixedCallbacks(RunCallbacks):
+    """A prerequisite run's reports, its stages named ``<pipeline>:<stage>``; its end is
+    reported by the parent run (whose live display and summary go on)."""
+
+    def __init__(self, inner: RunCallbacks, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix
+
+    def plan(self, stages: list[PlannedStage]) -> None:
+        self.inner.plan([dataclasses.replace(s, name=self.prefix + s.name) for s in stages])
+
+    def stage_started(self, stage: str, kind: str, total: int | None, resumed_from: int) -> None:
+        self.inner.stage_started(self.prefix + stage, kind, total, resumed_from)
+
+    def stage_progress(self, stage: str, done: int, total: int | None, metrics: dict[str, float]) -> None:
+        self.inner.stage_progress(self.prefix + stage, done, total, metrics)
+
+    def stage_finished(self, outcome: StageOutcome) -> None:
+        self.inner.stage_finished(dataclasses.replace(outcome, name=self.prefix + outcome.name))
+
+    def message(self, text: str, level: str = "info") -> None:
+        self.inner.message(text, level)
+
+    def run_finished(self, result: "RunResult") -> None:
+        pass
+
+
+def _prerequisite(parent: RunRequest, sub: RunRequest, root: Path, callbacks: RunCallbacks, dry_run: bool,
+                  interrupt: InterruptFlag, reason: str = "") -> Prerequisite:
+    """Run (or plan) ``sub`` for ``parent``: see :class:`PlanningContext`."""
+    command = sub.command()
+    sub = dataclasses.replace(sub, device=parent.device, offline=parent.offline, checkpoints=str(root),
+                              wait=parent.wait, lock_timeout=parent.lock_timeout)
+    nested = plan_run(sub)
+    prefix = f"{nested.spec.name}:"
+    shown = _PrefixedCallbacks(callbacks, prefix)
+    done = all(s.status == "cached" for s in nested.stages)
+    verb = "cached" if done else ("would run first" if dry_run else "runs first")
+    callbacks.message(f"{reason + ': ' if reason else ''}{command} ({verb})")
+    if dry_run or done:
+        shown.plan(nested.stages)
+        cached = [s for s in nested.stages if s.status == "cached" and s.artifact is not None]
+        outcomes = [StageOutcome(prefix + s.name, s.kind, s.key, s.dir, "cached", 0.0, s.artifact.metrics)
+                    for s in cached]
+        return Prerequisite(sub, nested, {s.name: s.artifact for s in cached}, outcomes, done, dry_run)
+    try:
+        result = run_pipeline(sub, shown, interrupt=interrupt)
+    except RunInterrupted as exc:  # resume with the parent's command: it reruns this run first
+        what = str(exc).split("; resume with:")[0].replace("in stage '", f"in stage '{prefix}")
+        raise RunInterrupted(f"{what}; resume with: {parent.command()}") from None
+    assert isinstance(result, RunResult)
+    artifacts = {o.name: art.Artifact(o.dir, art.read_manifest(o.dir) or {}) for o in result.stages}
+    outcomes = [dataclasses.replace(o, name=prefix + o.name) for o in result.stages]
+    return Prerequisite(sub, nested, artifacts, outcomes, True, False)
 
 
 # ------------------------------------------------------------------------------ running
@@ -234,17 +369,23 @@ def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run
     """Run (or with ``dry_run``, only plan) a pipeline; returns the result or the plan."""
     callbacks = callbacks or RunCallbacks()
     device = resolve_device(req.device)
-    plan = plan_run(req)
+    interrupt = interrupt or InterruptFlag()
+    started = time.time()  # before planning: a prerequisite run (dataset.source) is part of this run's wall time
+    plan = plan_run(req, callbacks, dry_run=dry_run, interrupt=interrupt)
     callbacks.plan(plan.stages)
+    pending = [s.name for s in plan.stages if s.status == "pending"]
+    if pending:
+        why = next((str(s.fingerprint["pending"]) for s in plan.stages if s.fingerprint.get("pending")), "")
+        callbacks.message(f"{', '.join(pending)}: keys known only {why}; they would all run", "info")
     if dry_run:
         return plan
-    interrupt = interrupt or InterruptFlag()
+    if pending:  # only a dry run may leave keys unknown
+        raise CorlError(f"{pending[0]}: its key is still unknown after planning ({why})")
     policy = plan.spec.checkpoint
     every_steps = req.checkpoint_every_steps if req.checkpoint_every_steps is not None else policy.every_steps
     every_seconds = req.checkpoint_every_seconds if req.checkpoint_every_seconds is not None else policy.every_seconds
     log_every = req.log_every if req.log_every is not None else policy.log_every
 
-    started = time.time()
     record_path = new_record_path(plan.root, plan.spec.name, plan.task.name, req.seed)
     record: dict[str, Any] = {
         "pipeline": plan.spec.name, "spec": str(plan.spec.path), "task": plan.task.name, "seed": req.seed,
@@ -253,7 +394,8 @@ def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run
         "dataset": {},
     }
     write_record(record_path, record)
-    outcomes: list[StageOutcome] = []
+    # a prerequisite run's stages come first: the record references them (prune keeps them)
+    outcomes: list[StageOutcome] = [o for p in plan.prerequisites for o in p.outcomes]
     artifacts: dict[str, art.Artifact] = {}
     status = "ok"
 

@@ -696,10 +696,12 @@ def _kept_episodes(cols: dict[str, np.ndarray], after: Any) -> np.ndarray:
 def find_export(task: Any, source: str) -> Path:
     """The newest exported dataset of ``source`` ("cvpo", "mice" or a file stem) for ``task``.
 
-    For the ``dataset`` stage's ``source`` option (``--set dataset.source=cvpo``): an offline
-    task (``OfflineCarCircle-v0``) finds the exports of its online task (``SafetyCarCircle-v0``),
-    which is what ``corl run cvpo --task SafetyCarCircle-v0`` writes. The newest file wins; the
-    dataset stage keys its artifact by the file's sha256, so a newer export is a new artifact.
+    A convenience for scripts and tests (``--dataset "$(...)"``): an offline task
+    (``OfflineCarCircle-v0``) finds the exports of its online task (``SafetyCarCircle-v0``),
+    which is what ``corl run cvpo --task SafetyCarCircle-v0`` writes; the newest file wins.
+    The ``dataset`` stage's ``source`` option does not use it: it takes the file from the
+    export artifact of the exact collection it ran or reused, so two collections are never
+    confused (see ``corl/pipeline/stages/dataset.py``).
     """
     from corl.data.store import store_dir
     from corl.errors import DatasetError

@@ -20,7 +20,8 @@ per-seed values), plus a JSON file (``--json``, default ``<checkpoints>/robust_m
 holding every per-seed number, the commands and the wall times.
 
 Run: ``CORL_THREADS=1 .venv/bin/python bench/robust_micro.py [--preset quick] [--seeds 0 1 2]
-[--task OfflineCarCircle-v0] [--episodes 10] [--eps 0,0.05,0.1] [--sim2real mass=0.5,1,1.5]``.
+[--task OfflineCarCircle-v0] [--episodes 10] [--eps 0,0.05,0.1] [--sim2real mass=0.5,1,1.5]
+[--variants robust plain] [--plain-set policy.penalty_coef=15]``.
 Cost with the quick preset on a 2-core CPU: ~1 min training per (seed, variant) plus
 ~1 min of evaluation (10 episodes per cell), i.e. ~10 min for 3 seeds.
 """
@@ -42,7 +43,6 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 CORL = str(ROOT / ".venv" / "bin" / "corl")
-VARIANTS = {"MICRO (robust)": "true", "plain target": "false"}
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[str, float]:
@@ -97,6 +97,11 @@ def main() -> None:
     ap.add_argument("--sim2real", default=None, help="e.g. mass=0.5,1,1.5 (off by default)")
     ap.add_argument("--checkpoints", default="/tmp/corl_robust_micro")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--variants", nargs="+", default=["robust", "plain"], choices=["robust", "plain"],
+                    help="which targets to train (default both)")
+    ap.add_argument("--plain-set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="extra --set for the plain-target runs only (repeatable), e.g. policy.penalty_coef=15: "
+                         "the plain target may need its own conservatism to learn at all; the row is labelled")
     args = ap.parse_args()
 
     root = Path(args.checkpoints)
@@ -106,10 +111,18 @@ def main() -> None:
     console = Console()
     results: dict[str, dict] = {}  # method -> seed -> {condition: cell, ...}
     runs: list[dict] = []
+    variants = []  # (label, --set list)
+    if "robust" in args.variants:
+        variants.append(("MICRO (robust)", ["policy.robust_target=true"]))
+    if "plain" in args.variants:
+        label = "plain target" + (f" ({', '.join(args.plain_set)})" if args.plain_set else "")
+        variants.append((label, ["policy.robust_target=false", *args.plain_set]))
     for seed in args.seeds:
-        for method, flag in VARIANTS.items():
+        for method, sets in variants:
             cmd = [CORL, "run", "micro", "--task", args.task, "--preset", args.preset, "--seed", str(seed),
-                   "--set", f"policy.robust_target={flag}", "--checkpoints", str(root)]
+                   "--checkpoints", str(root)]
+            for item in sets:
+                cmd += ["--set", item]
             stdout, train_wall = _run(cmd, env, log)
             pol = _policy_dir(stdout, root)
             info = {"method": method, "seed": seed, "policy": str(pol), "train_wall_s": train_wall, "evals": []}
@@ -159,6 +172,7 @@ def main() -> None:
         table.add_section()
     console.print(table)
     payload = {"task": args.task, "preset": args.preset, "seeds": args.seeds, "episodes": args.episodes,
+               "variants": {label: sets for label, sets in variants},
                "eps": args.eps, "attacks": args.attacks, "sim2real": args.sim2real, "summary": summary,
                "per_seed": results, "runs": runs}
     path = Path(args.json) if args.json else root / "robust_micro.json"

@@ -104,6 +104,19 @@ def test_quick_preset_keeps_the_paper_method_and_a_safety_sized_evaluation():
     assert quick["critics"].tau == 0.05 and full["critics"].tau == 0.005
     assert (quick["policy"].lambda_mode, quick["policy"].lambda_fixed) == ("fixed", 5.0)
     assert quick["policy"].use_lagrangian and full["policy"].lambda_mode == "pid"
-    for key in ("cost_limit", "slack_bound", "switch_estimator", "critic_states", "beta_schedule", "beta_coef",
+    assert (quick["policy"].beta_coef, full["policy"].beta_coef) == (0.001, 0.01)
+    for key in ("cost_limit", "slack_bound", "switch_estimator", "critic_states", "beta_schedule",
                 "weighting", "lr", "fix_cost_normalisation"):
         assert getattr(quick["policy"], key) == getattr(full["policy"], key), key
+
+
+def test_policy_setting_reruns_only_policy_and_evaluate(tmp_path):
+    """`--set policy.slack_bound=0.2` keeps behavior and critics (a sweep reuses them)."""
+    text = SPEC + '\n[stages.evaluate]\nkind = "evaluate"\ninputs = { policy = "policy" }\nepisodes = 1\nnum_envs = 1\n'
+    spec, data = write_spec(tmp_path, text, "drcorl.toml"), write_dataset(tmp_path)
+    first = run(spec, data, checkpoints=str(tmp_path / "ck"))
+    assert set(statuses(first).values()) == {"ran"}, statuses(first)
+    swept = run(spec, data, overrides=("policy.slack_bound=0.2",), checkpoints=str(tmp_path / "ck"))
+    assert statuses(swept) == {"dataset": "cached", "behavior": "cached", "critics": "cached",
+                               "policy": "ran", "evaluate": "ran"}, statuses(swept)
+    assert swept.stages[3].dir != first.stages[3].dir

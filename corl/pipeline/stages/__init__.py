@@ -30,7 +30,9 @@ Registering a stage kind
 * ``config``: a dataclass. Its fields are the only keys a spec, preset, task override or
   ``--set`` may give for such a stage (unknown keys are one-line errors with the closest
   key); values are type-checked against the field annotations (int, float, bool, str,
-  ``X | None``, ``list[...]``). The resolved instance, as a dict, is part of the artifact key.
+  ``X | None``, ``list[...]``). The resolved instance, as a dict, is part of the artifact key;
+  a field declared with ``field(..., metadata={"key": "if_set"})`` joins the key only when it
+  differs from its default, so adding an option does not invalidate existing artifacts.
 * ``version``: the stage's code version. Bump it when a change alters the artifact (loss,
   defaults with the same name, file layout): old artifacts are then no longer cache hits.
 * ``inputs``: the input *roles* the stage requires. A spec maps roles to stage names:

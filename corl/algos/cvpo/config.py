@@ -78,7 +78,7 @@ class CVPOConfig:
     estep_dual_max: float = 20.0  # clamp for Adam; SLSQP bound is slsqp_dual_max
     slsqp_dual_max: float = 1e5
     slsqp_maxiter: int = 10
-    slsqp_tol: float = 1e-3
+    slsqp_tol: float = 1e-3  # ftol on the normalised dual (relative to the spread of Q, see solve_dual_slsqp)
     # ---- M-step
     mstep_iter_num: int = 1
     mstep_kl_mu: float = 0.005
@@ -93,6 +93,7 @@ class CVPOConfig:
     actor_lr: float = 5e-4
     actor_grad_clip: float | None = None  # original: 0.01
     behaviour: Literal["snapshot", "target"] = "snapshot"  # b = actor copied each round (FSRL) or Polyak target
+    behaviour_tau: float | None = None  # Polyak rate of the "target" behaviour; None: tau (original: one polyak)
     # ---- schedule (used by CVPOTrainer)
     batch_size: int = 256
     buffer_size: int = 200_000

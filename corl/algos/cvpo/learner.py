@@ -89,24 +89,81 @@ def solve_dual_slsqp(x0: np.ndarray, q: torch.Tensor, c: torch.Tensor, eps: floa
     """The original solver: SciPy SLSQP on ``g`` (float64, exact gradient), bounds ``[1e-6, dual_max]``.
 
     ``x0 = [η, λ_1..λ_m]`` is the warm start (the previous solution). Returns ``(x*, g(x*))``.
+
+    SLSQP's ``ftol`` is absolute in both the objective and (through its unit initial Hessian)
+    the variables, so on the raw problem its progress depends on the scale of ``Q``: with
+    small reward values ``g(η) ≈ η ε`` is nearly flat far from the optimum and SLSQP declares
+    convergence at the warm start. The solver therefore works on an equivalent normalised
+    problem with the same minimiser:
+
+    * per-state centring ``Q_ij − mean_i Q_ij`` shifts ``g`` by a constant; centring the costs
+      ``C_ij − d_j`` is exact once ``ε_c`` becomes ``ε_c − mean_j d_j``;
+    * dividing ``Q`` by its spread ``s_q`` and each cost row by ``s_c`` gives
+      ``g(η, λ) = s_q g'(η/s_q, λ s_c/s_q)`` with ``Q' = Q/s_q``, ``C' = C/s_c``, ``ε_c' = (ε_c − mean_j d_j)/s_c``;
+    * ``η'`` is optimised as ``log η'`` (the optimum spans decades; λ' stays linear so its
+      bound at 0 is reachable);
+    * the warm start is kept unless a point of a coarse log-grid over ``η'`` (at the warm-start
+      λ' and at λ' = its lower bound) has a lower dual value; SLSQP then starts from that point.
+
+    ``tol`` is then relative to the spread of ``Q`` (``g'`` is ``O(1)``).
     """
     from scipy.optimize import minimize
 
     q64 = q.detach().double().cpu()
-    c64 = c.detach().double().cpu()
-    eps_c64 = torch.as_tensor(eps_c, dtype=torch.float64).reshape(-1)
+    c64, _ = _as_constraints(c.detach().double().cpu(), torch.zeros(1))
+    m = c64.shape[0]
+    eps_c64 = torch.as_tensor(eps_c, dtype=torch.float64).reshape(-1).expand(m)
+    x0 = np.clip(np.asarray(x0, dtype=np.float64).reshape(-1), DUAL_MIN, dual_max)
 
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-        g = estep_dual(xt[0], xt[1:], q64, c64, eps, eps_c64)
-        (grad,) = torch.autograd.grad(g, xt)
+    def raw(x: np.ndarray) -> float:
+        xt = torch.as_tensor(x, dtype=torch.float64)
+        return float(estep_dual(xt[0], xt[1:], q64, c64, eps, eps_c64))
+
+    # ---- normalised problem
+    qn = q64 - q64.mean(-1, keepdim=True)
+    s_q = float(qn.std()) if qn.numel() > 1 else 0.0
+    s_q = s_q if s_q > 1e-12 else 1.0
+    d = c64.mean(-1, keepdim=True)  # (m, K, 1)
+    cn = c64 - d
+    s_c = cn.reshape(m, -1).std(-1) if cn[0].numel() > 1 else torch.zeros(m, dtype=torch.float64)
+    s_c = torch.where(s_c > 1e-6 * s_q, s_c, torch.full_like(s_c, s_q))
+    qn = qn / s_q
+    cn = cn / s_c[:, None, None]
+    eps_cn = (eps_c64 - d.reshape(m, -1).mean(-1)) / s_c
+    lam_scale = (s_c / s_q).numpy()  # λ' = λ s_c / s_q
+    lo = np.concatenate([[math.log(DUAL_MIN / s_q)], DUAL_MIN * lam_scale])
+    hi = np.concatenate([[math.log(dual_max / s_q)], dual_max * lam_scale])
+
+    def to_norm(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.concatenate([[math.log(x[0] / s_q)], x[1:] * lam_scale]), lo, hi)
+
+    def from_norm(z: np.ndarray) -> np.ndarray:
+        return np.clip(np.concatenate([[math.exp(z[0]) * s_q], z[1:] / lam_scale]), DUAL_MIN, dual_max)
+
+    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+        zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+        g = estep_dual(zt[0].exp(), zt[1:], qn, cn, eps, eps_cn)
+        (grad,) = torch.autograd.grad(g, zt)
         return float(g.detach()), grad.numpy()
 
-    bounds = [(DUAL_MIN, dual_max)] * len(x0)
-    res = minimize(fun, np.asarray(x0, dtype=np.float64), jac=True, method="SLSQP", bounds=bounds, tol=tol,
+    z0 = to_norm(x0)
+    best, best_val = z0, fun(z0)[0]
+    with torch.no_grad():  # coarse log-grid over η' at the warm-start λ' and at λ' = lower bound
+        etas = torch.exp(torch.linspace(max(lo[0], math.log(1e-4)), min(hi[0], math.log(1e4)), 25,
+                                        dtype=torch.float64))[:, None]
+        for lam_n in (z0[1:], lo[1:]):
+            lam_t = torch.as_tensor(lam_n, dtype=torch.float64)
+            adv = qn - (lam_t[:, None, None] * cn).sum(0)
+            lse = torch.logsumexp(adv.unsqueeze(0) / etas[..., None], dim=-1) - math.log(adv.shape[-1])
+            vals = etas[:, 0] * eps + (lam_t * eps_cn).sum() + etas[:, 0] * lse.mean(-1)
+            i = int(torch.argmin(vals))
+            if float(vals[i]) < best_val:
+                best, best_val = np.concatenate([[math.log(float(etas[i, 0]))], lam_n]), float(vals[i])
+    res = minimize(fun, best, jac=True, method="SLSQP", bounds=list(zip(lo, hi)), tol=tol,
                    options={"maxiter": maxiter, "ftol": tol})
-    x = np.clip(res.x, DUAL_MIN, dual_max)
-    return x, float(fun(x)[0])
+    z = res.x if fun(res.x)[0] <= best_val else best
+    x = from_norm(z)
+    return x, raw(x)
 
 
 def estep_weights(q: torch.Tensor, c: torch.Tensor, eta: torch.Tensor | float, lam: torch.Tensor | float) -> torch.Tensor:
@@ -318,7 +375,8 @@ class CVPOLearner:
         soft_update(self.critic_target, self.critic, self.config.tau)
         soft_update(self.cost_critic_target, self.cost_critic, self.config.tau)
         if self.config.behaviour == "target":
-            soft_update(self.behaviour, self.actor, self.config.tau)
+            tau_b = self.config.behaviour_tau if self.config.behaviour_tau is not None else self.config.tau
+            soft_update(self.behaviour, self.actor, tau_b)
         self.total_steps += 1
         return logs
 

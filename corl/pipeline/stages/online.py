@@ -89,6 +89,37 @@ class CVPOTrainConfig:
     update_per_step: float = 0.2
     warmup_steps: int = 0
     policy: str = "diag"
+    # ---- the rest of CVPOConfig, with its defaults (see its field comments)
+    activation: str = "relu"
+    state_dependent_std: bool = True
+    num_q: int = 2
+    num_qc: int = 1
+    horizon: int | None = None
+    cost_limit_start: float | None = None
+    cost_decay_rounds: int = 0
+    cost_terminal_mask: bool = False
+    estep_critic: str = "current"
+    estep_iter_num: int = 1
+    estep_dual_lr: float = 0.02
+    estep_dual_init: float = 0.1
+    estep_dual_max: float = 20.0
+    slsqp_dual_max: float = 1e5
+    slsqp_maxiter: int = 10
+    slsqp_tol: float = 1e-3
+    mstep_iter_num: int = 1
+    mstep_dual_mode: str = "adam"
+    mstep_dual_lr: float = 0.1
+    mstep_dual_max: float = 0.5
+    mstep_step_mu: float = 1.0
+    mstep_step_sigma: float = 100.0
+    mstep_alpha_mu_max: float = 0.1
+    mstep_alpha_sigma_max: float = 10.0
+    actor_grad_clip: float | None = None
+    behaviour: str = "snapshot"
+    behaviour_tau: float | None = None
+    episode_rerun_num: int | None = None
+    fixed_horizon: bool = True
+    reward_terminal_on_early_termination: bool = True
 
 
 @dataclass

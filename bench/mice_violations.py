@@ -60,7 +60,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,21 +67,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-CORL = str(ROOT / ".venv" / "bin" / "corl")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import CORL, ROOT, run_logged  # noqa: E402
+
+_run = run_logged
 VARIANTS = {"MICE": "5.0", "CPO (no intrinsic)": "0.0"}
-
-
-def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[str, float]:
-    t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-    wall = time.time() - t0
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as fh:
-        fh.write("$ " + " ".join(cmd) + f"\n{proc.stdout}\n{proc.stderr}\n# rc={proc.returncode} wall={wall:.1f}s\n")
-    if proc.returncode != 0:
-        sys.exit(f"failed (rc {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}\nlog: {log}")
-    return proc.stdout, wall
 
 
 def _train_dir(stdout: str, root: Path) -> tuple[Path, dict]:

@@ -27,3 +27,22 @@ def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> tuple[str, flo
     if proc.returncode != 0:
         sys.exit(f"failed (rc {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}\nlog: {log}")
     return proc.stdout, wall
+
+
+def finished_stage(stdout: str, root: Path, kind: str) -> tuple[Path, dict]:
+    """The artifact directory and run-record entry of stage ``kind`` of the run that printed
+    ``stdout`` (its "run record:" line; rich may wrap it, then the newest record under
+    ``root/runs`` is used)."""
+    import json
+    import re
+
+    m = re.search(r"run record: (\S+\.json)", stdout.replace("\n", " ").replace("  ", " "))
+    if m and Path(m.group(1)).is_file():
+        record_path = Path(m.group(1))
+    else:
+        record_path = max((root / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    record = json.loads(record_path.read_text())
+    for stage in record["stages"]:
+        if stage["kind"] == kind:
+            return root / stage["dir"], stage
+    sys.exit(f"{record_path}: no {kind} stage")

@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -68,24 +67,16 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import CORL, ROOT, run_logged  # noqa: E402
+from _cli import CORL, ROOT, finished_stage, run_logged  # noqa: E402
 
 _run = run_logged
 VARIANTS = {"MICE": "5.0", "CPO (no intrinsic)": "0.0"}
 
 
 def _train_dir(stdout: str, root: Path) -> tuple[Path, dict]:
-    """The mice_train artifact of the run that just finished (from its run record)."""
-    m = re.search(r"run record: (\S+\.json)", stdout.replace("\n", " ").replace("  ", " "))
-    if m and Path(m.group(1)).is_file():
-        record_path = Path(m.group(1))
-    else:  # the line may be wrapped by rich: fall back to the newest record
-        record_path = max((root / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    record = json.loads(record_path.read_text())
-    for stage in record["stages"]:
-        if stage["kind"] == "mice_train":
-            return root / stage["dir"], stage.get("metrics", {})
-    sys.exit(f"{record_path}: no mice_train stage")
+    """The mice_train artifact of the run that just finished, and its final metrics."""
+    path, stage = finished_stage(stdout, root, "mice_train")
+    return path, stage.get("metrics", {})
 
 
 def _episodes(metrics_path: Path) -> list[dict]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -40,23 +39,14 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import CORL, ROOT, run_logged  # noqa: E402
+from _cli import CORL, ROOT, finished_stage, run_logged  # noqa: E402
 
 _run = run_logged
 
 
 def _policy_dir(stdout: str, root: Path) -> Path:
-    """The micro_policy artifact of the run that just finished (from its run record)."""
-    m = re.search(r"run record: (\S+\.json)", stdout.replace("\n", " ").replace("  ", " "))
-    if m and Path(m.group(1)).is_file():
-        record_path = Path(m.group(1))
-    else:  # the line may be wrapped by rich: fall back to the newest record
-        record_path = max((root / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    record = json.loads(record_path.read_text())
-    for stage in record["stages"]:
-        if stage["kind"] == "micro_policy":
-            return root / stage["dir"]
-    sys.exit(f"{record_path}: no micro_policy stage")
+    """The micro_policy artifact of the run that just finished."""
+    return finished_stage(stdout, root, "micro_policy")[0]
 
 
 def _cells(ev: dict) -> list[tuple[str, dict]]:

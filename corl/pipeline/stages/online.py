@@ -45,6 +45,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from corl.algos.cvpo.config import CVPOConfig
 from corl.errors import ConfigError, CorlError
 from corl.pipeline.artifacts import METRICS
 from corl.pipeline.checkpoint import restore_rng_states
@@ -59,67 +60,24 @@ _TRANSITION_KEYS = ("observations", "actions", "rewards", "costs", "next_observa
 
 # ------------------------------------------------------------------------------ configs
 @dataclass
-class CVPOTrainConfig:
-    """CVPO online training (defaults: FSRL's Bullet settings, see ``CVPOConfig``).
+class CVPOTrainConfig(CVPOConfig):
+    """CVPO online training: every ``CVPOConfig`` field is a stage key with the learner's
+    default (FSRL's Bullet settings), plus the stage's own keys below.
 
     ``steps`` is per learner (env steps summed over ``num_envs``). ``cost_limits`` non-empty
     trains one learner per limit, one after the other, and pools their episodes (DSRL's
     recipe); empty trains one learner at ``cost_limit`` (None = the task's default limit).
-    The remaining keys are ``CVPOConfig`` fields of the same name.
+    ``seed`` is not a key to set: each learner's seed follows ``--seed`` (left out of the
+    artifact key while at its default).
     """
 
     steps: int = 2_000_000
     num_envs: int = 1
-    cost_limit: float | None = None
+    cost_limit: float | None = None  # type: ignore[assignment]  # None: the task's limit
     cost_limits: list[float] = field(default_factory=list)
-    hidden: list[int] = field(default_factory=lambda: [128, 128])
-    gamma: float = 0.97
-    tau: float = 0.05
-    n_step: int = 2
-    critic_lr: float = 1e-3
-    actor_lr: float = 5e-4
-    sample_action_num: int = 16
-    estep_kl: float = 0.02
-    estep_solver: str = "adam"
-    mstep_kl_mu: float = 0.005
-    mstep_kl_std: float = 0.0005
-    batch_size: int = 256
-    buffer_size: int = 200_000
-    episodes_per_round: int = 10
-    update_per_step: float = 0.2
-    warmup_steps: int = 0
-    policy: str = "diag"
-    # ---- the rest of CVPOConfig, with its defaults (see its field comments)
-    activation: str = "relu"
-    state_dependent_std: bool = True
-    num_q: int = 2
-    num_qc: int = 1
-    horizon: int | None = None
-    cost_limit_start: float | None = None
-    cost_decay_rounds: int = 0
-    cost_terminal_mask: bool = False
-    estep_critic: str = "current"
-    estep_iter_num: int = 1
-    estep_dual_lr: float = 0.02
-    estep_dual_init: float = 0.1
-    estep_dual_max: float = 20.0
-    slsqp_dual_max: float = 1e5
-    slsqp_maxiter: int = 10
-    slsqp_tol: float = 1e-3
-    mstep_iter_num: int = 1
-    mstep_dual_mode: str = "adam"
-    mstep_dual_lr: float = 0.1
-    mstep_dual_max: float = 0.5
-    mstep_step_mu: float = 1.0
-    mstep_step_sigma: float = 100.0
-    mstep_alpha_mu_max: float = 0.1
-    mstep_alpha_sigma_max: float = 10.0
-    actor_grad_clip: float | None = None
-    behaviour: str = "snapshot"
-    behaviour_tau: float | None = None
-    episode_rerun_num: int | None = None
-    fixed_horizon: bool = True
-    reward_terminal_on_early_termination: bool = True
+    hidden: list[int] = field(default_factory=lambda: [128, 128])  # type: ignore[assignment]
+    n_step: int = 2  # FSRL's Bullet setting (the learner's own default is 1)
+    seed: int = field(default=0, metadata={"key": "if_set"})
 
 
 @dataclass
@@ -226,8 +184,10 @@ def _sub_config(target_cls: type, cfg: Any, **extra: Any) -> Any:
 
 
 def _build_cvpo(ctx: StageContext, limit: float, index: int) -> Any:
-    from corl.algos.cvpo import CVPOConfig, CVPOTrainer
+    from corl.algos.cvpo import CVPOTrainer
 
+    if ctx.config.seed != 0:
+        raise ConfigError(f"{ctx.name}.seed: the learner's seed follows --seed; use --seed instead")
     cfg = _sub_config(CVPOConfig, ctx.config, cost_limit=float(limit), seed=ctx.seed + 1000 * index)
     return CVPOTrainer.for_task(ctx.task, cfg, device=ctx.device)
 

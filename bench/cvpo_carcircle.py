@@ -7,12 +7,16 @@ What it does, per seed:
    served from the cache), cost limit 10 (the task's default), 300-step episodes;
 2. evaluates the final policy (deterministic mean action) for ``--episodes`` episodes in the
    simulator, from the environment seeds ``--eval-seed``, ``--eval-seed + 1``, ...;
-3. evaluates a uniform-random policy on exactly the same episodes/seeds.
+3. evaluates the best feasible iterate (``policy-<limit>-best.pt``: the periodic evaluation
+   with the highest reward whose cost met the limit, kept by the train stage's ``eval_every``)
+   on the same episodes, when the preset evaluates periodically;
+4. evaluates a uniform-random policy on exactly the same episodes/seeds.
 
 The table gives reward and cost (mean +- std over the evaluation episodes) of CVPO's final
-policy and of the random policy, the cost limit, whether CVPO's mean cost meets it, and the
-wall-clock of training (the train stage's own ``wall_s``, recorded when it ran, so a cached
-rerun reports the original time).
+and best policies, the training-time "last evaluations" (mean over the last 3 periodic
+evaluations of 5 episodes each, FSRL's way of reporting), the random policy, whether the
+final policy's mean cost meets the limit, and the wall-clock of training (the train stage's
+own ``wall_s``, recorded when it ran, so a cached rerun reports the original time).
 
 What to expect (measured on the 2-core development machine, one torch thread, the machine
 shared with other jobs): see the ``[presets.carcircle]`` comment in ``pipelines/cvpo.toml``.
@@ -27,6 +31,7 @@ Run: ``.venv/bin/python bench/cvpo_carcircle.py [--seeds 0 1] [--episodes 20] [-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -99,40 +104,74 @@ def main() -> None:
         if train.status not in ("ran", "cached"):
             raise SystemExit(f"train stage {train.status}")
         train_wall = float(train.metrics.get("wall_s", wall_run))
-        import json
-
-        specs = [json.loads(p.read_text()) for p in sorted(train.dir.glob("policy-*.json"))]
+        specs = [json.loads(p.read_text()) for p in sorted(train.dir.glob("policy-*.json")) if "-best" not in p.name]
         policy_spec = next((s for s in specs if float(s["cost_limit"]) == args.limit), specs[-1])
         limit = float(policy_spec["cost_limit"])
         cvpo_fn = load_policy_fn(train.dir, policy_spec)
         console.print(f"[bold]evaluate[/]: {args.episodes} episodes, env seeds from {args.eval_seed} "
-                      f"(CVPO final, deterministic; then uniform random on the same seeds)")
+                      f"(CVPO final and best, deterministic; then uniform random on the same seeds)")
         ev = rollout(spec, cvpo_fn, args.episodes, seed=args.eval_seed, num_envs=args.eval_envs)
+        best_path = train.dir / f"policy-{limit:g}-best.json"
+        best = None
+        if best_path.exists():
+            best_spec = json.loads(best_path.read_text())
+            best = (rollout(spec, load_policy_fn(train.dir, best_spec), args.episodes, seed=args.eval_seed,
+                            num_envs=args.eval_envs), int(best_spec["learner_step"]))
+        last = _last_evaluations(train.dir, limit)
         rnd_low, rnd_high = _action_box(spec)
         rd = rollout(spec, _random_policy(rnd_low, rnd_high, args.eval_seed), args.episodes, seed=args.eval_seed,
                      num_envs=args.eval_envs)
-        rows.append((seed, limit, ev, rd, train_wall, train.status, float(train.metrics.get("env_steps", 0))))
+        rows.append({"seed": seed, "limit": limit, "final": ev, "best": best, "last": last, "random": rd,
+                     "wall": train_wall, "status": train.status, "steps": float(train.metrics.get("env_steps", 0))})
 
-    table = Table(title=f"CVPO on {TASK} (preset {args.preset}; {args.episodes} evaluation episodes per policy)")
-    for col in ("seed", "env steps", "CVPO reward", "CVPO cost", "random reward", "random cost", "cost limit",
-                "limit met", "train wall-clock"):
+    table = Table(title=f"CVPO on {TASK} (preset {args.preset}; {args.episodes} evaluation episodes per policy, "
+                        "reward / cost, mean ± std over episodes)")
+    for col in ("seed", "env steps", "final", "best feasible (at step)", "last 3 evaluations", "random",
+                "cost limit", "final meets limit", "train wall-clock"):
         table.add_column(col, justify="right")
-    for seed, limit, ev, rd, wall, status, steps in rows:
-        met = ev.cost.mean() <= limit
-        table.add_row(str(seed), f"{steps:,.0f}", _fmt(ev.reward), _fmt(ev.cost), _fmt(rd.reward), _fmt(rd.cost),
-                      f"{limit:g}", "[green]yes[/]" if met else "[red]no[/]",
-                      f"{wall / 60:.1f} min" + (" (cached)" if status == "cached" else ""))
-    if len(rows) > 1:
-        r = np.array([ev.reward.mean() for _, _, ev, _, _, _, _ in rows])
-        c = np.array([ev.cost.mean() for _, _, ev, _, _, _, _ in rows])
-        rr = np.array([rd.reward.mean() for _, _, _, rd, _, _, _ in rows])
-        rc = np.array([rd.cost.mean() for _, _, _, rd, _, _, _ in rows])
-        w = np.array([wall for *_, wall, _, _ in [(x[0], x[1], x[2], x[3], x[4], x[5], x[6]) for x in rows]])
-        table.add_row("mean over seeds", "", _fmt(r), _fmt(c), _fmt(rr), _fmt(rc), f"{rows[0][1]:g}",
-                      f"{int((c <= rows[0][1]).sum())}/{len(rows)}", f"{w.mean() / 60:.1f} min")
+
+    def pair(r) -> str:
+        return f"{_fmt(r.reward)} / {_fmt(r.cost)}"
+
+    for row in rows:
+        met = row["final"].cost.mean() <= row["limit"]
+        best = f"{pair(row['best'][0])} ({row['best'][1]:,})" if row["best"] else "none"
+        last = row["last"]
+        last_txt = f"{last[0]:.1f} / {last[1]:.1f}" if last else "-"
+        table.add_row(str(row["seed"]), f"{row['steps']:,.0f}", pair(row["final"]), best, last_txt, pair(row["random"]),
+                      f"{row['limit']:g}", "[green]yes[/]" if met else "[red]no[/]",
+                      f"{row['wall'] / 60:.1f} min" + (" (cached)" if row["status"] == "cached" else ""))
+    if len(rows) > 1:  # mean ± std over seeds of the per-seed means
+        def over(values) -> str:
+            return _fmt(np.array(values, dtype=float))
+
+        final_r = [r["final"].reward.mean() for r in rows]
+        final_c = [r["final"].cost.mean() for r in rows]
+        bests = [r["best"][0] for r in rows if r["best"]]
+        lasts = [r["last"] for r in rows if r["last"]]
+        limit = rows[0]["limit"]
+        table.add_row("over seeds", "", f"{over(final_r)} / {over(final_c)}",
+                      f"{over([b.reward.mean() for b in bests])} / {over([b.cost.mean() for b in bests])} "
+                      f"({len(bests)} seeds)" if bests else "none",
+                      f"{over([x[0] for x in lasts])} / {over([x[1] for x in lasts])}" if lasts else "-",
+                      f"{over([r['random'].reward.mean() for r in rows])} / {over([r['random'].cost.mean() for r in rows])}",
+                      f"{limit:g}", f"{int((np.array(final_c) <= limit).sum())}/{len(rows)}",
+                      f"{np.mean([r['wall'] for r in rows]) / 60:.1f} min")
     console.print(table)
     console.print(f"torch threads: {torch.get_num_threads()}; checkpoints: {root}")
     tmp.cleanup()
+
+
+def _last_evaluations(train_dir: Path, limit: float, k: int = 3) -> tuple[float, float] | None:
+    """Mean reward and cost of the last ``k`` periodic evaluations of the learner at ``limit``."""
+    import json
+
+    path = train_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    evals = [r for r in rows if "eval_reward" in r and float(r.get("cost_limit", limit)) == limit][-k:]
+    if not evals:
+        return None
+    return float(np.mean([r["eval_reward"] for r in evals])), float(np.mean([r["eval_cost"] for r in evals]))
 
 
 def _action_box(spec) -> tuple[np.ndarray, np.ndarray]:

@@ -260,3 +260,44 @@ def test_ctrl_c_in_second_learner_keeps_the_first_learners_episodes(tmp_path):
     # the first learner finished before the interruption: its policy survives the resume
     specs = json.loads((train.dir / "manifest.json").read_text())["outputs"]["policies"]
     assert [p["cost_limit"] for p in specs] == [10.0, 20.0]
+
+
+def test_periodic_evaluation_points_best_policy_and_unchanged_episodes(tmp_path):
+    """eval_every: deterministic test episodes logged per learner, the best feasible iterate
+    published beside the final one, and the recorded training episodes exactly as without it."""
+    spec = write_spec(tmp_path, steps=900, ups=0.05)
+    base = ("train.cost_limit=1000.0",)  # every evaluation feasible: the best is the highest reward
+    with_eval = run(spec, base + ("train.eval_every=300", "train.eval_episodes=2"))
+    plain = run(spec, base)
+    dirs = {name: next(o.dir for o in res.stages if o.name == "train") for name, res in
+            (("eval", with_eval), ("plain", plain))}
+    assert dirs["eval"] != dirs["plain"]
+
+    rows = [json.loads(line) for line in (dirs["eval"] / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_reward" in r]
+    assert [r["learner_step"] for r in evals] == [300, 600, 900]  # the final point is not repeated
+    assert all(r["eval_episodes"] == 2 and r["eval_cost"] >= 0 for r in evals)
+
+    out = outputs(with_eval, "train")
+    (best,) = out["best_policies"]
+    top = max(evals, key=lambda r: r["eval_reward"])
+    assert best["eval_reward"] == pytest.approx(top["eval_reward"]) and best["learner_step"] == top["learner_step"]
+    assert best["file"] == "policy-1000-best.pt" and (dirs["eval"] / best["file"]).is_file()
+    manifest = json.loads((dirs["eval"] / "manifest.json").read_text())
+    assert manifest["final_metrics"]["best/eval_reward"] == pytest.approx(top["eval_reward"])
+    assert manifest["final_metrics"]["eval/last_reward"] == pytest.approx(np.mean([r["eval_reward"] for r in evals]))
+
+    # the best iterate loads and replays its own evaluation: same seeds, deterministic actions
+    from corl.eval.rollout import rollout
+    from corl.pipeline.policies import load_policy_fn
+    from corl.pipeline.stages.online_eval import EVAL_SEED_OFFSET
+    from corl.tasks import get_task
+
+    replay = rollout(get_task(TASK), load_policy_fn(dirs["eval"], best), episodes=2, seed=EVAL_SEED_OFFSET,
+                     num_envs=2, device="cpu")
+    assert replay.reward.mean() == pytest.approx(best["eval_reward"], rel=1e-4, abs=1e-4)
+
+    # evaluations draw from no training generator and no training simulator
+    with h5py.File(dirs["eval"] / "episodes.hdf5") as a, h5py.File(dirs["plain"] / "episodes.hdf5") as b:
+        for key in ("observations", "actions", "rewards", "costs"):
+            np.testing.assert_array_equal(a[key][()], b[key][()])

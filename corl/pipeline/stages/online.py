@@ -68,7 +68,8 @@ class CVPOTrainConfig(CVPOConfig):
     trains one learner per limit, one after the other, and pools their episodes (DSRL's
     recipe); empty trains one learner at ``cost_limit`` (None = the task's default limit).
     ``seed`` is not a key to set: each learner's seed follows ``--seed`` (left out of the
-    artifact key while at its default).
+    artifact key while at its default). ``eval_every``/``eval_episodes``: periodic evaluation
+    of the deterministic policy and the best feasible snapshot (``online_eval.py``).
     """
 
     steps: int = 2_000_000
@@ -78,14 +79,16 @@ class CVPOTrainConfig(CVPOConfig):
     hidden: list[int] = field(default_factory=lambda: [128, 128])  # type: ignore[assignment]
     n_step: int = 2  # FSRL's Bullet setting (the learner's own default is 1)
     seed: int = field(default=0, metadata={"key": "if_set"})
+    eval_every: int = field(default=0, metadata={"key": "if_set"})  # see online_eval.py; 0: none
+    eval_episodes: int = field(default=5, metadata={"key": "if_set"})
 
 
 @dataclass
 class MICETrainConfig:
     """MICE online training (defaults: the released ``MICE.yaml``, see ``MICEConfig``).
 
-    ``steps``, ``num_envs``, ``cost_limit`` and ``cost_limits`` as for ``cvpo_train``; the
-    rest are ``MICEConfig`` fields of the same name.
+    ``steps``, ``num_envs``, ``cost_limit``, ``cost_limits``, ``eval_every`` and ``eval_episodes``
+    as for ``cvpo_train``; the rest are ``MICEConfig`` fields of the same name.
     """
 
     steps: int = 10_240_000
@@ -105,6 +108,8 @@ class MICETrainConfig:
     k_knn: int = 10
     memory_capacity: int = 100
     base: str = "cpo"
+    eval_every: int = field(default=0, metadata={"key": "if_set"})  # see online_eval.py; 0: none
+    eval_episodes: int = field(default=5, metadata={"key": "if_set"})
 
 
 @dataclass
@@ -136,13 +141,18 @@ class _Method:
     cut: Callable[[Any, np.ndarray, np.ndarray], None]  # close open episodes' learner state on resume
 
 
-def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float) -> dict[str, Any]:
+def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float, snapshot: dict[str, Any] | None = None,
+                         suffix: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Publish a finished learner's actor (``policy-<limit>.pt``) for ``evaluate`` / ``corl eval``.
 
     Saved when each learner finishes, so a run resumed after a learner switch still has every
     policy. MICE acts on running-normalised observations: its normaliser's mean and std go
-    into the file, and the evaluation callable applies them.
+    into the file, and the evaluation callable applies them. ``snapshot`` (from
+    :func:`~corl.pipeline.stages.online_eval.actor_snapshot`) saves an earlier iterate instead
+    of the current one, as ``policy-<limit><suffix>.pt``.
     """
+    import copy
+
     from corl.pipeline.policies import save_policy
 
     learner = trainer.learner
@@ -151,10 +161,15 @@ def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float) -> dict[
     actor = learner.actor
     common = {"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "hidden": list(cfg.hidden), "activation": cfg.activation}
     mean = std = None
+    if snapshot is not None:
+        actor = copy.deepcopy(actor)
+        actor.load_state_dict(snapshot["actor"])
     if hasattr(trainer, "normalizer"):  # MICE
         builder = "diag_gaussian"
         kwargs = {**common, "state_dependent_std": False, "bounded_mean": False, "log_std_init": float(cfg.log_std_init)}
-        if trainer.normalizer is not None:
+        if snapshot is not None and "obs_mean" in snapshot:
+            mean, std = snapshot["obs_mean"], snapshot["obs_std"]
+        elif trainer.normalizer is not None:
             norm = trainer.normalizer
             mean, std = norm.mean.float(), torch.sqrt(norm.var + norm.eps).float()
     else:  # CVPO
@@ -166,12 +181,13 @@ def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float) -> dict[
         else:
             builder = "cholesky_gaussian"
             kwargs = {**common, "act_low": low, "act_high": high}
-    policy = {**save_policy(ctx.out_dir, actor, builder, kwargs, mean, std, file=f"policy-{limit:g}.pt"),
-              "cost_limit": float(limit)}
+    stem = f"policy-{limit:g}{suffix}"
+    policy = {**save_policy(ctx.out_dir, actor, builder, kwargs, mean, std, file=f"{stem}.pt"),
+              "cost_limit": float(limit), **(extra or {})}
     # the spec beside the weights: a resumed run lists policies of learners it did not train itself
-    tmp = ctx.out_dir / f".policy-{limit:g}.json.tmp"
+    tmp = ctx.out_dir / f".{stem}.json.tmp"
     tmp.write_text(json.dumps(policy, sort_keys=True))
-    os.replace(tmp, ctx.out_dir / f"policy-{limit:g}.json")
+    os.replace(tmp, ctx.out_dir / f"{stem}.json")
     return policy
 
 
@@ -327,6 +343,7 @@ class _Curve:
 def _train(ctx: StageContext, method: _Method) -> StageResult:
     """Train one learner per cost limit, recording every episode; checkpointed and resumable."""
     from corl.algos.online.collector import EpisodeInfo, OnlineCollector
+    from corl.pipeline.stages.online_eval import PeriodicEvaluator
 
     cfg = ctx.config
     if cfg.steps <= 0 or cfg.num_envs <= 0:
@@ -337,6 +354,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     horizon = int(ctx.task.max_episode_steps)
     metrics_path = ctx.out_dir / METRICS
     curve = _Curve(ctx)
+    evaluator = PeriodicEvaluator(ctx.task, int(cfg.eval_every), int(cfg.eval_episodes), ctx.seed, ctx.device)
     ckpt = ctx.checkpointer
     t_start = time.perf_counter()
 
@@ -351,11 +369,14 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
         spill.restore(int(resume["spilled_rows"]))
         pool_eps = list(resume["pool_episodes"])
         curve.load(resume["curve"])
+        evaluator.load(resume.get("eval"))
         ctx.resumed_from = int(payload["step"])
         truncate_metrics(metrics_path, ctx.resumed_from)
     else:
         metrics_path.unlink(missing_ok=True)
         spill.clear()
+        for stale in ctx.out_dir.glob("policy-*-best.*"):  # a best iterate of an abandoned attempt
+            stale.unlink()
     ctx.callbacks.stage_started(ctx.name, ctx.kind, total, ctx.resumed_from)
 
     last_progress = 0.0
@@ -365,6 +386,8 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
             restore_rng_states(payload["rng"])  # from the RNG state an uninterrupted run had here
             resume = None
         trainer = method.build(ctx, limit, learner_index)
+        if resume is None:
+            evaluator.start_learner()
         seed = ctx.seed + 1000 * learner_index
         collector = OnlineCollector(ctx.task, cfg.num_envs, seed, record=True, fixed_horizon=method.fixed_horizon,
                                     cost_limit=limit, device=ctx.device)
@@ -394,7 +417,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
                 "env_steps": collector.env_steps, "env_episode": list(collector._env_episode),
                 "open_envs": torch.from_numpy(open_envs.copy()),
                 "last_obs": torch.as_tensor(np.asarray(last_obs, dtype=np.float32)),
-                "curve": curve.state(),
+                "curve": curve.state(), "eval": evaluator.state(),
             }
 
         due_since: int | None = None
@@ -409,6 +432,8 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
                 if logs:
                     ctx.last_train_metrics = {k: float(v) for k, v in logs.items()}
                     ctx.log_metrics(step, {"learner": learner_index, **ctx.last_train_metrics})
+                if evaluator.due(collector.env_steps):
+                    ctx.log_metrics(step, evaluator.evaluate(trainer, learner_index, collector.env_steps, step, limit))
                 now = time.monotonic()
                 if now - last_progress >= 0.2:
                     last_progress = now
@@ -426,6 +451,16 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
             collector.close()
         spill.append(collector.buffer.view())
         _save_trained_policy(ctx, trainer, limit)
+        if evaluator.enabled:
+            last = evaluator.last(learner_index, 1)
+            if not last or last[0]["learner_step"] != collector.env_steps:  # the final policy's point
+                step = base_step + collector.env_steps
+                ctx.log_metrics(step, evaluator.evaluate(trainer, learner_index, collector.env_steps, step, limit))
+            if evaluator.best is not None:
+                best = evaluator.best
+                _save_trained_policy(ctx, trainer, limit, best["snapshot"], "-best",
+                                     {"learner_step": best["step"], "eval_reward": best["reward"],
+                                      "eval_cost": best["cost"]})
         pool_eps.extend(_plain({**e.as_dict(), "learner": learner_index}) for e in collector.episodes)
         learner_index += 1
         if learner_index < len(limits):  # a clean boundary: the next learner starts from scratch
@@ -433,7 +468,8 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
                                                     "pool_episodes": pool_eps, "current_episodes": [],
                                                     "env_steps": 0, "env_episode": [0] * cfg.num_envs,
                                                     "open_envs": torch.zeros(cfg.num_envs, dtype=torch.bool),
-                                                    "last_obs": torch.zeros(cfg.num_envs, 1), "curve": curve.state()})
+                                                    "last_obs": torch.zeros(cfg.num_envs, 1), "curve": curve.state(),
+                                                    "eval": evaluator.state()})
     ctx.callbacks.stage_progress(ctx.name, total, total, curve.latest)
     ctx.steps_done = total
 
@@ -447,6 +483,8 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     spill.clear()
     _plot_curve(metrics_path, ctx.out_dir / CURVE_FILE, f"{method.name.upper()} on {ctx.task.name}", limits,
                 show_violations=method.name == "mice")
+    best_policies = [json.loads((ctx.out_dir / f"policy-{limit:g}-best.json").read_text()) for limit in limits
+                     if (ctx.out_dir / f"policy-{limit:g}-best.json").exists()]
 
     rewards = np.array([e["reward"] for e in pool_eps])
     costs = np.array([e["cost"] for e in pool_eps])
@@ -457,6 +495,16 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
                "episodes": float(len(pool_eps)), "transitions": float(len(arrays["rewards"])),
                "env_steps": float(total), "cum_violations": float(curve.violations),
                "cum_violation_excess": float(curve.cum_violation), "wall_s": time.perf_counter() - t_start}
+    if evaluator.enabled:  # the last learner's: mean of its last 3 evaluations, and its best feasible one
+        last = evaluator.last(len(limits) - 1, 3)
+        metrics.update({"eval/last_reward": float(np.mean([h["eval_reward"] for h in last])),
+                        "eval/last_cost": float(np.mean([h["eval_cost"] for h in last])),
+                        "eval/last_n": float(len(last))})
+        best = [b for b in best_policies if b["cost_limit"] == limits[-1]]
+        if best:
+            metrics.update({"best/eval_reward": float(best[0]["eval_reward"]),
+                            "best/eval_cost": float(best[0]["eval_cost"]),
+                            "best/learner_step": float(best[0]["learner_step"])})
     outputs = {"episodes_file": EPISODES_FILE, "method": method.name, "cost_limits": limits,
                "episodes": len(pool_eps), "transitions": int(len(arrays["rewards"])), "env_steps": total,
                "curve": CURVE_FILE, "resumed_from": ctx.resumed_from}
@@ -464,6 +512,8 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     policies = [_policy_spec(ctx, limit) for limit in limits]
     outputs.update({"policy": policies[-1], "policies": policies, "cost_limit": limits[-1],
                     "label": f"{method.name.upper()} (final, limit {limits[-1]:g})"})
+    if best_policies:  # the best feasible evaluated iterate of each learner (eval_every > 0)
+        outputs["best_policies"] = best_policies
     return StageResult(metrics=metrics, outputs=outputs)
 
 
@@ -521,14 +571,16 @@ def _read_episodes(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndar
 
 
 def _plot_curve(metrics_path: Path, out: Path, title: str, limits: list[float], show_violations: bool) -> None:
-    """Episode reward and cost against env steps (moving average of 10), and violations for MICE."""
+    """Episode reward and cost against env steps (moving average of 10), the periodic evaluations
+    of the deterministic policy when there are any, and violations for MICE."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] if metrics_path.exists() else []
-    rows = [r for r in rows if "episode_reward" in r]
+    every = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] if metrics_path.exists() else []
+    rows = [r for r in every if "episode_reward" in r]
+    evals = [r for r in every if "eval_reward" in r]
     steps = np.array([r["step"] for r in rows], dtype=float)
     panels = [("episode_reward", "episode reward"), ("episode_cost", "episode cost")]
     if show_violations:
@@ -542,6 +594,11 @@ def _plot_curve(metrics_path: Path, out: Path, title: str, limits: list[float], 
             ax.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), "-")
         else:
             ax.plot(steps, values, "-")
+        eval_key = {"episode_reward": "eval_reward", "episode_cost": "eval_cost"}.get(key)
+        if evals and eval_key:
+            ax.plot([r["step"] for r in evals], [r[eval_key] for r in evals], "o-", color="k", markersize=3,
+                    linewidth=0.8, label="deterministic evaluation")
+            ax.legend(fontsize=7)
         if key == "episode_cost":
             for limit in sorted(set(limits)):
                 ax.axhline(limit, color="r", linestyle="--", linewidth=0.8)

@@ -64,7 +64,7 @@ def outputs(result, stage: str) -> dict:
     return json.loads((outcome.dir / "manifest.json").read_text())["outputs"]
 
 
-def test_cvpo_collects_exports_and_caches(tmp_path):
+def test_cvpo_collects_exports_and_caches(tmp_path, monkeypatch):
     spec = write_spec(tmp_path)
     first = run(spec, ("train.cost_limits=[10.0, 20.0]",))  # DSRL's recipe: one learner per limit, pooled
     assert statuses(first) == {"train": "ran", "export": "ran"}
@@ -119,6 +119,13 @@ def test_cvpo_collects_exports_and_caches(tmp_path):
 
     second = run(spec, ("train.cost_limits=[10.0, 20.0]",))
     assert statuses(second) == {"train": "cached", "export": "cached"}
+
+    # another dataset store: the export writes there (not served from the cache), training is reused
+    monkeypatch.setenv("CORL_DATASETS", str(tmp_path / "other_store"))
+    third = run(spec, ("train.cost_limits=[10.0, 20.0]",))
+    assert statuses(third) == {"train": "cached", "export": "ran"}
+    moved = Path(outputs(third, "export")["path"])
+    assert moved.parent == (tmp_path / "other_store").resolve() and file_sha256(moved) == out["sha256"]
 
 
 def test_train_stage_resumes_after_kill(tmp_path):

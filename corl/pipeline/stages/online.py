@@ -641,7 +641,19 @@ def _minari_id(name: str) -> str:
     return env
 
 
-@register_stage("export", config=ExportConfig, version="1", inputs=("episodes",),
+def _export_destination(fctx: Any) -> dict[str, Any]:
+    """Where the file goes joins the export's key: the same episodes exported with another
+    ``CORL_DATASETS`` (or Minari store) must write there, not be served from the cache."""
+    from corl.data.store import store_dir
+
+    if fctx.config.format == "minari":
+        where = os.environ.get("MINARI_DATASETS_PATH") or str(Path("~/.minari/datasets").expanduser())
+    else:
+        where = str(store_dir().resolve())
+    return {"key": {"destination": where}}
+
+
+@register_stage("export", config=ExportConfig, version="1", inputs=("episodes",), fingerprint=_export_destination,
                 description="write recorded episodes as a DSRL HDF5 in the dataset store (or a Minari dataset)")
 def export_stage(ctx: StageContext) -> StageResult:
     """The dataset file lives in the store, not the artifact, so ``corl datasets``, ``--dataset``

@@ -132,7 +132,8 @@ def test_train_stage_resumes_after_kill(tmp_path):
     steps = 1800
     spec = write_spec(tmp_path, steps=steps, ups=0.03)
     env = subprocess_env(tmp_path)
-    proc = subprocess.Popen(corl_cmd("run", str(spec), "--task", TASK, "--device", "cpu"), env=env,
+    evals = ("--set", "train.eval_every=600", "--set", "train.eval_episodes=1")  # their state resumes too
+    proc = subprocess.Popen(corl_cmd("run", str(spec), "--task", TASK, "--device", "cpu", *evals), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
     root = tmp_path / "checkpoints" / TASK
     deadline = time.monotonic() + 60
@@ -154,7 +155,7 @@ def test_train_stage_resumes_after_kill(tmp_path):
         proc.wait(timeout=30)
     assert not list(root.glob("cvpo_train-*/manifest.json"))
 
-    result = run(spec)
+    result = run(spec, ("train.eval_every=600", "train.eval_episodes=1"))
     train = next(o for o in result.stages if o.name == "train")
     assert train.status == "ran" and train.resumed_from == saved
     manifest = json.loads((train.dir / "manifest.json").read_text())
@@ -164,6 +165,7 @@ def test_train_stage_resumes_after_kill(tmp_path):
     rows = [json.loads(line) for line in (train.dir / "metrics.jsonl").read_text().splitlines()]
     ep_steps = [r["step"] for r in rows if "episode_reward" in r]
     assert ep_steps == list(range(300, steps + 1, 300))  # lines after the checkpoint were redone, not doubled
+    assert [r["learner_step"] for r in rows if "eval_reward" in r] == [600, 1200, 1800]
     assert not list(train.dir.glob(".episodes-*"))  # the spill files are gone once episodes.hdf5 exists
 
 

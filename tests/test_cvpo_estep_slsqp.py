@@ -89,3 +89,21 @@ def test_slsqp_warm_started_sequence_stays_at_optimum():
     for _ in range(3):
         x, g = solve_dual_slsqp(x, q, c, 0.02, 1.11, 1e5, 10, 1e-3)
         assert g == pytest.approx(opt, rel=1e-2)
+
+
+def test_slsqp_lambda_max_bounds_only_the_cost_multiplier():
+    """``lambda_max`` caps λ while η keeps its own bound: an unreachable ε_c puts λ at the cap, and
+    η is then the optimum of the dual at that λ (a 1-D grid agrees), above the λ cap."""
+    gen = torch.Generator().manual_seed(3)
+    q = 10.0 * torch.randn(64, 16, generator=gen)
+    c = 2.0 + torch.rand(64, 16, generator=gen)  # every action costs >= 2
+    eps, eps_c = 0.05, 1.0  # unreachable: λ* would run to its bound
+    x, g = solve_dual_slsqp(np.array([0.1, 0.1]), q, c, eps, eps_c, 1e5, 10, 1e-3, lambda_max=1.0)
+    _check(x, g, q, c, eps, eps_c)
+    assert x[1] == pytest.approx(1.0) and x[0] > 1.0
+    etas = torch.logspace(-3, 4, 400, dtype=torch.float64)
+    grid = min(float(estep_dual(e, torch.ones(1, dtype=torch.float64), q.double(), c.double(), eps, eps_c))
+               for e in etas)
+    assert g <= grid + 2e-3 * float(q.std())  # SLSQP's tolerance is relative to the spread of Q
+    x_both, _ = solve_dual_slsqp(np.array([0.1, 0.1]), q, c, eps, eps_c, 1.0, 10, 1e-3)
+    assert x_both[0] <= 1.0  # slsqp_dual_max alone bounds η as well

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from corl.nn.losses import stepwise_threshold
@@ -77,6 +77,8 @@ class CVPOConfig:
     estep_dual_init: float = 0.1  # η and λ start here (original 0.1)
     estep_dual_max: float = 20.0  # clamp for Adam; SLSQP bound is slsqp_dual_max
     slsqp_dual_max: float = 1e5
+    # bound of λ alone (None: slsqp_dual_max bounds both); not an original option, a corl extension
+    slsqp_lambda_max: float | None = field(default=None, metadata={"key": "if_set"})
     slsqp_maxiter: int = 10
     slsqp_tol: float = 1e-3  # ftol on the normalised dual (relative to the spread of Q, see solve_dual_slsqp)
     # ---- M-step

@@ -85,8 +85,10 @@ def solve_dual_adam(duals: nn.Parameter, optimizer: torch.optim.Optimizer, q: to
 
 
 def solve_dual_slsqp(x0: np.ndarray, q: torch.Tensor, c: torch.Tensor, eps: float, eps_c: float | torch.Tensor,
-                     dual_max: float = 1e5, maxiter: int = 10, tol: float = 1e-3) -> tuple[np.ndarray, float]:
-    """The original solver: SciPy SLSQP on ``g`` (float64, exact gradient), bounds ``[1e-6, dual_max]``.
+                     dual_max: float = 1e5, maxiter: int = 10, tol: float = 1e-3,
+                     lambda_max: float | None = None) -> tuple[np.ndarray, float]:
+    """The original solver: SciPy SLSQP on ``g`` (float64, exact gradient), bounds ``[1e-6, dual_max]``
+    (``lambda_max``, when given, bounds the cost multipliers instead).
 
     ``x0 = [η, λ_1..λ_m]`` is the warm start (the previous solution). Returns ``(x*, g(x*))``.
 
@@ -113,7 +115,10 @@ def solve_dual_slsqp(x0: np.ndarray, q: torch.Tensor, c: torch.Tensor, eps: floa
     c64, _ = _as_constraints(c.detach().double().cpu(), torch.zeros(1))
     m = c64.shape[0]
     eps_c64 = torch.as_tensor(eps_c, dtype=torch.float64).reshape(-1).expand(m)
-    x0 = np.clip(np.asarray(x0, dtype=np.float64).reshape(-1), DUAL_MIN, dual_max)
+    upper = np.full(1 + m, float(dual_max))
+    if lambda_max is not None:
+        upper[1:] = float(lambda_max)
+    x0 = np.clip(np.asarray(x0, dtype=np.float64).reshape(-1), DUAL_MIN, upper)
 
     def raw(x: np.ndarray) -> float:
         xt = torch.as_tensor(x, dtype=torch.float64)
@@ -132,13 +137,13 @@ def solve_dual_slsqp(x0: np.ndarray, q: torch.Tensor, c: torch.Tensor, eps: floa
     eps_cn = (eps_c64 - d.reshape(m, -1).mean(-1)) / s_c
     lam_scale = (s_c / s_q).numpy()  # λ' = λ s_c / s_q
     lo = np.concatenate([[math.log(DUAL_MIN / s_q)], DUAL_MIN * lam_scale])
-    hi = np.concatenate([[math.log(dual_max / s_q)], dual_max * lam_scale])
+    hi = np.concatenate([[math.log(upper[0] / s_q)], upper[1:] * lam_scale])
 
     def to_norm(x: np.ndarray) -> np.ndarray:
         return np.clip(np.concatenate([[math.log(x[0] / s_q)], x[1:] * lam_scale]), lo, hi)
 
     def from_norm(z: np.ndarray) -> np.ndarray:
-        return np.clip(np.concatenate([[math.exp(z[0]) * s_q], z[1:] / lam_scale]), DUAL_MIN, dual_max)
+        return np.clip(np.concatenate([[math.exp(z[0]) * s_q], z[1:] / lam_scale]), DUAL_MIN, upper)
 
     def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
         zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
@@ -308,7 +313,8 @@ class CVPOLearner:
                                 cfg.estep_iter_num, cfg.estep_dual_max)
         elif cfg.estep_solver == "slsqp":
             x, g = solve_dual_slsqp(self.estep_duals.detach().cpu().double().numpy(), q, c, cfg.estep_kl,
-                                    self.cost_threshold, cfg.slsqp_dual_max, cfg.slsqp_maxiter, cfg.slsqp_tol)
+                                    self.cost_threshold, cfg.slsqp_dual_max, cfg.slsqp_maxiter, cfg.slsqp_tol,
+                                    cfg.slsqp_lambda_max)
             with torch.no_grad():
                 self.estep_duals.copy_(torch.as_tensor(x, dtype=torch.float32))
         else:

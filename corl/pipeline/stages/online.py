@@ -60,7 +60,16 @@ _TRANSITION_KEYS = ("observations", "actions", "rewards", "costs", "next_observa
 
 # ------------------------------------------------------------------------------ configs
 @dataclass
-class CVPOTrainConfig(CVPOConfig):
+class PeriodicEvalKeys:
+    """The train stages' evaluation keys (``online_eval.py``): test episodes every
+    ``eval_every`` env steps (0: none), ``eval_episodes`` each; out of the key while unset."""
+
+    eval_every: int = field(default=0, metadata={"key": "if_set"})
+    eval_episodes: int = field(default=5, metadata={"key": "if_set"})
+
+
+@dataclass
+class CVPOTrainConfig(CVPOConfig, PeriodicEvalKeys):
     """CVPO online training: every ``CVPOConfig`` field is a stage key with the learner's
     default (FSRL's Bullet settings), plus the stage's own keys below.
 
@@ -79,12 +88,10 @@ class CVPOTrainConfig(CVPOConfig):
     hidden: list[int] = field(default_factory=lambda: [128, 128])  # type: ignore[assignment]
     n_step: int = 2  # FSRL's Bullet setting (the learner's own default is 1)
     seed: int = field(default=0, metadata={"key": "if_set"})
-    eval_every: int = field(default=0, metadata={"key": "if_set"})  # see online_eval.py; 0: none
-    eval_episodes: int = field(default=5, metadata={"key": "if_set"})
 
 
 @dataclass
-class MICETrainConfig:
+class MICETrainConfig(PeriodicEvalKeys):
     """MICE online training (defaults: the released ``MICE.yaml``, see ``MICEConfig``).
 
     ``steps``, ``num_envs``, ``cost_limit``, ``cost_limits``, ``eval_every`` and ``eval_episodes``
@@ -108,8 +115,6 @@ class MICETrainConfig:
     k_knn: int = 10
     memory_capacity: int = 100
     base: str = "cpo"
-    eval_every: int = field(default=0, metadata={"key": "if_set"})  # see online_eval.py; 0: none
-    eval_episodes: int = field(default=5, metadata={"key": "if_set"})
 
 
 @dataclass

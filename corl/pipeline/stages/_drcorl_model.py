@@ -63,7 +63,8 @@ def build_estimator(ctx: StageContext, cfg: Any, data, critics, gamma: float, ep
                         f"({out['obs_dim']}, {out['act_dim']}), the dataset has ({data.obs_dim}, {data.act_dim})")
     if not out.get("predict_cost"):
         raise CorlError(f"stage {ctx.name!r}: the model estimate needs model costs; set dynamics.predict_cost=true")
-    dynamics = load_dynamics(art, ctx.device)
+    with torch.random.fork_rng(devices=[]):  # building the ensemble draws its init from the global RNG:
+        dynamics = load_dynamics(art, ctx.device)  # keep it out of the policy's (same policy with or without)
     return PolicyModelEstimator(dynamics, mcfg, gamma, episode_len, data.observations, initial_observations(data),
                                 critics, seed=ctx.seed, termination=termination_fn(ctx.task.name))
 

@@ -280,3 +280,18 @@ def test_labelling_iterates_leaves_the_trained_policy_unchanged(tmp_path):
     ref = torch.load(without.stages[POLICY].dir / "policy.pt", weights_only=True)["state_dict"]
     got = torch.load(with_model.stages[POLICY].dir / "policy.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_model_options_are_checked_and_model_switch_needs_dynamics(tmp_path):
+    from corl.errors import CorlError
+    from corl.pipeline.stages.drcorl import PolicyStageConfig
+
+    for bad in ({"model_start_states": "replay"}, {"model_horizon": 0}, {"model_pessimism": -1.0},
+                {"select_every": -1}, {"switch_estimator": "simulator"}):
+        with pytest.raises(ValueError):
+            PolicyStageConfig(**bad)
+    bare_spec = SPEC.replace('inputs = ["dataset", "behavior", "critics", "dynamics"]',
+                             'inputs = ["dataset", "behavior", "critics"]')
+    with pytest.raises(CorlError, match="switch_estimator = 'model' needs a dynamics input"):
+        run(write_spec(tmp_path, bare_spec, "bare.toml"), write_dataset(tmp_path),
+            overrides=("policy.switch_estimator=model",), checkpoints=str(tmp_path / "ck"))

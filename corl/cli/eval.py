@@ -77,6 +77,36 @@ def _table(evals: list, task_name: str, score_key: str) -> Table:
     return table
 
 
+def _rho(r: dict[str, Any]) -> str:
+    return "undefined" if r.get("rho") is None else f"{r['rho']:.2f} (p {r['p']:.2g})"
+
+
+def _model_table(evals: list) -> Table | None:
+    """DRCORL: the offline model estimate beside the simulator's numbers, per policy and iterate."""
+    rows = []
+    for ev in evals:
+        d, est = ev.data, ev.data.get("model_estimate")
+        if not est:
+            continue
+        clean = d["clean"]
+        rows.append((ev.selected.label, d["policy"]["checkpoint"], str(est.get("iteration", "-")),
+                     est.get("model_normalized_reward"), est.get("model_normalized_cost"),
+                     clean.get("normalized_reward"), clean.get("normalized_cost")))
+        for r in (d.get("iterates") or {}).get("iterates", []):
+            tag = "final" if r["final"] else "best_offline" if r["best_offline"] else "iterate"
+            rows.append((ev.selected.label, tag, str(r["iteration"]), r["model_normalized_reward"],
+                         r["model_normalized_cost"], r["sim_normalized_reward"], r["sim_normalized_cost"]))
+    if not rows:
+        return None
+    table = Table(title="model estimate (offline) vs simulator", title_justify="left")
+    for col in ("policy", "ckpt", "safe iter.", "model nR", "model nC", "sim. nR", "sim. nC"):
+        table.add_column(col, overflow="fold")
+    num = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for who, ckpt, it, mr, mc, sr, sc in rows:
+        table.add_row(who, ckpt, it, num(mr), num(mc), num(sr), num(sc))
+    return table
+
+
 def eval_command(
     pipelines: List[str] = typer.Argument(None, help="Pipeline name(s): the latest finished run of each on --task "
                                           "(several: compared on one figure). PARAM=SCALES words are sim2real specs."),
@@ -97,6 +127,9 @@ def eval_command(
     out: Optional[str] = typer.Option(None, "--out", help="Write eval.json and PNGs here (default: <policy artifact>/eval)."),
     checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root (default $CORL_CHECKPOINTS or ./checkpoints)."),
     device: str = typer.Option("cpu", "--device", help="Torch device for policy inference and attacks."),
+    iterates: int = typer.Option(4, "--iterates", min=0, help="DRCORL: roll out this many labelled policy iterates "
+                                 "(plus the final and best-offline ones) and rank-correlate the model estimate with "
+                                 "the simulator (0: off)."),
 ) -> None:
     """Evaluate trained policies: normalized reward and cost, sim2real physics sweeps, observation attacks."""
     from corl.eval import report, select
@@ -177,8 +210,25 @@ def eval_command(
         evals.append(report.evaluate_policy(sel, opts, q, per_limit,
                                             progress=lambda msg: console.print(f"[dim]  {escape(msg)}[/]", highlight=False),
                                             prepared=prepared))
+    for ev in evals:  # DRCORL: the model estimate of labelled iterates against the simulator
+        if ev.selected.checkpoint == "final" and ev.selected.model_estimate and iterates > 0:
+            from corl.eval.iterates import evaluate_iterates
+
+            st = ev.data
+            ev.data["iterates"] = evaluate_iterates(
+                ev.selected, iterates, st["episodes"], st["num_envs"], st["seed"], st["cost_limit"], device,
+                progress=lambda msg: console.print(f"[dim]  {escape(msg)}[/]", highlight=False))
     written = report.write_outputs(evals, opts, out)
     console.print(_table(evals, first.task.name, report.score_key(first.task)))
+    model_table = _model_table(evals)
+    if model_table is not None:
+        console.print(model_table)
+        for ev in evals:
+            it = ev.data.get("iterates")
+            if it:
+                rc, rr = it["spearman_cost"], it["spearman_reward"]
+                console.print(f"{escape(ev.selected.label)}: Spearman rank correlation, model estimate vs simulator over "
+                              f"{len(it['iterates'])} iterates: cost {_rho(rc)}, reward {_rho(rr)}", highlight=False)
     for ev in evals:
         if "attack" in ev.data:
             src = ev.data["attack"]["obs_std_source"]

@@ -19,6 +19,15 @@ def _fmt(value: float | None, std: float | None = None) -> str:
     return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
 
+def _model_line(label: str, stage: str, get) -> str:
+    """The offline model estimate of a policy (no simulator involved), beside its scores."""
+    line = (f"[bold]{label}[/] ({stage}, model estimate, offline): normalized reward "
+            f"{_fmt(get('model_normalized_reward'))}, normalized cost {_fmt(get('model_normalized_cost'))}")
+    if get("iteration") is not None:
+        line += f" at safe iteration {get('iteration'):.0f}"
+    return line
+
+
 def run(
     pipeline: str = typer.Argument(..., help="Pipeline name (pipelines/NAME.toml) or a path to a .toml spec."),
     task: str = typer.Option(..., "--task", "-t", help="Task name, e.g. OfflineCarCircle-v0."),
@@ -64,6 +73,10 @@ def run(
         stages = sorted({k.split("/")[0] for k in scores})
         for stage in stages:
             get = lambda name: scores.get(f"{stage}/{name}")  # noqa: E731
+            if get("episodes") is None:  # not a simulator score, e.g. DRCORL's model estimate of its iterates
+                if get("model_cost") is not None:
+                    console.print(_model_line(label, stage, get), highlight=False)
+                continue
             reward_name = "normalized_score" if get("normalized_score") is not None else "normalized_reward"
             line = (f"[bold]{label}[/] ({stage}): {reward_name.replace('_', ' ')} "
                     f"{_fmt(get(reward_name), get(reward_name + '_std'))}")

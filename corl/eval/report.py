@@ -306,6 +306,8 @@ def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = N
         "clean": clean,
         "recorded_scores": selected.recorded_scores,
     }
+    if selected.model_estimate:  # DRCORL's offline model estimate of this policy (iterates.json)
+        data["model_estimate"] = dict(selected.model_estimate)
 
     if opts.cost_limits and task.is_constrained:
         data["cost_limits"] = _limits_protocol(selected, opts, setting, clean_result, per_limit or {}, say)

@@ -17,7 +17,8 @@ The policy-producing artifact is the run's *last* stage whose ``outputs["policy"
 policy spec (``{"file", "builder", ...}``): ``bc``, ``drcorl_policy``, ``micro_policy``, or
 any online learner that saves with :func:`corl.pipeline.policies.save_policy`. An optional
 ``outputs["best_policy"]`` spec of the same artifact is offered as the separately labelled
-*best* checkpoint; there is no implicit best-of selection.
+*best* checkpoint, and ``outputs["best_offline_policy"]`` (DRCORL's best iterate by its offline
+model estimate) as *best_offline*; there is no implicit best-of selection.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class SelectedPolicy:
 
     artifact: Artifact  # the artifact that holds the policy file
     spec: dict[str, Any]  # its policy spec (outputs["policy"] or outputs["best_policy"])
-    checkpoint: str  # "final" or "best"
+    checkpoint: str  # "final", "best" or "best_offline"
     label: str  # e.g. "DRCORL" (the stage's own label) or "BC-Safe (best)"
     task: TaskSpec
     pipeline: str | None
@@ -50,6 +51,7 @@ class SelectedPolicy:
     dataset: dict[str, Any] = field(default_factory=dict)  # path, sha256, origin, note
     eval_defaults: dict[str, Any] = field(default_factory=dict)  # episodes, num_envs of the run's evaluate
     recorded_scores: dict[str, float] = field(default_factory=dict)  # the run's own evaluate scores
+    model_estimate: dict[str, Any] = field(default_factory=dict)  # DRCORL: its label in iterates.json, if any
 
     @property
     def name(self) -> str:
@@ -160,10 +162,28 @@ def _selected(policy_art: Artifact, task: TaskSpec, record: dict[str, Any] | Non
         recorded_scores=dict(record.get("scores", {}).get("final", {})) if record else {},
     )
     label = str(outputs.get("label") or policy_art.kind)
-    out = [SelectedPolicy(policy_art, outputs["policy"], "final", label, **common)]
+    labels = iterate_labels(policy_art)
+    final_label = labels.get("by_iteration", {}).get(labels.get("final_iteration"), {})
+    out = [SelectedPolicy(policy_art, outputs["policy"], "final", label, **common, model_estimate=final_label)]
     if _is_policy_spec(outputs.get("best_policy")):
         out.append(SelectedPolicy(policy_art, outputs["best_policy"], "best", f"{label} (best)", **common))
+    if _is_policy_spec(outputs.get("best_offline_policy")):  # DRCORL: the best iterate by the model estimate
+        common["recorded_scores"] = dict(record.get("scores", {}).get("best_offline", {})) if record else {}
+        best = labels.get("by_iteration", {}).get(labels.get("best_offline_iteration"), {})
+        out.append(SelectedPolicy(policy_art, outputs["best_offline_policy"], "best_offline",
+                                  f"{label} (best offline)", **common, model_estimate=best))
     return out
+
+
+def iterate_labels(policy_art: Artifact) -> dict[str, Any]:
+    """A policy artifact's labelled iterates (DRCORL's ``iterates.json``), ``{}`` when it has none:
+    the document plus ``by_iteration`` (iteration -> label)."""
+    name = policy_art.outputs.get("iterates_file")
+    if not name or not (policy_art.dir / name).is_file():
+        return {}
+    doc = json.loads((policy_art.dir / name).read_text())
+    doc["by_iteration"] = {int(x["iteration"]): x for x in doc.get("iterates", [])}
+    return doc
 
 
 def _finished_runs(root: Path, pipeline: str, task: TaskSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -273,4 +293,4 @@ def critic_for(selected: SelectedPolicy, device: str = "cpu"):
 
 
 __all__ = ["SelectedPolicy", "known_pipelines", "dataset_of", "select_latest", "select_run", "select_artifact",
-           "critic_for"]
+           "critic_for", "iterate_labels"]

@@ -118,10 +118,11 @@ class StageOutcome:
 
     @property
     def key_metrics(self) -> dict[str, float]:
-        scored = {k: v for k, v in self.metrics.items() if k.startswith(("final/", "best/"))}
+        scored = {k: v for k, v in self.metrics.items() if k.startswith(("final/", "best/", "best_offline/"))}
         if scored:
             keep = ("normalized_reward", "normalized_score", "normalized_cost", "reward", "cost")
-            picked = {f"{label}/{name}": scored[f"{label}/{name}"] for label in ("final", "best") for name in keep
+            picked = {f"{label}/{name}": scored[f"{label}/{name}"] for label in ("final", "best", "best_offline")
+                      for name in keep
                       if f"{label}/{name}" in scored}
             return picked or scored
         return self.metrics
@@ -141,7 +142,7 @@ class RunResult:
 
     @property
     def scores(self) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {"final": {}, "best": {}}
+        out: dict[str, dict[str, float]] = {"final": {}, "best": {}, "best_offline": {}}
         for o in self.stages:
             if ":" in o.name:  # a prerequisite run's stage (e.g. cvpo:train): not this run's score
                 continue

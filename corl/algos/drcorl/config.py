@@ -103,11 +103,12 @@ class PolicyConfig:
     slack_bound: float = 0.5  # h
     warmup_iters: int = 500  # k <= warmup_iters: reward branch only
     merge: Literal["pcgrad_on_deltas"] = "pcgrad_on_deltas"
-    switch_estimator: Literal["critic", "online"] = "critic"
+    switch_estimator: Literal["critic", "model", "online"] = "critic"
     """'critic' (offline, a deviation from the code, flagged in algorithms.md 1.6):
     C_ep = (1 - gamma) T mean_s 1/2 sum_j Qbar_c,j(s, pi(s)) over ``critic_states``;
     'online': a caller-supplied ``cost_estimator(policy, n_episodes) -> mean episodic cost``
-    (the authors' code: one rollout per iteration)."""
+    (the authors' code: one rollout per iteration); 'model' (a corl extension): the same
+    callable backed by the dynamics ensemble (``corl.algos.drcorl.model_estimate``)."""
     critic_states: Literal["batch", "initial"] = "batch"
     """'batch': the formula above over the batch states (the repo's unused estimator);
     'initial': C_ep = Qbar_c(s0, pi(s0)) (1 - gamma) T / (1 - gamma^T) over dataset initial
@@ -140,7 +141,7 @@ class PolicyConfig:
         _check_choice("weighting", self.weighting, ("VDS", "stable", "score"))
         _check_choice("beta_schedule", self.beta_schedule, ("sqrt", "const"))
         _check_choice("merge", self.merge, ("pcgrad_on_deltas",))
-        _check_choice("switch_estimator", self.switch_estimator, ("critic", "online"))
+        _check_choice("switch_estimator", self.switch_estimator, ("critic", "model", "online"))
         _check_choice("critic_states", self.critic_states, ("batch", "initial"))
         _check_choice("lambda_mode", self.lambda_mode, ("fixed", "pid"))
         if self.estimate_every < 1:

@@ -211,8 +211,8 @@ class PolicyLearner:
             self.optimizer, T_max=cfg.n_policy_epochs * 10_000)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
-        if cfg.switch_estimator == "online" and cost_estimator is None:
-            raise ValueError("switch_estimator='online' needs a cost_estimator(policy, n_episodes) callable")
+        if cfg.switch_estimator in ("online", "model") and cost_estimator is None:
+            raise ValueError(f"switch_estimator={cfg.switch_estimator!r} needs a cost_estimator(policy, n_episodes) callable")
         self.cost_estimator = cost_estimator
         self.initial_obs = None if initial_observations is None else initial_observations.to(self.device)
         if cfg.lambda_mode == "pid":
@@ -278,7 +278,7 @@ class PolicyLearner:
         cfg = self.config
         if k % cfg.estimate_every != 0:
             return self.cost_estimate
-        if cfg.switch_estimator == "online":
+        if cfg.switch_estimator in ("online", "model"):  # model: n_episodes is ignored
             episodes = cfg.estimate_episodes if cfg.fix_single_episode_eval else 1
             episodic = float(self.cost_estimator(self.policy, episodes))
         else:

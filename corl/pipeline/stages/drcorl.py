@@ -5,19 +5,24 @@
   ``behavior.pt`` (the ScoreNet ``state_dict``); outputs its config and dims.
 * ``drcorl_critics`` (inputs: dataset): IQL reward/cost critics on the IQL-scaled reward;
   writes ``critics.pt`` (the whole CriticLearner state, optimizers included).
-* ``drcorl_policy`` (inputs: dataset, behavior, critics): warm start + safe phase; writes the
-  Dirac policy for ``evaluate`` (builder ``deterministic``).
+* ``drcorl_policy`` (inputs: dataset, behavior, critics, optionally dynamics): warm start +
+  safe phase; writes the Dirac policy for ``evaluate`` (builder ``deterministic``). With a
+  ``dynamics`` input (the generic ``dynamics`` stage: MICRO's ensemble, shared with ``micro``
+  through the cache) it also labels iterates with the model estimate, keeps the best one by
+  that offline estimate (``policy-best-offline.pt``, ``outputs["best_offline_policy"]``) and
+  offers the estimate to the switch (``switch_estimator = "model"``); see ``_drcorl_model.py``.
 
 Deviations from the authors' runner, by design: batches are drawn uniformly with
 replacement (``TransitionDataset.sample``) rather than from shuffled epochs; the switching
-statistic is the offline cost-critic estimate unless ``switch_estimator = "online"``; no
-best-checkpoint selection on simulator episodes (the final policy is the artifact).
+statistic is the offline cost-critic estimate unless ``switch_estimator = "online"`` (or
+``"model"``); no best-checkpoint selection on simulator episodes (the final policy is the
+artifact; the best-offline iterate is a second, separately labelled one).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,6 +32,9 @@ from corl.nn.diffusion import VPSchedule
 from corl.pipeline.context import StageContext, StageResult
 from corl.pipeline.policies import save_policy
 from corl.pipeline.registry import register_stage
+from corl.pipeline.stages._drcorl_model import IterateSelection, build_estimator, model_estimate_config
+
+_IF_SET = {"key": "if_set"}
 
 
 # ----------------------------------------------------------------------------- configs
@@ -47,6 +55,21 @@ class PolicyStageConfig(PolicyConfig):
     cost_threshold: float | None = None  # kappa; None = the task's first cost limit (10 if none)
     episode_len: int | None = None  # T; None = the task's episode length
     estimate_num_envs: int = 4  # vector envs for switch_estimator = "online"
+    # -- the model estimate and offline selection (a corl extension; they need a `dynamics`
+    # input; corl.algos.drcorl.model_estimate). Keyed only when set, so old artifacts stay valid.
+    model_horizon: int = field(default=10, metadata=_IF_SET)  # H (start_states = dataset)
+    model_start_states: str = field(default="dataset", metadata=_IF_SET)  # dataset | initial
+    model_num_starts: int = field(default=1000, metadata=_IF_SET)  # N start states per estimate
+    model_pessimism: float = field(default=1.0, metadata=_IF_SET)  # k: cost + k std, reward - k std
+    model_sample_noise: bool = field(default=True, metadata=_IF_SET)
+    model_clip_obs: bool = field(default=True, metadata=_IF_SET)
+    select_every: int = field(default=100, metadata=_IF_SET)  # label an iterate every N safe iterations (0: the final only)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.select_every < 0:
+            raise ValueError("select_every must be >= 0 (0: label only the final iterate)")
+        model_estimate_config(self)  # the model_* keys' errors at spec time
 
 
 def _learner_config(cls, cfg, **overrides):
@@ -66,19 +89,28 @@ def _action_bounds(task) -> tuple[list[float], list[float]]:
         env.close()
 
 
-def _train(ctx: StageContext, learner, steps: int, sample) -> int:
+def _train(ctx: StageContext, learner, steps: int, sample, selection: IterateSelection | None = None) -> int:
+    """``ctx.train_loop`` over ``learner.update``; ``selection`` labels iterates (policy stage)."""
     gen = ctx.generator()
 
     def get_state() -> dict:
-        return {"learner": learner.state_dict(), "generator": gen.get_state()}
+        state = {"learner": learner.state_dict(), "generator": gen.get_state()}
+        if selection is not None:
+            state["selection"] = selection.state_dict()
+        return state
 
     def set_state(state: dict) -> None:
         learner.load_state_dict(state["learner"])
         gen.set_state(state["generator"].cpu())
+        if selection is not None:
+            selection.load_state_dict(state["selection"])
 
     loop = ctx.train_loop(steps, get_state, set_state)
     for _ in loop:
-        loop.log(learner.update(sample(gen)))
+        metrics = learner.update(sample(gen))
+        if selection is not None and selection.due(learner):
+            metrics.update(selection.label(learner))
+        loop.log(metrics)
     return loop.step
 
 
@@ -116,7 +148,7 @@ def critics_stage(ctx: StageContext) -> StageResult:
 
 # ----------------------------------------------------------------------------- stage 3
 @register_stage("drcorl_policy", config=PolicyStageConfig, version="1",
-                inputs=("dataset", "behavior", "critics"),
+                inputs=("dataset", "behavior", "critics"),  # optional extra role: dynamics
                 description="DRCORL: score-regularised Dirac policy with the safety switch")
 def policy_stage(ctx: StageContext) -> StageResult:
     cfg: PolicyStageConfig = ctx.config
@@ -135,7 +167,8 @@ def policy_stage(ctx: StageContext) -> StageResult:
     critics.load_state_dict(torch.load(c_art.dir / c_art.outputs["file"], map_location=ctx.device,
                                        weights_only=True))
 
-    estimator = None
+    model = build_estimator(ctx, cfg, data, critics, pcfg.gamma, int(horizon))
+    estimator = model if pcfg.switch_estimator == "model" else None
     if pcfg.switch_estimator == "online":
         from corl.eval.rollout import rollout
 
@@ -149,10 +182,19 @@ def policy_stage(ctx: StageContext) -> StageResult:
     learner = PolicyLearner(data.obs_dim, data.act_dim, behavior, critics, pcfg, low, high,
                             VPSchedule(bcfg.beta0, bcfg.beta1), ctx.device, seed=ctx.seed,
                             cost_estimator=estimator, initial_observations=initial_observations(data))
-    steps = _train(ctx, learner, learner.total_steps, lambda g: data.sample(pcfg.batch_size, g))
     kwargs = {"obs_dim": data.obs_dim, "act_dim": data.act_dim, "hidden": list(pcfg.hidden),
               "activation": "relu", "act_low": low, "act_high": high}
+    selection = None if model is None else IterateSelection(
+        ctx, model, cfg.select_every, float(kappa), pcfg.cost_limit, pcfg.fix_cost_normalisation, kwargs)
+    steps = _train(ctx, learner, learner.total_steps, lambda g: data.sample(pcfg.batch_size, g), selection)
     policy = save_policy(ctx.out_dir, learner.policy, "deterministic", kwargs)
-    return StageResult(
-        metrics={"steps": float(steps), "cost_estimate": learner.cost_estimate},
-        outputs={"policy": policy, "cost_limit": float(kappa), "label": "DRCORL", "steps": steps})
+    metrics = {"steps": float(steps), "cost_estimate": learner.cost_estimate}
+    outputs = {"policy": policy, "cost_limit": float(kappa), "label": "DRCORL", "steps": steps}
+    if selection is not None:
+        from corl.eval.scores import normalized_reward
+
+        extra_metrics, extra_outputs = selection.finish(
+            learner, lambda r: float(normalized_reward(ctx.task, [r])[0]))
+        metrics.update(extra_metrics)
+        outputs.update(extra_outputs)
+    return StageResult(metrics=metrics, outputs=outputs)

@@ -2,13 +2,15 @@
 
 It evaluates the policy its input produced, i.e. the *final* policy of that stage, and labels
 every score ``final/...``; a stage that also keeps a best checkpoint would be evaluated by a
-second ``evaluate`` stage whose scores are labelled ``best/...`` (``label = "best"``).
+second ``evaluate`` stage whose scores are labelled ``best/...`` (``label = "best"``). DRCORL's
+best iterate by the offline model estimate is evaluated that way too: ``label = "best_offline"``,
+``policy_output = "best_offline_policy"``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corl.eval.rollout import rollout
 from corl.eval.scores import summarize
@@ -21,13 +23,16 @@ class EvaluateConfig:
     episodes: int = 20
     num_envs: int = 4  # synchronous vector envs; batched policy inference over them
     cost_limit: float | None = None  # None: the limit the policy was trained for, else the task's
-    label: str = "final"  # which policy this is: "final" or "best" (prefix of every score)
+    label: str = "final"  # which policy this is: "final", "best" or "best_offline" (prefix of every score)
+    policy_output: str = field(default="policy", metadata={"key": "if_set"})
+    """Which policy spec of the input artifact: ``policy`` (its final policy) or another one it
+    publishes, e.g. ``best_offline_policy`` (DRCORL's best iterate by the model estimate)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.num_envs < 1:
             raise ValueError("episodes and num_envs must be >= 1")
-        if self.label not in ("final", "best"):
-            raise ValueError(f"label must be 'final' or 'best', got {self.label!r}")
+        if self.label not in ("final", "best", "best_offline"):
+            raise ValueError(f"label must be 'final', 'best' or 'best_offline', got {self.label!r}")
 
 
 @register_stage("evaluate", config=EvaluateConfig, version="1", inputs=("policy",),
@@ -35,7 +40,17 @@ class EvaluateConfig:
 def evaluate_stage(ctx: StageContext) -> StageResult:
     cfg: EvaluateConfig = ctx.config
     policy_art = ctx.input("policy")
-    policy_fn = ctx.load_policy("policy")
+    if cfg.policy_output == "policy":
+        policy_fn = ctx.load_policy("policy")
+    else:
+        from corl.errors import CorlError
+        from corl.pipeline.policies import load_policy_fn
+
+        spec = policy_art.outputs.get(cfg.policy_output)
+        if not isinstance(spec, dict) or "file" not in spec:
+            raise CorlError(f"stage {ctx.name!r}: input {policy_art.dir.name} ({policy_art.kind}) publishes no "
+                            f"{cfg.policy_output!r} policy (policy_output); it has {sorted(policy_art.outputs)}")
+        policy_fn = load_policy_fn(policy_art.dir, spec, ctx.device)
     limit = cfg.cost_limit
     if limit is None:
         limit = policy_art.outputs.get("cost_limit", ctx.task.cost_limit)
@@ -47,7 +62,8 @@ def evaluate_stage(ctx: StageContext) -> StageResult:
     with open(ctx.out_dir / "episodes.json", "w") as handle:
         json.dump({"reward": result.reward.tolist(), "cost": result.cost.tolist(),
                    "length": result.length.tolist(), "cost_limit": limit, "seed": ctx.seed,
-                   "policy_artifact": policy_art.dir.name, "policy_label": policy_art.outputs.get("label")},
+                   "policy_artifact": policy_art.dir.name, "policy_label": policy_art.outputs.get("label"),
+                   "policy_output": cfg.policy_output},
                   handle, indent=1)
     return StageResult(metrics=metrics, outputs={"cost_limit": limit, "label": cfg.label,
                                                  "policy": policy_art.outputs.get("label")})

@@ -189,11 +189,15 @@ def main(argv: list[str] | None = None) -> int:
                              "checkpoints": args.checkpoints, "episodes": args.episodes, "limit": limit})
     t_start = time.perf_counter()
     results: list[dict] = []
+    partial = Path(args.checkpoints) / "quality_drcorl.partial.jsonl"  # every finished cell, as it lands
+    partial.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_job, j) for j in jobs]
         for fut in as_completed(futures):
             row = fut.result()
             results.append(row)
+            with open(partial, "a") as handle:
+                handle.write(json.dumps(row, default=str) + "\n")
             tail = row.get("error") or f"nR {row['normalized_reward']:.3f} nC {row['normalized_cost']:.2f}"
             console.print(f"[{len(results)}/{len(jobs)}] {Path(row['dataset']).stem} {row['label']} "
                           f"seed {row['seed']}: {tail} ({row['wall_s']:.0f}s)")

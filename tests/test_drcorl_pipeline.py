@@ -129,13 +129,16 @@ def test_quick_preset_keeps_the_paper_method_and_a_safety_sized_evaluation():
 
     spec = load_spec(REPO / "pipelines" / "drcorl.toml")
     quick, full = spec.resolve(TASK, "quick"), spec.resolve(TASK, None)
-    assert quick["evaluate"].episodes >= 10  # a safety verdict needs >= 10 episodes
+    assert quick["evaluate"].episodes == quick["evaluate_best_offline"].episodes == 20  # DSRL's number
     assert quick["critics"].tau == 0.05 and full["critics"].tau == 0.005
-    assert (quick["policy"].lambda_mode, quick["policy"].lambda_fixed) == ("fixed", 5.0)
-    assert quick["policy"].use_lagrangian and full["policy"].lambda_mode == "pid"
-    assert (quick["policy"].beta_coef, full["policy"].beta_coef) == (0.001, 0.01)
+    # the documented CPU-size settings (see the preset's comment), and the paper's elsewhere
+    assert (quick["behavior"].lr, full["behavior"].lr) == (0.001, 3e-4)
+    assert (quick["policy"].pretrain_lr, full["policy"].pretrain_lr) == (0.001, None)
+    assert quick["policy"].regq and not full["policy"].regq
+    assert not quick["policy"].use_lagrangian and full["policy"].use_lagrangian  # CarCircle's script: Lagrangian
+    assert (quick["policy"].beta_coef, full["policy"].beta_coef) == (0.003, 0.01)
     for key in ("cost_limit", "slack_bound", "switch_estimator", "critic_states", "beta_schedule",
-                "weighting", "lr", "fix_cost_normalisation"):
+                "weighting", "lr", "fix_cost_normalisation", "lambda_mode"):
         assert getattr(quick["policy"], key) == getattr(full["policy"], key), key
 
 

@@ -85,6 +85,11 @@ class PolicyConfig:
 
     hidden: tuple[int, ...] = (256, 256)  # (256,)*4 for maze tasks
     lr: float = 1e-4  # policy_lr
+    pretrain_lr: float | None = field(default=None, metadata={"key": "if_set"})
+    """A corl option for CPU-sized runs (None: the paper's single ``lr``): the behaviour-mode warm
+    start takes its own Adam optimizer at this rate, and the safe phase starts a fresh one at
+    ``lr``. The paper warm-starts for 100k steps at 1e-4; a few thousand steps at 1e-3 reach a
+    state-dependent policy on a CPU, while the safe phase keeps the paper's slower rate."""
     n_policy_epochs: int = 1000  # cosine T_max = n_policy_epochs x 10k (effectively constant)
     batch_size: int = 256  # policy_batchsize
     pretrain_epochs: int = 100  # behaviour-mode warm start: pretrain_epochs x steps_per_pretrain_epoch
@@ -146,6 +151,8 @@ class PolicyConfig:
         _check_choice("lambda_mode", self.lambda_mode, ("fixed", "pid"))
         if self.estimate_every < 1:
             raise ValueError("estimate_every must be >= 1")
+        if self.pretrain_lr is not None and not self.pretrain_lr > 0:
+            raise ValueError(f"pretrain_lr must be > 0 (or unset); got {self.pretrain_lr}")
 
 
 @dataclass

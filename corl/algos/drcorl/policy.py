@@ -207,6 +207,10 @@ class PolicyLearner:
         self.policy = DeterministicPolicy(obs_dim, act_dim, tuple(cfg.hidden), "relu",
                                           act_low, act_high).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, foreach=True)
+        # pretrain_lr (a corl option): the warm start has its own optimizer; the safe phase's
+        # starts fresh at ``lr`` (None: one optimizer for both phases, as the authors' code).
+        self.pretrain_optimizer = (None if cfg.pretrain_lr is None else
+                                   torch.optim.Adam(self.policy.parameters(), lr=cfg.pretrain_lr, foreach=True))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=cfg.n_policy_epochs * 10_000)
         self.generator = torch.Generator(device=self.device)
@@ -247,9 +251,10 @@ class PolicyLearner:
 
     # ------------------------------------------------------------------ 3a: warm start (L_bc)
     def _warm_start_step(self, obs: torch.Tensor) -> dict[str, float]:
-        loss = self._policy_step(obs, guidance_critics=None, beta=0.0)
+        optimizer = self.pretrain_optimizer or self.optimizer
+        loss = self._policy_step(obs, guidance_critics=None, beta=0.0, optimizer=optimizer)
         return {"policy/loss_bc": float(loss), "policy/branch": BRANCH_CODES[WARM_START],
-                "policy/lr": self.optimizer.param_groups[0]["lr"]}
+                "policy/lr": optimizer.param_groups[0]["lr"]}
 
     # ------------------------------------------------------------------ 3b: safe iteration
     def _safe_iteration(self, batch: Mapping[str, torch.Tensor], k: int) -> dict[str, float]:
@@ -316,8 +321,9 @@ class PolicyLearner:
 
     # ------------------------------------------------------------------ one Adam step on a surrogate
     def _policy_step(self, obs: torch.Tensor, guidance_critics: list[tuple[EnsembleQ, float]] | None,
-                     beta: float) -> torch.Tensor:
-        """One Adam + scheduler step on ``E[w <eps_hat, a> - beta <g, a>]``."""
+                     beta: float, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
+        """One Adam step on ``E[w <eps_hat, a> - beta <g, a>]`` (and a scheduler step unless a
+        separate warm-start ``optimizer`` is given)."""
         cfg = self.config
         b = obs.shape[0]
         act = self.policy(obs)
@@ -333,10 +339,12 @@ class PolicyLearner:
             for (q, _), v in zip(guidance_critics, values):
                 self._last_q["q_r" if q is self.critics.q_r_target else "q_c"] = v
         loss = self._loss_fn(eps_hat, weight, act, guidance, beta)
-        self.optimizer.zero_grad(set_to_none=True)
+        opt = optimizer or self.optimizer
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
+        opt.step()
+        if opt is self.optimizer:
+            self.scheduler.step()
         return loss.detach()
 
     # ------------------------------------------------------------------ checkpoint
@@ -348,6 +356,7 @@ class PolicyLearner:
             "lagrangian": self.lagrangian.state_dict(), "critics": self.critics.state_dict(),
             "last_q": {k: float(v) for k, v in self._last_q.items()},
             "behavior": self.behavior.state_dict(),
+            **({} if self.pretrain_optimizer is None else {"pretrain_optimizer": self.pretrain_optimizer.state_dict()}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -361,3 +370,5 @@ class PolicyLearner:
         self._last_q = dict(state["last_q"])
         self.critics.load_state_dict(state["critics"])
         self.behavior.load_state_dict(state["behavior"])
+        if self.pretrain_optimizer is not None:
+            self.pretrain_optimizer.load_state_dict(state["pretrain_optimizer"])

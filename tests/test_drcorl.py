@@ -358,3 +358,44 @@ def test_pretrain_lr_gives_the_warm_start_its_own_optimizer_and_resumes_exactly(
     assert moved_fast > 100 * moved_slow
     with pytest.raises(ValueError, match="pretrain_lr"):
         PolicyConfig(pretrain_lr=0.0)
+
+
+def test_discounted_cost_to_go_and_calibration_rows():
+    """G_c restarts at every episode end; calibration rows avoid returns cut short by a time-out."""
+    from corl.algos.drcorl.policy import calibration_rows, discounted_cost_to_go
+
+    costs = np.array([1, 0, 1, 1, 0, 0, 1, 1], dtype=np.float32)
+    n = len(costs)
+    ds = TransitionDataset.from_numpy(dict(
+        observations=np.arange(n, dtype=np.float32).reshape(-1, 1), actions=np.zeros((n, 1), np.float32),
+        rewards=np.zeros(n, np.float32), costs=costs, next_observations=np.zeros((n, 1), np.float32),
+        terminals=np.array([0, 0, 0, 1, 0, 0, 0, 0], bool), timeouts=np.array([0] * 7 + [1], bool)))
+    g = discounted_cost_to_go(ds, 0.5).numpy()
+    np.testing.assert_allclose(g[:4], [1 + 0.5 * 0 + 0.25 * 1 + 0.125 * 1, 0 + 0.5 + 0.25, 1.5, 1.0])
+    np.testing.assert_allclose(g[4:], [0.25 + 0.125, 0.5 + 0.25, 1.5, 1.0])
+    rows = calibration_rows(ds, 0.5, 64, seed=0)  # horizon ceil(log 0.1 / log 0.5) = 4
+    obs = set(rows["observations"].reshape(-1).tolist())
+    assert obs <= {0.0, 1.0, 2.0, 3.0}  # the terminal episode only: the time-out one is too short
+    np.testing.assert_allclose(rows["cost_to_go"].numpy(), g[rows["observations"].reshape(-1).long().numpy()])
+
+
+def test_critic_calibration_rescales_the_switch_estimate():
+    """With ``critic_calibration`` the estimate is the critic's times mean G_c / mean Q_c(s, a)."""
+    from corl.algos.drcorl.policy import calibration_rows
+
+    ds = tiny_dataset()
+    base = dict(hidden=(32, 32), pretrain_epochs=1, steps_per_pretrain_epoch=1, train_epochs=3, warmup_iters=0,
+                cost_threshold=5.0)
+    rows = calibration_rows(ds, 0.99, 256, seed=0)
+    plain = make_policy_learner(ds, PolicyConfig(**base))
+    calib = make_policy_learner(ds, PolicyConfig(**base, critic_calibration=True), calibration=rows)
+    calib.policy.load_state_dict(plain.policy.state_dict())  # the critics are equal already (same seed)
+    obs = ds.observations[:64]
+    c_plain, c_calib = plain._estimate_cost(obs, 0), calib._estimate_cost(obs, 0)
+    q = float(calib.critics.q_c_target(rows["observations"], rows["actions"]).mean())
+    assert q > 1e-6  # the untrained critic of this seed reads a positive cost
+    factor = float(rows["cost_to_go"].mean()) / q
+    assert calib.calibration_factor == pytest.approx(factor)
+    assert c_calib == pytest.approx(c_plain * factor, rel=1e-5)
+    with pytest.raises(ValueError, match="calibration rows"):
+        make_policy_learner(ds, PolicyConfig(**base, critic_calibration=True))

@@ -135,10 +135,11 @@ def test_quick_preset_keeps_the_paper_method_and_a_safety_sized_evaluation():
     assert (quick["behavior"].lr, full["behavior"].lr) == (0.001, 3e-4)
     assert (quick["policy"].pretrain_lr, full["policy"].pretrain_lr) == (0.001, None)
     assert quick["policy"].regq and not full["policy"].regq
-    assert not quick["policy"].use_lagrangian and full["policy"].use_lagrangian  # CarCircle's script: Lagrangian
+    assert quick["policy"].use_lagrangian and full["policy"].use_lagrangian  # CarCircle's script: Lagrangian
+    assert (quick["policy"].lambda_mode, quick["policy"].lambda_fixed) == ("fixed", 5.0)
     assert (quick["policy"].beta_coef, full["policy"].beta_coef) == (0.003, 0.01)
     for key in ("cost_limit", "slack_bound", "switch_estimator", "critic_states", "beta_schedule",
-                "weighting", "lr", "fix_cost_normalisation", "lambda_mode"):
+                "weighting", "lr", "fix_cost_normalisation"):
         assert getattr(quick["policy"], key) == getattr(full["policy"], key), key
 
 

@@ -118,6 +118,12 @@ class PolicyConfig:
     """'batch': the formula above over the batch states (the repo's unused estimator);
     'initial': C_ep = Qbar_c(s0, pi(s0)) (1 - gamma) T / (1 - gamma^T) over dataset initial
     states (falls back to 'batch' when none are given)."""
+    critic_calibration: bool = field(default=False, metadata={"key": "if_set"})
+    """A corl option for the critic estimator (not in the paper): multiply ``C_ep`` by
+    ``mean G_c / mean Qbar_c(s, a)`` over a fixed set of dataset rows, where ``G_c`` is the
+    data's own discounted cost-to-go, measured once with the pre-trained critic at the first
+    safe iteration. The IQL cost critic (upper expectile, min of the twin) reads 2-3x the
+    Monte-Carlo cost of the data it was trained on; the ratio removes that scale bias."""
     estimate_every: int = 1  # re-estimate C every this many safe iterations (online: cost!)
     estimate_episodes: int = 10  # episodes per online estimate (with fix_single_episode_eval)
     episode_len: int = 300  # T (task episode length)

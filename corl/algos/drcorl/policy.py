@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -78,6 +79,42 @@ def critic_episodic_cost(q_c_target: EnsembleQ, policy: nn.Module, obs: torch.Te
     if initial_states:
         return q * (1.0 - gamma) * horizon / (1.0 - gamma**horizon)
     return q * (1.0 - gamma) * horizon
+
+
+def discounted_cost_to_go(dataset: TransitionDataset, gamma: float) -> torch.Tensor:
+    """``G_c(s_t) = sum_{k>=0} gamma^k c_{t+k}`` within each episode of the dataset (per row).
+
+    A time-out truncates the sum (the data does not say what came after), so the value is a
+    slight under-estimate near the end of truncated episodes.
+    """
+    from scipy.signal import lfilter
+
+    costs = dataset.costs.detach().cpu().double().numpy()
+    out = np.zeros_like(costs)
+    starts, stops = dataset.episode_bounds()
+    for a, b in zip(starts, stops):
+        out[a:b] = lfilter([1.0], [1.0, -gamma], costs[a:b][::-1])[::-1]
+    return torch.as_tensor(out, dtype=torch.float32, device=dataset.device)
+
+
+def calibration_rows(dataset: TransitionDataset, gamma: float, n: int, seed: int) -> dict[str, torch.Tensor]:
+    """A fixed random set of ``n`` dataset rows with their discounted cost-to-go (for
+    ``critic_calibration``).
+
+    Only rows whose return is not cut short are eligible: episodes that ended in a terminal, or
+    rows at least ``log(0.1) / log(gamma)`` steps before a time-out (the neglected tail is then
+    under 10% of a constant cost's value); all rows when none qualify.
+    """
+    starts, stops = dataset.episode_bounds()
+    terminal_end = dataset.terminals.detach().cpu().numpy().astype(bool)[stops - 1]
+    horizon = int(math.ceil(math.log(0.1) / math.log(gamma))) if 0 < gamma < 1 else 0
+    eligible = np.concatenate([np.arange(a, b) if t else np.arange(a, max(a, b - horizon))
+                               for a, b, t in zip(starts, stops, terminal_end)]) if len(starts) else np.arange(0)
+    pool = torch.as_tensor(eligible if len(eligible) else np.arange(len(dataset)), dtype=torch.long)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    idx = pool[torch.randint(len(pool), (min(n, len(pool)),), generator=g)].to(dataset.device)
+    return {"observations": dataset.observations[idx], "actions": dataset.actions[idx],
+            "cost_to_go": discounted_cost_to_go(dataset, gamma)[idx]}
 
 
 def initial_observations(dataset: TransitionDataset) -> torch.Tensor:
@@ -196,7 +233,8 @@ class PolicyLearner:
                  config: PolicyConfig | None = None, act_low=None, act_high=None,
                  schedule: VPSchedule | None = None, device: torch.device | str = "cpu", seed: int = 0,
                  cost_estimator: CostEstimator | None = None,
-                 initial_observations: torch.Tensor | None = None) -> None:
+                 initial_observations: torch.Tensor | None = None,
+                 calibration: Mapping[str, torch.Tensor] | None = None) -> None:
         self.config = cfg = config or PolicyConfig()
         self.device = torch.device(device)
         self.schedule = schedule or VPSchedule()
@@ -219,6 +257,11 @@ class PolicyLearner:
             raise ValueError(f"switch_estimator={cfg.switch_estimator!r} needs a cost_estimator(policy, n_episodes) callable")
         self.cost_estimator = cost_estimator
         self.initial_obs = None if initial_observations is None else initial_observations.to(self.device)
+        if cfg.critic_calibration and calibration is None:
+            raise ValueError("critic_calibration needs calibration rows (see calibration_rows)")
+        self.calibration = None if calibration is None else {k: v.to(self.device) for k, v in calibration.items()}
+        self.calibration_factor = 1.0
+        self.calibration_measured = False
         if cfg.lambda_mode == "pid":
             kp, ki, kd = cfg.pid
             thr = stepwise_threshold(cfg.cost_threshold, cfg.gamma, cfg.episode_len) if cfg.fix_pid_threshold else 0.0
@@ -275,6 +318,8 @@ class PolicyLearner:
         metrics.update({"policy/loss": float(loss), "policy/beta": beta, "policy/cost_estimate": c_hat,
                         "policy/branch": BRANCH_CODES[branch], "policy/lambda": self.lagrangian.value,
                         "policy/lr": self.optimizer.param_groups[0]["lr"]})
+        if cfg.critic_calibration:
+            metrics["policy/calibration"] = self.calibration_factor
         metrics.update({f"policy/{k_}": float(v) for k_, v in self._last_q.items()})
         return metrics
 
@@ -291,8 +336,27 @@ class PolicyLearner:
             states = self.initial_obs if use_initial else obs
             episodic = float(critic_episodic_cost(self.critics.q_c_target, self.policy, states, cfg.gamma,
                                                   cfg.episode_len, initial_states=use_initial))
+            if cfg.critic_calibration:
+                episodic *= self._calibration()
         self.cost_estimate = normalised_cost(episodic, cfg.cost_threshold, cfg.fix_cost_normalisation)
         return self.cost_estimate
+
+    @torch.no_grad()
+    def _calibration(self) -> float:
+        """``mean G_c / mean Qbar_c(s, a)`` on the fixed calibration rows (1 when undefined).
+
+        Measured once, at the first safe iteration, before any TD fine-tuning: the pre-trained
+        (IQL) critic values the data's own continuation, so the ratio compares like with like;
+        after TD fine-tuning ``Qbar_c(s, a)`` continues with pi, not with the data.
+        """
+        if self.calibration_measured:
+            return self.calibration_factor
+        self.calibration_measured = True
+        rows = self.calibration
+        q = float(self.critics.q_c_target(rows["observations"], rows["actions"]).mean())
+        mc = float(rows["cost_to_go"].mean())
+        self.calibration_factor = mc / q if q > 1e-6 and mc > 0 else 1.0
+        return self.calibration_factor
 
     def _reward_direction(self) -> list[tuple[EnsembleQ, float]]:
         return [(self.critics.q_r_target, 1.0)]
@@ -352,7 +416,8 @@ class PolicyLearner:
         return {
             "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
-            "step": self.step, "cost_estimate": self.cost_estimate,
+            "step": self.step, "cost_estimate": self.cost_estimate, "calibration_factor": self.calibration_factor,
+            "calibration_measured": self.calibration_measured,
             "lagrangian": self.lagrangian.state_dict(), "critics": self.critics.state_dict(),
             "last_q": {k: float(v) for k, v in self._last_q.items()},
             "behavior": self.behavior.state_dict(),
@@ -366,6 +431,8 @@ class PolicyLearner:
         self.generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
         self.step = int(state["step"])
         self.cost_estimate = float(state["cost_estimate"])
+        self.calibration_factor = float(state.get("calibration_factor", 1.0))
+        self.calibration_measured = bool(state.get("calibration_measured", False))
         self.lagrangian.load_state_dict(state["lagrangian"])
         self._last_q = dict(state["last_q"])
         self.critics.load_state_dict(state["critics"])

@@ -28,6 +28,7 @@ import torch
 
 from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig,
                                PolicyLearner, build_score_net, initial_observations, iql_reward_scale)
+from corl.algos.drcorl.policy import calibration_rows
 from corl.nn.diffusion import VPSchedule
 from corl.pipeline.context import StageContext, StageResult
 from corl.pipeline.policies import save_policy
@@ -181,7 +182,9 @@ def policy_stage(ctx: StageContext) -> StageResult:
     low, high = _action_bounds(ctx.task)
     learner = PolicyLearner(data.obs_dim, data.act_dim, behavior, critics, pcfg, low, high,
                             VPSchedule(bcfg.beta0, bcfg.beta1), ctx.device, seed=ctx.seed,
-                            cost_estimator=estimator, initial_observations=initial_observations(data))
+                            cost_estimator=estimator, initial_observations=initial_observations(data),
+                            calibration=(calibration_rows(data, pcfg.gamma, 4096, ctx.seed)
+                                         if pcfg.critic_calibration else None))
     kwargs = {"obs_dim": data.obs_dim, "act_dim": data.act_dim, "hidden": list(pcfg.hidden),
               "activation": "relu", "act_low": low, "act_high": high}
     selection = None if model is None else IterateSelection(

@@ -93,8 +93,9 @@ def _model_table(evals: list) -> Table | None:
                      est.get("model_normalized_reward"), est.get("model_normalized_cost"),
                      clean.get("normalized_reward"), clean.get("normalized_cost")))
         for r in (d.get("iterates") or {}).get("iterates", []):
-            tag = "final" if r["final"] else "best_offline" if r["best_offline"] else "iterate"
-            rows.append((ev.selected.label, tag, str(r["iteration"]), r["model_normalized_reward"],
+            if r["final"] or r["best_offline"]:  # listed as policies already (same env seeds, same numbers)
+                continue
+            rows.append((ev.selected.label, "iterate", str(r["iteration"]), r["model_normalized_reward"],
                          r["model_normalized_cost"], r["sim_normalized_reward"], r["sim_normalized_cost"]))
     if not rows:
         return None

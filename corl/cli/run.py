@@ -105,14 +105,16 @@ def runs(
     for r in records:
         stages = " ".join(f"{s['name']}:{'c' if s['status'] == 'cached' else s['status'][0]}" for s in r.get("stages", []))
         cells = []
-        for label in ("final", "best"):
-            scores = r.get("scores", {}).get(label, {})
+        for labels in (("final",), ("best", "best_offline")):  # DRCORL's best_offline beside best, tagged
             parts = []
-            for k, v in scores.items():
-                if k.endswith(("/normalized_reward", "/normalized_score")):
-                    stage = k.split("/")[0]
-                    cost = scores.get(f"{stage}/normalized_cost")
-                    parts.append(f"{v:.3f} / {cost:.3f}" if cost is not None else f"{v:.3f}")
+            for label in labels:
+                scores = r.get("scores", {}).get(label, {})
+                tag = "offline " if label == "best_offline" else ""
+                for k, v in scores.items():
+                    if k.endswith(("/normalized_reward", "/normalized_score")):
+                        stage = k.split("/")[0]
+                        cost = scores.get(f"{stage}/normalized_cost")
+                        parts.append(tag + (f"{v:.3f} / {cost:.3f}" if cost is not None else f"{v:.3f}"))
             cells.append(", ".join(parts) or "-")
         started = _dt.datetime.fromtimestamp(r.get("started", 0)).strftime("%Y-%m-%d %H:%M")
         wall = f"{r['wall_time']:.1f}s" if r.get("wall_time") is not None else "-"

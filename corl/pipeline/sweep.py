@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corl.errors import ConfigError, CorlError, did_you_mean
+from corl.errors import ConfigError, CorlError
 from corl.pipeline.graph import Graph
 from corl.pipeline.runner import Plan, RunRequest, _plan, plan_pipeline
-from corl.pipeline.spec import load_spec, parse_value, pipeline_dirs
+from corl.pipeline.spec import did_you_mean, load_spec, parse_value, pipeline_dirs
 
 TOP_KEYS = ("description", "tasks", "seeds", "preset", "datasets", "set", "grid", "methods", "device", "workers",
             "threads", "resources")
@@ -330,7 +330,10 @@ def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
                 raise ConfigError(f"{where}.{key}: unknown key{did_you_mean(key, METHOD_KEYS)}")
         if not isinstance(table.get("pipeline"), str):
             raise ConfigError(f"{where}.pipeline: missing (a pipeline name such as bc, drcorl, micro)")
-        load_spec(table["pipeline"])  # an unknown pipeline is named now
+        try:
+            load_spec(table["pipeline"])  # an unknown pipeline or a broken spec is named now
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.pipeline: {exc}") from None
         label = table.get("label", table["pipeline"])
         if not isinstance(label, str) or not label:
             raise ConfigError(f"{where}.label: expected a non-empty string")

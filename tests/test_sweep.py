@@ -174,3 +174,19 @@ def test_kill_driver_mid_sweep_then_rerun_is_bit_identical(tmp_path):
     assert set(a) == set(b)
     assert all(a[n]["files"] == b[n]["files"] for n in a)  # bit-identical policies
     assert any(m["resumed_from"] > 0 for m in a.values())  # continued from a checkpoint, not step 0
+
+
+def test_every_bundled_sweep_file_plans(tmp_path):
+    """Each pipelines/sweeps/*.toml validates and plans (no work), e.g. the DRCORL quality bench."""
+    from _pipeline_util import REPO
+    from corl.pipeline.sweep import load_sweep, plan_sweep
+
+    files = sorted((REPO / "pipelines" / "sweeps").glob("*.toml"))
+    assert files
+    for path in files:
+        spec = load_sweep(path)
+        graph = plan_sweep(spec, spec.expand(checkpoints=str(tmp_path / "ck")))
+        assert len(graph.nodes) < graph.stage_count  # the dataset node at least is shared
+    quality = load_sweep(REPO / "pipelines" / "sweeps" / "quality_carcircle.toml")
+    assert [m.label for m in quality.methods] == ["DRCORL", "BC-Safe", "BC-All", "MICRO"]
+    assert quality.seeds == [0, 1, 2, 3, 4] and len(quality.expand()) == 20

@@ -130,8 +130,9 @@ def run_node(node: str, job: StageJob, stop_path: str, log_path: str, threads: i
     """
     result = {"node": node, "host": socket.gethostname(), "log": log_path}
     bad = next((u for u in upstream if isinstance(u, dict) and u.get("status") not in OK), None)
-    if bad is not None:
-        return {**result, "status": "skipped", "log": "", "reason": f"input {bad['node']} {bad['status']}"}
+    if bad is not None:  # a failed input skips this node; an interrupted one leaves it for the rerun
+        status = "skipped" if bad["status"] in ("failed", "skipped") else "not_started"
+        return {**result, "status": status, "log": "", "reason": f"input {bad['node']} {bad['status']}"}
     stop = StopFileFlag(stop_path)
     if stop.requested:
         return {**result, "status": "not_started", "log": ""}
@@ -407,8 +408,9 @@ class Scheduler:
                                        None)
                             if bad is not None:
                                 pending.remove(nid)
-                                self._finish(NodeResult(nid, "skipped",
-                                                        reason=f"input {bad} {self.results[bad].status}"))
+                                status = "skipped" if self.results[bad].status in ("failed", "skipped") \
+                                    else "not_started"
+                                self._finish(NodeResult(nid, status, reason=f"input {bad} {self.results[bad].status}"))
                                 continue
                             if any(d not in self.results for d in node.deps) or len(inflight) >= backend.capacity:
                                 continue

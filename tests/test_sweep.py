@@ -190,3 +190,22 @@ def test_every_bundled_sweep_file_plans(tmp_path):
     quality = load_sweep(REPO / "pipelines" / "sweeps" / "quality_carcircle.toml")
     assert [m.label for m in quality.methods] == ["DRCORL", "BC-Safe", "BC-All", "MICRO"]
     assert quality.seeds == [0, 1, 2, 3, 4] and len(quality.expand()) == 20
+
+
+def test_flag_form_expands_like_a_file(tmp_path):
+    from corl.errors import ConfigError
+    from corl.pipeline.sweep import flag_sweep, parse_grid_flag, plan_sweep
+
+    data = write_dataset(tmp_path)
+    assert parse_grid_flag("bc.hidden=[16, 16],[32, 32]") == ("bc.hidden", [[16, 16], [32, 32]])
+    spec = flag_sweep(str(write_spec(tmp_path)), ["OfflineCarCircle-v0"], "0-2", "tiny", ["bc.mode=\"all\""],
+                      ["bc.lr=1e-3,3e-4"], [str(data)])
+    runs = spec.expand(checkpoints=str(tmp_path / "ck"))
+    assert len(runs) == 6 and runs[0].request.overrides == ['bc.mode="all"', "bc.lr=0.001"]
+    assert runs[0].request.preset == "tiny" and runs[0].request.dataset == str(data.resolve())
+    graph = plan_sweep(spec, runs)
+    assert len(graph.nodes) == 13 and graph.stage_count == 18  # 1 dataset + 6 bc + 6 evaluate
+    with pytest.raises(ConfigError, match="--grid bc.lr: expected stage.key=value1,value2"):
+        parse_grid_flag("bc.lr")
+    with pytest.raises(ConfigError, match="--tasks is required"):
+        flag_sweep("bc", [], "0", None, [], [], [])

@@ -19,8 +19,8 @@ Layout::
     device = "auto"                       # optional; threads, workers: executor defaults
     [grid]                                # every method: the product of these values
     "evaluate.num_envs" = [2, 4]
-    [resources.drcorl_behavior]           # Ray resources of a stage kind (default 1 CPU, 0 GPU)
-    num_gpus = 1
+    [resources.drcorl_behavior]           # Ray resources of a stage kind (default 1 CPU, 0 GPU;
+    num_gpus = 1                          # [resources.default] changes that for every kind)
 
     [[methods]]
     label = "BC-All"                      # the name in the results table (default: pipeline)

@@ -157,7 +157,7 @@ def run_node(node: str, job: StageJob, stop_path: str, log_path: str, threads: i
             "resumed_from": outcome.resumed_from}
 
 
-def _init_pool_worker(threads: int) -> None:
+def _init_pool_worker(threads: int, driver: int) -> None:
     """A pool worker: Ctrl-C is the driver's to handle (the stop file reaches us), we die
     with the driver, and torch uses ``threads`` threads."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -167,6 +167,8 @@ def _init_pool_worker(threads: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: an orphan finishes its node, locks keep it safe
         pass
+    if os.getppid() != driver:  # the driver died while this worker was starting (before prctl)
+        os._exit(1)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
@@ -211,7 +213,7 @@ class PoolBackend:
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.capacity, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_pool_worker, initargs=(self.threads,))
+                                      initializer=_init_pool_worker, initargs=(self.threads, os.getpid()))
 
     def submit(self, node: str, args: tuple, upstream: list[Any], resources: dict[str, float]) -> None:
         self.futures[self.pool.submit(run_node, node, *args, *upstream)] = (node, args[2])

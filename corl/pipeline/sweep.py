@@ -357,9 +357,9 @@ def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
 def flag_sweep(pipeline: str, tasks: list[str], seeds: str, preset: str | None, overrides: list[str],
                grid: list[str], datasets: list[str], device: str = "auto") -> SweepSpec:
     """The sweep ``corl sweep PIPELINE --tasks A,B --seeds 0-4 --grid stage.key=v1,v2`` means."""
+    load_spec(pipeline)  # neither a sweep file nor a pipeline: named now
     if not tasks:
-        raise ConfigError("corl sweep PIPELINE: --tasks is required (e.g. --tasks OfflineCarCircle-v0)")
-    load_spec(pipeline)
+        raise ConfigError(f"corl sweep {pipeline}: --tasks is required (e.g. --tasks OfflineCarCircle-v0)")
     parsed = dict(parse_grid_flag(g) for g in grid)
     method = Method(Path(pipeline).stem, pipeline, preset, _overrides(overrides, "--set"), parsed, [])
     paths = [_dataset_path(d, None, "--dataset") for d in datasets]

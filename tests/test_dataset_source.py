@@ -26,11 +26,11 @@ OVERRIDES = ["dataset.source=cvpo", f"dataset.source_set={json.dumps(COLLECT)}",
 
 
 def run(*extra: str, seed: int = 0, dry_run: bool = False, task: str = TASK, preset: str | None = None):
-    from corl.pipeline.runner import RunRequest, run_pipeline
+    from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
 
     req = RunRequest(pipeline="bc", task=task, seed=seed, preset=preset, overrides=OVERRIDES + list(extra),
                      device="cpu")
-    return run_pipeline(req, dry_run=dry_run)
+    return plan_pipeline(req) if dry_run else run_pipeline(req)
 
 
 def manifest(result, stage: str) -> dict:

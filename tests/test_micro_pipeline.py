@@ -217,7 +217,7 @@ def test_d4rl_task_defaults_and_missing_file_message(tmp_path):
     """A D4RL-named task: no cost head, target clamped at 0, D4RL score; without a local file
     the plan fails with a one-line error that says where to put D4RL's file."""
     from corl.data.formats.dsrl import write_dsrl
-    from corl.pipeline.runner import RunRequest, run_pipeline
+    from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
 
     from test_micro import collect_random
 
@@ -232,4 +232,4 @@ def test_d4rl_task_defaults_and_missing_file_message(tmp_path):
 
     if not list(Path.home().glob(".d4rl/datasets/hopper_medium-v2.hdf5")):
         with pytest.raises(CorlError, match="place D4RL's hopper_medium-v2.hdf5"):
-            run_pipeline(RunRequest(pipeline="micro", task=task, device="cpu"), dry_run=True)
+            plan_pipeline(RunRequest(pipeline="micro", task=task, device="cpu"))

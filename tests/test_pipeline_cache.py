@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from corl.cli import app
 from corl.pipeline import artifacts as art
-from corl.pipeline.runner import RunRequest, run_pipeline
+from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
 
 from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, statuses, write_dataset, write_spec
 
@@ -55,7 +55,7 @@ def test_same_seed_same_numbers_and_dry_run(tmp_path):
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
     req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), overrides=["bc.steps=61"], device="cpu")
-    plan = run_pipeline(req, dry_run=True)
+    plan = plan_pipeline(req)
     assert {s.name: s.status for s in plan.stages} == {"dataset": "cached", "bc": "run", "evaluate": "run"}
     assert not plan.stage("bc").dir.exists()
 
@@ -68,7 +68,7 @@ def test_corrupt_weights_are_detected_and_rebuilt(tmp_path):
     weights.write_bytes(good[: len(good) // 2])  # truncated, as by a full disk
 
     req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), device="cpu")
-    plan = run_pipeline(req, dry_run=True)
+    plan = plan_pipeline(req)
     assert plan.stage("bc").status == "corrupt" and "sha256 mismatch" in plan.stage("bc").reason
 
     messages = []

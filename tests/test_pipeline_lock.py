@@ -14,7 +14,7 @@ import pytest
 from corl.pipeline import artifacts as art
 from corl.pipeline.lock import ArtifactLock, LockHeld
 from corl.pipeline.progress import RunCallbacks
-from corl.pipeline.runner import RunRequest, run_pipeline
+from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
 
 from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, write_dataset, write_spec
 
@@ -46,7 +46,7 @@ def test_two_concurrent_runs_leave_one_valid_artifact(tmp_path):
 def test_held_lock_is_named_or_waited_for(tmp_path):
     spec, data = write_spec(tmp_path, TRAIN_ONLY_SPEC), write_dataset(tmp_path)
     req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), device="cpu", wait=False)
-    plan = run_pipeline(req, dry_run=True)
+    plan = plan_pipeline(req)
     holder = ArtifactLock(plan.stage("bc").dir)
     holder.acquire()
     try:
@@ -72,7 +72,7 @@ def test_held_lock_is_named_or_waited_for(tmp_path):
 def test_stale_lock_of_dead_process_is_recovered(tmp_path):
     spec, data = write_spec(tmp_path, TRAIN_ONLY_SPEC), write_dataset(tmp_path)
     req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), device="cpu", wait=False)
-    bc_dir = run_pipeline(req, dry_run=True).stage("bc").dir
+    bc_dir = plan_pipeline(req).stage("bc").dir
     # a process that took the lock and died without releasing it (as after kill -9)
     code = ("import sys; from pathlib import Path; from corl.pipeline.lock import ArtifactLock; "
             f"ArtifactLock(Path({str(bc_dir)!r})).acquire(); import os; os._exit(0)")

@@ -45,7 +45,7 @@ def run(
 ) -> None:
     """Run a pipeline on a task: cached stages are skipped, interrupted ones resume."""
     from corl.pipeline.progress import RichCallbacks
-    from corl.pipeline.runner import RunInterrupted, RunRequest, run_pipeline
+    from corl.pipeline.runner import RunInterrupted, RunRequest, plan_pipeline, run_pipeline
 
     req = RunRequest(pipeline=pipeline, task=task, preset=preset, seed=seed, overrides=list(overrides), device=device,
                      dataset=dataset, offline=True if offline else None, checkpoints=checkpoints, wait=wait,
@@ -53,18 +53,24 @@ def run(
     callbacks = RichCallbacks(console)
     console.print(f"[bold]corl run[/] {pipeline} --task {task}" + (f" --preset {preset}" if preset else "")
                   + f" --seed {seed}" + (" [dim](dry run)[/]" if dry_run else ""), highlight=False)
+    if dry_run:
+        plan = plan_pipeline(req, callbacks)
+        callbacks.plan(plan.stages)  # a prerequisite run's plan was shown while planning
+        pending = [s.name for s in plan.stages if s.status == "pending"]
+        if pending:
+            why = next((str(s.fingerprint["pending"]) for s in plan.stages if s.fingerprint.get("pending")), "")
+            console.print(f"[dim]{', '.join(pending)}: keys known only {why}; they would all run[/]", highlight=False)
+        # a prerequisite run's stages (dataset.source=cvpo: cvpo:train, cvpo:export) come first
+        todo = [s.name for s in plan.prerequisite_stages + plan.stages if s.status != "cached"]
+        console.print(f"would run: {', '.join(todo) or 'nothing (all cached)'}")
+        return
     try:
-        result = run_pipeline(req, callbacks, dry_run=dry_run)
+        result = run_pipeline(req, callbacks)
     except RunInterrupted as exc:
         if callbacks._started:
             callbacks.progress.stop()
         console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
         raise SystemExit(130)  # not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes
-    if dry_run:
-        # a prerequisite run's stages (dataset.source=cvpo: cvpo:train, cvpo:export) come first
-        todo = [s.name for s in result.prerequisite_stages + result.stages if s.status != "cached"]  # type: ignore[union-attr]
-        console.print(f"would run: {', '.join(todo) or 'nothing (all cached)'}")
-        return
     if result.dataset.get("note"):  # type: ignore[union-attr]
         sha = str(result.dataset.get("sha256") or "")[:12]  # type: ignore[union-attr]
         console.print(f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}"  # type: ignore[union-attr]

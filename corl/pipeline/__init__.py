@@ -1,6 +1,7 @@
 """Staged, cached, resumable pipelines: spec loading, stage registry, artifacts, runner.
 
-Layering: the CLI calls :func:`corl.pipeline.runner.run_pipeline`; stages (in
+Layering: the CLI calls :func:`corl.pipeline.runner.plan_pipeline` (the plan, no side
+effects) and :func:`corl.pipeline.runner.run_pipeline`; stages (in
 ``corl.pipeline.stages``) call learners in ``corl.algos`` and evaluators in ``corl.eval``;
 progress flows back through :class:`corl.pipeline.progress.RunCallbacks`, so a test, a CLI
 or a worker can drive the same engine.

@@ -41,6 +41,7 @@ from corl.pipeline.context import (FingerprintContext, InterruptFlag, RunOptions
                                    StageResult)
 from corl.pipeline.lock import ArtifactLock
 from corl.pipeline.progress import RunCallbacks
+from corl.pipeline.registry import get_stage_kind
 from corl.pipeline.runs import new_record_path, write_record
 from corl.pipeline.spec import PipelineSpec, config_dict, load_spec
 from corl.tasks import TaskSpec, get_task
@@ -231,13 +232,22 @@ def _key_config(kind: Any, config: Any) -> dict[str, Any]:
     return values
 
 
-def plan_run(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run: bool = True,
-             interrupt: InterruptFlag | None = None) -> Plan:
-    """Load the spec, resolve configs, compute every key and each stage's cache state.
+def plan_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None) -> Plan:
+    """The plan of a run, with no side effects: spec loaded and validated, every config
+    resolved, every stage's key, directory and cache state (cached, run, resume, corrupt).
 
-    A fingerprint hook that needs a prerequisite run gets it run here (planned only when
-    ``dry_run``, the default: planning alone never trains), reporting through ``callbacks``.
+    Nothing trains and nothing is written but the dataset hash memo: a prerequisite run that
+    a fingerprint hook asks for (``dataset.source=cvpo``) is only planned, and when it is not
+    cached the stages after it are ``pending`` (their keys depend on the data it will make).
+    ``corl run --dry-run``, ``corl sweep`` and ``corl sweep --status`` plan with this.
     """
+    return _plan(req, callbacks, collect=False, interrupt=None)
+
+
+def _plan(req: RunRequest, callbacks: RunCallbacks | None, collect: bool, interrupt: InterruptFlag | None) -> Plan:
+    """:func:`plan_pipeline`; with ``collect``, a prerequisite run a fingerprint hook needs is
+    run (not only planned) first, so every key is known (what :func:`run_pipeline` does)."""
+    dry_run = not collect
     spec = load_spec(req.pipeline)
     task = get_task(req.task)
     configs = spec.resolve(task.name, req.preset, req.overrides)
@@ -317,7 +327,7 @@ def _prerequisite(parent: RunRequest, sub: RunRequest, root: Path, callbacks: Ru
     command = sub.command()
     sub = dataclasses.replace(sub, device=parent.device, offline=parent.offline, checkpoints=str(root),
                               wait=parent.wait, lock_timeout=parent.lock_timeout)
-    nested = plan_run(sub)
+    nested = plan_pipeline(sub)
     prefix = f"{nested.spec.name}:"
     shown = _PrefixedCallbacks(callbacks, prefix)
     done = all(s.status == "cached" for s in nested.stages)
@@ -334,7 +344,6 @@ def _prerequisite(parent: RunRequest, sub: RunRequest, root: Path, callbacks: Ru
     except RunInterrupted as exc:  # resume with the parent's command: it reruns this run first
         what = str(exc).split("; resume with:")[0].replace("in stage '", f"in stage '{prefix}")
         raise RunInterrupted(f"{what}; resume with: {parent.command()}") from None
-    assert isinstance(result, RunResult)
     artifacts = {o.name: art.Artifact(o.dir, art.read_manifest(o.dir) or {}) for o in result.stages}
     outcomes = [dataclasses.replace(o, name=prefix + o.name) for o in result.stages]
     return Prerequisite(sub, nested, artifacts, outcomes, True, False)
@@ -365,59 +374,46 @@ class _SigintHandler:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run: bool = False,
-                 interrupt: InterruptFlag | None = None) -> RunResult | Plan:
-    """Run (or with ``dry_run``, only plan) a pipeline; returns the result or the plan."""
+def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None,
+                 interrupt: InterruptFlag | None = None) -> RunResult:
+    """Run a pipeline: plan it (running a prerequisite collection first when a stage needs
+    one), then build every stage that is not cached, in dependency order, each through
+    :func:`execute_stage` (the one function that builds an artifact, for ``corl sweep`` too).
+    For the plan alone, without side effects, use :func:`plan_pipeline`."""
     callbacks = callbacks or RunCallbacks()
     device = resolve_device(req.device)
     interrupt = interrupt or InterruptFlag()
     started = time.time()  # before planning: a prerequisite run (dataset.source) is part of this run's wall time
-    plan = plan_run(req, callbacks, dry_run=dry_run, interrupt=interrupt)
+    plan = _plan(req, callbacks, collect=True, interrupt=interrupt)
     callbacks.plan(plan.stages)
     pending = [s.name for s in plan.stages if s.status == "pending"]
-    if pending:
+    if pending:  # only a plan without collection may leave keys unknown
         why = next((str(s.fingerprint["pending"]) for s in plan.stages if s.fingerprint.get("pending")), "")
-        callbacks.message(f"{', '.join(pending)}: keys known only {why}; they would all run", "info")
-    if dry_run:
-        return plan
-    if pending:  # only a dry run may leave keys unknown
         raise CorlError(f"{pending[0]}: its key is still unknown after planning ({why})")
-    policy = plan.spec.checkpoint
-    every_steps = req.checkpoint_every_steps if req.checkpoint_every_steps is not None else policy.every_steps
-    every_seconds = req.checkpoint_every_seconds if req.checkpoint_every_seconds is not None else policy.every_seconds
-    log_every = req.log_every if req.log_every is not None else policy.log_every
 
     record_path = new_record_path(plan.root, plan.spec.name, plan.task.name, req.seed)
-    record: dict[str, Any] = {
-        "pipeline": plan.spec.name, "spec": str(plan.spec.path), "task": plan.task.name, "seed": req.seed,
-        "preset": req.preset, "overrides": list(req.overrides), "device": str(device), "command": req.command(),
-        "host": socket.gethostname(), "pid": os.getpid(), "started": started, "status": "running", "stages": [],
-        "dataset": {},
-    }
+    record = new_record(req, plan, str(device), started)
     write_record(record_path, record)
     # a prerequisite run's stages come first: the record references them (prune keeps them)
     outcomes: list[StageOutcome] = [o for p in plan.prerequisites for o in p.outcomes]
     artifacts: dict[str, art.Artifact] = {}
     status = "ok"
 
-    def stage_entry(o: StageOutcome) -> dict[str, Any]:
-        return {"name": o.name, "kind": o.kind, "key": o.key, "dir": o.dir.relative_to(plan.root).as_posix(),
-                "status": o.status, "wall_time": o.wall_time, "metrics": o.metrics, "resumed_from": o.resumed_from,
-                "checkpoint_step": o.step}
-
     try:
         with _SigintHandler(interrupt, callbacks):
             for ps in plan.stages:
                 if ps.status != "cached":  # referenced while it runs, so a kill -9 leaves it prune-safe
                     running = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "running")
-                    record["stages"] = [stage_entry(o) for o in outcomes + [running]]
+                    record["stages"] = [stage_entry(o, plan.root) for o in outcomes + [running]]
                     write_record(record_path, record)
-                outcome = _run_stage(ps, plan, req, device, artifacts, callbacks, interrupt,
-                                     every_steps, every_seconds, log_every)
+                job = stage_job(plan, ps.name, req)
+                outcome, artifact = execute_stage(job, {role: artifacts[t] for role, t in ps.inputs.items()},
+                                                  callbacks, interrupt)
+                artifacts[ps.name] = artifact
                 outcomes.append(outcome)
-                if ps.kind == "dataset" and ps.name in artifacts:
-                    record["dataset"] = artifacts[ps.name].outputs
-                record["stages"] = [stage_entry(o) for o in outcomes]
+                if ps.kind == "dataset":
+                    record["dataset"] = artifact.outputs
+                record["stages"] = [stage_entry(o, plan.root) for o in outcomes]
                 write_record(record_path, record)
     except (StageInterrupted, KeyboardInterrupt) as exc:
         status = "interrupted"
@@ -438,15 +434,39 @@ def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run
             outcomes.append(StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "failed"))
         raise
     finally:
-        record["stages"] = [stage_entry(o) for o in outcomes]
-        record["status"] = status
-        record["ended"] = time.time()
-        record["wall_time"] = record["ended"] - started
-        result = RunResult(plan.spec.name, plan.task.name, req.seed, req.preset, outcomes, status,
-                           record["wall_time"], record_path, record.get("dataset", {}))
-        record["scores"] = result.scores
-        write_record(record_path, record)
+        result = finish_record(record_path, record, req, plan, outcomes, status, started)
     callbacks.run_finished(result)
+    return result
+
+
+# ------------------------------------------------------------------------------ run records
+def new_record(req: RunRequest, plan: Plan, device: str, started: float, **extra: Any) -> dict[str, Any]:
+    """A run record as it starts (``corl runs`` lists it; prune keeps what it references)."""
+    return {
+        "pipeline": plan.spec.name, "spec": str(plan.spec.path), "task": plan.task.name, "seed": req.seed,
+        "preset": req.preset, "overrides": list(req.overrides), "device": device, "command": req.command(),
+        "host": socket.gethostname(), "pid": os.getpid(), "started": started, "status": "running", "stages": [],
+        "dataset": {}, **extra,
+    }
+
+
+def stage_entry(o: StageOutcome, root: Path) -> dict[str, Any]:
+    return {"name": o.name, "kind": o.kind, "key": o.key, "dir": o.dir.relative_to(root).as_posix(),
+            "status": o.status, "wall_time": o.wall_time, "metrics": o.metrics, "resumed_from": o.resumed_from,
+            "checkpoint_step": o.step}
+
+
+def finish_record(record_path: Path, record: dict[str, Any], req: RunRequest, plan: Plan,
+                  outcomes: list[StageOutcome], status: str, started: float) -> RunResult:
+    """Write a run's final record; returns its :class:`RunResult`."""
+    record["stages"] = [stage_entry(o, plan.root) for o in outcomes]
+    record["status"] = status
+    record["ended"] = time.time()
+    record["wall_time"] = record["ended"] - started
+    result = RunResult(plan.spec.name, plan.task.name, req.seed, req.preset, outcomes, status,
+                       record["wall_time"], record_path, record.get("dataset", {}))
+    record["scores"] = result.scores
+    write_record(record_path, record)
     return result
 
 
@@ -455,18 +475,79 @@ def _current(plan: Plan, outcomes: list[StageOutcome]) -> str | None:
     return next((s.name for s in plan.stages if s.name not in done), None)
 
 
-def _run_stage(ps: PlannedStage, plan: Plan, req: RunRequest, device: torch.device,
-               artifacts: dict[str, art.Artifact], callbacks: RunCallbacks, interrupt: InterruptFlag,
-               every_steps: int, every_seconds: float, log_every: int) -> StageOutcome:
-    inputs = {role: artifacts[target] for role, target in ps.inputs.items()}
+# ------------------------------------------------------------------------------ one stage
+@dataclass
+class StageJob:
+    """One planned stage with everything needed to build its artifact in any process.
+
+    Picklable on purpose: ``corl run`` builds it in-process, ``corl sweep`` ships it to a
+    pool worker or a Ray task, and both call :func:`execute_stage` on it. Nothing is planned
+    again on the worker (the fingerprint, e.g. the dataset's location and sha256, comes
+    from the driver's plan), so a worker cannot compute a different key.
+    """
+
+    stage: PlannedStage
+    pipeline: str
+    task: TaskSpec
+    config: Any
+    seed: int
+    device: str
+    options: RunOptions
+    every_steps: int
+    every_seconds: float
+    log_every: int
+    dataset_sha256: str | None
+    input_dirs: dict[str, tuple[str, Path]]  # role -> (key, directory) of the input artifact
+    kind_module: str  # the module registering the stage kind (a plugin kind is imported from it)
+    wait: bool = True
+    lock_timeout: float | None = None
+
+
+def stage_job(plan: Plan, name: str, req: RunRequest) -> StageJob:
+    """The :class:`StageJob` of stage ``name`` of ``plan`` (run options from ``req``)."""
+    ps = plan.stage(name)
+    policy = plan.spec.checkpoint
+    kind = plan.spec.stages[name].kind
+    return StageJob(
+        stage=ps, pipeline=plan.spec.name, task=plan.task, config=plan.configs[name], seed=req.seed,
+        device=req.device, options=plan.options,
+        every_steps=req.checkpoint_every_steps if req.checkpoint_every_steps is not None else policy.every_steps,
+        every_seconds=(req.checkpoint_every_seconds if req.checkpoint_every_seconds is not None
+                       else policy.every_seconds),
+        log_every=req.log_every if req.log_every is not None else policy.log_every,
+        dataset_sha256=next((p.fingerprint.get("sha256") for p in plan.stages if p.kind == "dataset"), None),
+        input_dirs={role: (plan.stage(t).key, plan.stage(t).dir) for role, t in ps.inputs.items()},
+        kind_module=kind.fn.__module__, wait=req.wait, lock_timeout=req.lock_timeout,
+    )
+
+
+def load_inputs(job: StageJob) -> dict[str, art.Artifact]:
+    """The job's finished input artifacts, read from their manifests (in a worker process)."""
+    inputs = {}
+    for role, (key, directory) in job.input_dirs.items():
+        manifest = art.read_manifest(directory)
+        if manifest is None or manifest.get("key") != key:
+            raise CorlError(f"{job.stage.name}: input {role!r} ({directory}) is not finished; "
+                            "does this worker see the driver's cache root?")
+        inputs[role] = art.Artifact(directory, manifest)
+    return inputs
+
+
+def execute_stage(job: StageJob, inputs: dict[str, art.Artifact], callbacks: RunCallbacks,
+                  interrupt: InterruptFlag) -> tuple[StageOutcome, art.Artifact]:
+    """Build one stage's artifact (or take it from the cache): lock, re-check, run, manifest.
+
+    Returns the outcome and the finished artifact. Raises :class:`StageInterrupted` when
+    ``interrupt`` is set (the stage saved a checkpoint) and whatever the stage raised.
+    """
+    ps = job.stage
     if ps.status == "cached" and ps.artifact is not None:
-        artifacts[ps.name] = ps.artifact
         outcome = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "cached", 0.0, ps.artifact.metrics)
         callbacks.stage_finished(outcome)
-        return outcome
-
+        return outcome, ps.artifact
+    device = resolve_device(job.device)
     lock = ArtifactLock(ps.dir)
-    lock.acquire(wait=req.wait, timeout=req.lock_timeout, on_wait=callbacks.message)
+    lock.acquire(wait=job.wait, timeout=job.lock_timeout, on_wait=callbacks.message)
     try:
         if lock.recovered_from:
             callbacks.message(f"{ps.dir.name}: recovered a stale lock of pid {lock.recovered_from.get('pid')}"
@@ -478,20 +559,19 @@ def _run_stage(ps: PlannedStage, plan: Plan, req: RunRequest, device: torch.devi
             art.discard(ps.dir)
             done = None
         if done is not None:  # another run finished it while we waited for the lock
-            artifacts[ps.name] = done
             outcome = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "cached", 0.0, done.metrics)
             callbacks.stage_finished(outcome)
-            return outcome
+            return outcome, done
         ps.dir.mkdir(parents=True, exist_ok=True)
         for leftover in ps.dir.glob(".*.tmp"):  # temporary files of a writer killed mid-write
             leftover.unlink(missing_ok=True)
-        kind = plan.spec.stages[ps.name].kind
-        seed_everything(req.seed)
+        kind = get_stage_kind(ps.kind)
+        seed_everything(job.seed)
         ctx = StageContext(
-            name=ps.name, kind=ps.kind, task=plan.task, config=plan.configs[ps.name], seed=req.seed, device=device,
-            out_dir=ps.dir, inputs=inputs, options=plan.options,
-            checkpointer=Checkpointer(ps.dir, every_steps, every_seconds), callbacks=callbacks,
-            interrupt=interrupt, log_every=log_every, fingerprint=ps.fingerprint,
+            name=ps.name, kind=ps.kind, task=job.task, config=job.config, seed=job.seed, device=device,
+            out_dir=ps.dir, inputs=inputs, options=job.options,
+            checkpointer=Checkpointer(ps.dir, job.every_steps, job.every_seconds), callbacks=callbacks,
+            interrupt=interrupt, log_every=job.log_every, fingerprint=ps.fingerprint,
         )
         t0 = time.time()
         callbacks.stage_started(ps.name, ps.kind, None, 0)  # a train loop re-announces with total/resume
@@ -504,10 +584,10 @@ def _run_stage(ps: PlannedStage, plan: Plan, req: RunRequest, device: torch.devi
         metrics.update({k: float(v) for k, v in result.metrics.items()})
         manifest = {
             "key": ps.key, "kind": ps.kind, "stage": ps.name, "stage_version": kind.version,
-            "pipeline": plan.spec.name, "task": plan.task.name, "config": ps.config,
+            "pipeline": job.pipeline, "task": job.task.name, "config": ps.config,
             "inputs": {role: {"stage": ps.inputs[role], "key": a.key, "dir": a.dir.name} for role, a in inputs.items()},
-            "dataset_sha256": next((p.fingerprint.get("sha256") for p in plan.stages if p.kind == "dataset"), None),
-            "seed": req.seed if kind.seeded else None, "device": str(device), "versions": art.package_versions(),
+            "dataset_sha256": job.dataset_sha256,
+            "seed": job.seed if kind.seeded else None, "device": str(device), "versions": art.package_versions(),
             "wall_time": wall, "finished": time.time(), "resumed_from": ctx.resumed_from,
             "steps": ctx.steps_done, "final_metrics": metrics, "outputs": result.outputs,
             "files": art.content_files(ps.dir),
@@ -515,10 +595,8 @@ def _run_stage(ps: PlannedStage, plan: Plan, req: RunRequest, device: torch.devi
         art.write_json_atomic(ps.dir / art.MANIFEST, manifest)  # last: now the artifact is done
         ctx.checkpointer.clear()
         artifact = art.Artifact(ps.dir, manifest)
-        artifacts[ps.name] = artifact
         outcome = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "ran", wall, metrics, ctx.resumed_from)
         callbacks.stage_finished(outcome)
-        return outcome
+        return outcome, artifact
     finally:
         lock.release()
-

@@ -99,7 +99,7 @@ def _collected(fctx: FingerprintContext) -> dict[str, Any]:
     prerequisite = getattr(fctx, "prerequisite", None)
     parent = getattr(fctx, "request", None)
     if prerequisite is None:
-        raise CorlError(f"{label}: needs the pipeline runner to collect (plan with corl.pipeline.runner.plan_run)")
+        raise CorlError(f"{label}: needs the pipeline runner to collect (plan with corl.pipeline.runner.plan_pipeline)")
     preset = cfg.source_preset or None
     if preset is None and parent is not None and parent.preset and parent.preset in load_spec(method).presets:
         preset = parent.preset

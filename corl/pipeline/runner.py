@@ -36,7 +36,8 @@ import torch
 
 from corl.errors import ConfigError, CorlError
 from corl.pipeline import artifacts as art
-from corl.pipeline.checkpoint import Checkpointer, seed_everything
+from corl.checks import check_run_options
+from corl.pipeline.checkpoint import Checkpointer, checkpoint_problem, seed_everything
 from corl.pipeline.context import (FingerprintContext, InterruptFlag, RunOptions, StageContext, StageInterrupted,
                                    StageResult)
 from corl.pipeline.lock import ArtifactLock
@@ -237,6 +238,7 @@ def plan_run(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run: bo
     A fingerprint hook that needs a prerequisite run gets it run here (planned only when
     ``dry_run``, the default: planning alone never trains), reporting through ``callbacks``.
     """
+    check_run_options(req)
     spec = load_spec(req.pipeline)
     task = get_task(req.task)
     configs = spec.resolve(task.name, req.preset, req.overrides)
@@ -278,7 +280,9 @@ def plan_run(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run: bo
             except art.CorruptArtifact as exc:
                 status, reason = "corrupt", str(exc)
         if status == "run" and (directory / art.CHECKPOINT).exists():
-            status = "resume"
+            problem = checkpoint_problem(directory / art.CHECKPOINT)
+            status, reason = ("resume", "") if problem is None else ("restart", f"{art.CHECKPOINT} {problem}: "
+                                                                     "will restart from step 0")
         planned[name] = PlannedStage(name, kind.name, key, directory, status, config_dict(cfg),
                                      dict(sspec.inputs), fp, reason, artifact)
     return Plan(spec, task, configs, list(planned.values()), root, options, list(prerequisites.values()))
@@ -444,7 +448,12 @@ def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run
         result = RunResult(plan.spec.name, plan.task.name, req.seed, req.preset, outcomes, status,
                            record["wall_time"], record_path, record.get("dataset", {}))
         record["scores"] = result.scores
-        write_record(record_path, record)
+        try:
+            write_record(record_path, record)
+        except CorlError:
+            if status == "ok":
+                raise
+            # the run already fails (e.g. the disk is full): report that error, not this one
     callbacks.run_finished(result)
     return result
 

@@ -29,6 +29,13 @@ class PruneRefused(CorlError):
     """``corl cache prune`` cannot prove what is unreferenced (unreadable run records)."""
 
 
+#: Fields ``corl runs`` reads from a record, and their JSON types.
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "started": (int, float), "wall_time": (int, float, type(None)), "pipeline": (str,), "task": (str,),
+    "status": (str,), "preset": (str, type(None)), "scores": (dict,), "seed": (int, type(None)),
+}
+
+
 def runs_dir(root: Path) -> Path:
     return root / "runs"
 
@@ -47,10 +54,18 @@ def read_record(path: Path) -> dict[str, Any]:
     """One run record, checked for what ``runs`` and ``prune`` read; :class:`UnreadableFile` if not."""
     record = read_json(path, dict, "run record")
     stages = record.get("stages", [])
-    if not isinstance(stages, list) or not all(isinstance(s, dict) and isinstance(s.get("dir", ""), str) for s in stages):
-        raise UnreadableFile(f"{path}: unreadable run record: 'stages' must be a list of stage objects")
-    if not isinstance(record.get("started", 0), (int, float)):
-        raise UnreadableFile(f"{path}: unreadable run record: 'started' must be a number")
+    if not isinstance(stages, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("dir", ""), str) and isinstance(s.get("name"), str)
+            and isinstance(s.get("status"), str) and s["status"] for s in stages):
+        raise UnreadableFile(f"{path}: unreadable run record: 'stages' must be a list of stage objects "
+                             "with name, status and dir")
+    for name, kinds in RECORD_FIELDS.items():
+        if name in record and not isinstance(record[name], kinds):
+            raise UnreadableFile(f"{path}: unreadable run record: field {name!r} has the wrong type "
+                                 f"({type(record[name]).__name__})")
+    scores = record.get("scores", {})
+    if not all(isinstance(v, dict) for v in scores.values()):
+        raise UnreadableFile(f"{path}: unreadable run record: 'scores' must map labels to objects")
     return record
 
 

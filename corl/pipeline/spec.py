@@ -126,7 +126,11 @@ class PipelineSpec:
             raise ConfigError(f"{where}: stage {stage!r} ({self.stages[stage].kind.name}) has no key {key!r}{did_you_mean(key, fields)}")
         value = parse_value(raw.strip())
         hint = typing.get_type_hints(self.stages[stage].kind.config).get(key, Any)
-        check_value(key, _coerce(value, hint, where), where, fields[key])  # the error names the --set
+        try:
+            coerced = _coerce(value, hint, where)
+        except ConfigError:
+            return stage, key, value  # a type error: build_config names the key and the type expected
+        check_value(key, coerced, where, fields[key])  # a range error names the --set
         return stage, key, value
 
 

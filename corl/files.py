@@ -42,8 +42,9 @@ ENVIRONMENT_ERRNOS = {
     errno.ENOENT: "no such file or directory",
     errno.EFBIG: "file too large for this file system",
 }
-#: Free space kept in reserve beyond a write's estimate (file-system metadata, fsync slack).
-SPACE_MARGIN = 64 * 1024
+#: Free space a write needs beyond its bytes: a block for the file's metadata and rounding,
+#: plus 1/64 of its size (indirect blocks of large files).
+SPACE_MARGIN = 4096
 
 
 class DiskError(CorlError):
@@ -102,7 +103,7 @@ def check_free_space(path: str | Path, needed: int) -> None:
         free = shutil.disk_usage(directory).free
     except OSError:
         return  # cannot tell: the write itself will say
-    if free < needed + SPACE_MARGIN:
+    if free < needed + SPACE_MARGIN + needed // 64:
         raise DiskError(f"{path}: no space left on device (needs about {_human(needed)}, "
                         f"{_human(free)} free on {directory})")
 

@@ -150,21 +150,39 @@ def test_free_space_is_checked_before_writing(tmp_path, capsys, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- real tmpfs
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A real 256 KiB tmpfs (root only: mounting needs CAP_SYS_ADMIN). 256 KiB, not 64: the tiny
-    run's checkpoint alone is 35 KiB, and the run must complete once the filler is gone."""
-    mnt = tmp_path / "tiny"
+def _mount_tmpfs(mnt: Path, options: str):
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root; the patched-ENOSPC tests above cover the same paths")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"mount -t tmpfs not permitted here: {done.stderr.strip()}")
     try:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 256 KiB tmpfs (root only: mounting needs CAP_SYS_ADMIN). 256 KiB, not 64: the tiny
+    run's checkpoint alone is 35 KiB, and the run must complete once the filler is gone."""
+    yield from _mount_tmpfs(tmp_path / "tiny", "size=256k")
+
+
+@pytest.fixture
+def readonly_tmpfs(tmp_path):
+    yield from _mount_tmpfs(tmp_path / "ro", "ro,size=64k")
+
+
+def test_real_read_only_cache_root(readonly_tmpfs, tmp_path, capsys, monkeypatch):
+    spec, data = write_spec(tmp_path, TRAIN_ONLY_SPEC), write_dataset(tmp_path)
+    for root in (readonly_tmpfs, readonly_tmpfs / "sub"):
+        result = corl(capsys, monkeypatch, "run", str(spec), "--task", TASK, "--dataset", str(data),
+                      "--checkpoints", str(root))
+        assert_one_line(result, str(readonly_tmpfs), "read-only file system")
+    assert_one_line(corl(capsys, monkeypatch, "datasets", "convert", str(data), str(readonly_tmpfs / "x.hdf5")),
+                    str(readonly_tmpfs), "read-only")
 
 
 def test_real_tiny_filesystem(tiny_tmpfs, reference, tmp_path, capsys, monkeypatch):

@@ -153,7 +153,7 @@ def cache_ls(checkpoints: Optional[str] = typer.Option(None, "--checkpoints", he
     root = cache_root(checkpoints)
     records, problems = read_records(root)
     for problem in problems:
-        console.print(f"[yellow]skipped {problem} (its artifacts count as referenced by none)[/]", highlight=False,
+        console.print(f"[yellow]skipped {problem} (not counted in 'runs'; prune refuses until it is fixed)[/]", highlight=False,
                       soft_wrap=True)
     entries = scan_cache(root, records)
     table = Table(title=f"artifact cache {root}", title_justify="left")

@@ -34,9 +34,9 @@ from typing import Any, Callable
 
 import torch
 
+from corl.checks import check_run_options
 from corl.errors import ConfigError, CorlError
 from corl.pipeline import artifacts as art
-from corl.checks import check_run_options
 from corl.pipeline.checkpoint import Checkpointer, checkpoint_problem, seed_everything
 from corl.pipeline.context import (FingerprintContext, InterruptFlag, RunOptions, StageContext, StageInterrupted,
                                    StageResult)

@@ -139,6 +139,14 @@ class StageContext:
         if self.interrupt.requested:
             raise StageInterrupted(self.name, None)
 
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The stage's last checkpoint, or None; an unreadable one is announced, never silent
+        (the plan said "will restart"; the stage says it again as it starts over)."""
+        payload = self.checkpointer.load()
+        if self.checkpointer.dropped:
+            self.callbacks.message(f"{self.name}: {self.checkpointer.dropped}", "warning")
+        return payload
+
     def train_loop(self, total_steps: int, get_state: Callable[[], dict[str, Any]],
                    set_state: Callable[[dict[str, Any]], None]) -> "TrainLoop":
         return TrainLoop(self, int(total_steps), get_state, set_state)
@@ -215,9 +223,7 @@ class TrainLoop:
 
     def __iter__(self) -> Iterator[int]:
         ctx = self.ctx
-        payload = ctx.checkpointer.load()
-        if ctx.checkpointer.dropped:  # never silent: the plan said "will restart", say it again here
-            ctx.callbacks.message(f"{ctx.name}: {ctx.checkpointer.dropped}", "warning")
+        payload = ctx.load_checkpoint()
         metrics_path = ctx.out_dir / METRICS
         if payload is not None and 0 < payload["step"] <= self.total:
             self.set_state(payload["state"])

@@ -221,7 +221,7 @@ class _EpochCheckpoints:
 
     def restore(self) -> int:
         ctx = self.ctx
-        payload = ctx.checkpointer.load()
+        payload = ctx.load_checkpoint()
         metrics_path = ctx.out_dir / METRICS
         if payload is not None and payload["step"] > 0:
             self.learner.load_state_dict(payload["state"]["learner"])

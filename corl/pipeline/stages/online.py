@@ -363,7 +363,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     pool_eps: list[dict[str, Any]] = []  # finished learners' episode metadata
     learner_index = 0
     resume: dict[str, Any] | None = None
-    payload = ckpt.load()
+    payload = ctx.load_checkpoint()
     if payload is not None and 0 < int(payload["step"]) <= total:
         resume = payload["state"]
         learner_index = int(resume["learner"])

@@ -6,6 +6,7 @@ only assembles them and turns a :class:`corl.errors.CorlError` into one red line
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 
 from corl.errors import CorlError
+from corl.files import disk_error, is_environment_error
 
 os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
 
@@ -70,6 +72,15 @@ def main() -> None:
         raise
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # a directory created or a file written outside corl.files (a library's own write):
+        # the machine's problem (full, read-only, permission) is still one line naming the path
+        if not is_environment_error(exc):
+            raise
+        err = disk_error(exc.filename or "(unnamed file)", exc, "cannot write" if exc.errno not in
+                         (errno.ENOENT, errno.ENOTDIR) else "cannot open")
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
         # typer may vendor click (typer._click), so match by behaviour, not by import
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):

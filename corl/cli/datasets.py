@@ -161,7 +161,9 @@ def convert(
     """Convert a D4RL (or DSRL) file into corl's canonical DSRL format."""
     from corl.data.formats.dsrl import write_dsrl
     from corl.data.io import read_dataset
+    from corl.files import check_writable_target
 
+    check_writable_target(dst)
     dataset = read_dataset(src, fmt)
     dataset.metadata["converted_from"] = str(src)
     if task:
@@ -195,7 +197,9 @@ def import_minari_cmd(
     """Import a local Minari dataset into a DSRL-format HDF5 file."""
     from corl.data.formats.dsrl import write_dsrl
     from corl.data.formats.minari import import_minari
+    from corl.files import check_writable_target
 
+    check_writable_target(output)
     dataset = import_minari(dataset_id)
     write_dsrl(dataset, output)
     console.print(f"wrote {output}: {len(dataset)} transitions, {dataset.num_episodes} episodes")
@@ -225,9 +229,14 @@ def collect(
     from corl.data.formats.dsrl import write_dsrl
     from corl.tasks import get_task
 
+    from corl.checks import check_seed
+    from corl.files import check_writable_target
+
     spec = get_task(task)
     if policy not in ("scripted", "random"):
         raise CorlError(f"--policy {policy!r}: expected 'scripted' or 'random'")
+    check_seed(seed)
+    check_writable_target(output)  # before minutes of simulation, not after
     config = CollectConfig(episodes=episodes, policy=policy, seed=seed, aggressiveness=_parse_range(aggressiveness))
     columns = [TextColumn("[bold]collect[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]} ep/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),

@@ -137,6 +137,12 @@ def eval_command(
     from corl.pipeline.artifacts import cache_root
     from corl.tasks import get_task
 
+    from corl.checks import check_seed
+    from corl.pipeline.runner import resolve_device
+
+    resolve_device(device)  # --device cuda without CUDA: one line now, not a traceback later
+    if seed is not None:
+        check_seed(seed)
     names, specs = _split_specs(list(pipelines or []), list(sim2real))
     if eps is not None and not attack:
         raise CorlError("--eps needs --attack (random, action_diff or min_Q)")

@@ -28,6 +28,43 @@ def _model_line(label: str, stage: str, get) -> str:
     return line
 
 
+def score_lines(scores: dict[str, dict[str, float]]) -> list[str]:
+    """One line per (label, stage) of a run's scores, from whatever subset of metrics the stage
+    published (an evaluate stage gives normalized scores; an online stage's periodic evaluation
+    gives only ``eval_reward``/``eval_cost``): a missing number is left out, never formatted."""
+    lines = []
+    for label, values in scores.items():
+        for stage in sorted({k.split("/")[0] for k in values}):
+            get = lambda name: values.get(f"{stage}/{name}")  # noqa: E731
+            if get("episodes") is None and get("model_cost") is not None:  # DRCORL's offline model estimate
+                lines.append(_model_line(label, stage, get))
+                continue
+            parts = []
+            for name in ("normalized_score", "normalized_reward"):
+                if get(name) is not None:
+                    parts.append(f"{name.replace('_', ' ')} {_fmt(get(name), get(name + '_std'))}")
+                    break
+            if get("normalized_cost") is not None:
+                limit = f"limit {get('cost_limit'):g}, " if get("cost_limit") is not None else ""
+                safe = "" if get("safe") is None else ("[green]safe[/]" if get("safe") else "[red]unsafe[/]")
+                parts.append(f"normalized cost {_fmt(get('normalized_cost'), get('normalized_cost_std'))}"
+                             + (f" ({limit}{safe})" if limit or safe else ""))
+            raw = [f"{what} {_fmt(get(name))}" for name, what in (("reward", "raw reward"), ("cost", "cost"),
+                                                                 ("eval_reward", "eval reward"),
+                                                                 ("eval_cost", "eval cost")) if get(name) is not None]
+            if raw:
+                episodes = get("episodes")
+                parts.append(", ".join(raw) + (f" over {episodes:.0f} episodes" if episodes is not None else ""))
+            shown = {"normalized_score", "normalized_reward", "normalized_cost", "cost_limit", "safe", "reward", "cost",
+                     "eval_reward", "eval_cost", "episodes"}
+            rest = [f"{name} {_fmt(v)}" for k, v in values.items() if k.split("/")[0] == stage
+                    for name in [k.split("/", 1)[1]] if name not in shown and not name.endswith("_std")
+                    and name != "length" and "@" not in name and isinstance(v, (int, float))]
+            parts += rest
+            lines.append(f"[bold]{label}[/] ({stage}): " + ("; ".join(parts) or "no scores"))
+    return lines
+
+
 def run(
     pipeline: str = typer.Argument(..., help="Pipeline name (pipelines/NAME.toml) or a path to a .toml spec."),
     task: str = typer.Option(..., "--task", "-t", help="Task name, e.g. OfflineCarCircle-v0."),
@@ -75,23 +112,8 @@ def run(
         sha = str(result.dataset.get("sha256") or "")[:12]  # type: ignore[union-attr]
         console.print(f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}"  # type: ignore[union-attr]
                       f"{', sha256 ' + sha if sha else ''}): {result.dataset['note']}[/]", highlight=False)  # type: ignore[union-attr]
-    for label, scores in result.scores.items():  # type: ignore[union-attr]
-        stages = sorted({k.split("/")[0] for k in scores})
-        for stage in stages:
-            get = lambda name: scores.get(f"{stage}/{name}")  # noqa: E731
-            if get("episodes") is None:  # not a simulator score, e.g. DRCORL's model estimate of its iterates
-                if get("model_cost") is not None:
-                    console.print(_model_line(label, stage, get), highlight=False)
-                continue
-            reward_name = "normalized_score" if get("normalized_score") is not None else "normalized_reward"
-            line = (f"[bold]{label}[/] ({stage}): {reward_name.replace('_', ' ')} "
-                    f"{_fmt(get(reward_name), get(reward_name + '_std'))}")
-            if get("normalized_cost") is not None:
-                safe = "[green]safe[/]" if get("safe") else "[red]unsafe[/]"
-                line += (f", normalized cost {_fmt(get('normalized_cost'), get('normalized_cost_std'))} "
-                         f"(limit {get('cost_limit'):g}, {safe})")
-            line += f"; raw reward {_fmt(get('reward'))}, cost {_fmt(get('cost'))} over {get('episodes'):.0f} episodes"
-            console.print(line, highlight=False)
+    for line in score_lines(result.scores):  # type: ignore[union-attr]
+        console.print(line, highlight=False)
     console.print(f"[dim]run record: {result.record_path}; wall {result.wall_time:.1f}s[/]", highlight=False)  # type: ignore[union-attr]
 
 
@@ -101,9 +123,12 @@ def runs(
 ) -> None:
     """Recent runs: pipeline, task, seed, stages (cached/ran) and scores (final and best apart)."""
     from corl.pipeline.artifacts import cache_root
-    from corl.pipeline.runs import load_records
+    from corl.pipeline.runs import read_records
 
-    records = load_records(cache_root(checkpoints))[:limit]
+    records, problems = read_records(cache_root(checkpoints))
+    records = records[:limit]
+    for problem in problems:
+        console.print(f"[yellow]skipped {problem}[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"corl runs ({cache_root(checkpoints)})", title_justify="left")
     for col in ("started", "pipeline", "task", "seed", "preset", "status", "stages", "final (norm. reward / cost)",
                 "best (norm. reward / cost)", "wall"):
@@ -143,15 +168,20 @@ def _size(n: int) -> str:
 def cache_ls(checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root.")) -> None:
     """Every artifact: task, stage-key, done or partial, size, runs referencing it."""
     from corl.pipeline.artifacts import cache_root
-    from corl.pipeline.runs import scan_cache
+    from corl.pipeline.runs import read_records, scan_cache
 
     root = cache_root(checkpoints)
-    entries = scan_cache(root)
+    records, problems = read_records(root)
+    for problem in problems:
+        console.print(f"[yellow]skipped {problem} (not counted in 'runs'; prune refuses until it is fixed)[/]", highlight=False,
+                      soft_wrap=True)
+    entries = scan_cache(root, records)
     table = Table(title=f"artifact cache {root}", title_justify="left")
     for col in ("task", "artifact", "state", "size", "runs"):
         table.add_column(col)
     for e in entries:
-        state = "[green]done[/]" if e.done else ("[yellow]building[/]" if e.locked else "[dim]partial[/]")
+        state = {"done": "[green]done[/]", "building": "[yellow]building[/]", "corrupt": "[red]corrupt[/]",
+                 "partial": "[dim]partial[/]", "empty": "[dim]empty[/]"}[e.state]
         table.add_row(e.task, e.name, state, _size(e.size_bytes), str(e.referenced_by))
     console.print(table)
     console.print(f"{len(entries)} artifacts, {_size(sum(e.size_bytes for e in entries))}")

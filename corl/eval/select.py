@@ -23,14 +23,13 @@ model estimate) as *best_offline*; there is no implicit best-of selection.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from corl.errors import CorlError, did_you_mean
 from corl.pipeline.artifacts import MANIFEST, Artifact, CorruptArtifact, verify
-from corl.pipeline.runs import load_records, runs_dir
+from corl.pipeline.runs import load_records, read_record, runs_dir
 from corl.tasks import TaskSpec, get_task
 
 
@@ -225,7 +224,7 @@ def select_run(root: Path, run_id: str, task: TaskSpec | None, pipeline: str | N
     path = Path(run_id).expanduser()
     records = load_records(root)
     if path.suffix == ".json" and path.is_file():
-        record = json.loads(path.read_text())
+        record = read_record(path)  # garbage there: one line naming the file
         record["_path"] = str(path)
         matches = [record]
     else:

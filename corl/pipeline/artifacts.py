@@ -6,8 +6,10 @@ the dataset's sha256 and, for seeded kinds, the seed), so equal keys mean reusab
 any change of those gives a new directory, leaving the old one for other runs.
 
 ``manifest.json`` is written last, by rename, so its presence means "done". It stores the
-sha256 of every file the stage wrote; a cache hit re-hashes them, so a truncated or altered
-weights file is detected (and the artifact rebuilt) instead of being silently loaded.
+sha256 of every file the stage wrote (``metrics.jsonl`` included); a cache hit re-hashes them,
+so a truncated or altered file is detected (and the artifact rebuilt) instead of being
+silently loaded. A manifest counts as done only when it has every field downstream stages
+read (:data:`MANIFEST_FIELDS`, with their types): a forged or half-edited one is corrupt.
 """
 
 from __future__ import annotations
@@ -24,21 +26,35 @@ from pathlib import Path
 from typing import Any
 
 from corl.data.hashing import file_sha256
+from corl.errors import CorlError
+from corl.files import DiskError, UnreadableFile, read_json
+from corl.files import write_json_atomic as _write_json_atomic
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
-#: Files in an artifact directory that are bookkeeping, not content (not hashed).
-BOOKKEEPING = (MANIFEST, METRICS, CHECKPOINT)
+#: Files in an artifact directory that are bookkeeping, not content (not hashed): the manifest
+#: itself and the resume checkpoint (removed when the stage finishes). ``metrics.jsonl`` is
+#: content: the curves of a finished stage are part of its result.
+BOOKKEEPING = (MANIFEST, CHECKPOINT)
+#: What a done manifest must hold, and the JSON type of each (what downstream stages read).
+MANIFEST_FIELDS: dict[str, type] = {"key": str, "kind": str, "files": dict, "outputs": dict, "final_metrics": dict}
+#: Files of a cache root that are not artifacts.
+HASH_CACHE = ".hash-cache.json"
 KEY_LENGTH = 12
 
 
 def cache_root(explicit: str | Path | None = None) -> Path:
     """``--checkpoints DIR``, else ``$CORL_CHECKPOINTS``, else ``./checkpoints``."""
     if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("CORL_CHECKPOINTS")
-    return Path(env).expanduser() if env else Path.cwd() / "checkpoints"
+        root, where = Path(explicit).expanduser(), "--checkpoints"
+    elif os.environ.get("CORL_CHECKPOINTS"):
+        root, where = Path(os.environ["CORL_CHECKPOINTS"]).expanduser(), "$CORL_CHECKPOINTS"
+    else:
+        root, where = Path.cwd() / "checkpoints", "cache root"
+    if root.exists() and not root.is_dir():
+        raise DiskError(f"{where} {root}: is a file, expected a directory (the artifact cache root)")
+    return root
 
 
 def canonical_json(value: Any) -> str:
@@ -68,13 +84,9 @@ def artifact_key(
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON to a temporary sibling, fsync, then rename: readers see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(value, handle, indent=2, sort_keys=True, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write JSON to a temporary sibling, fsync, then rename: readers see old or new, never half
+    (:func:`corl.files.atomic_write`: a full or read-only disk is one line naming the path)."""
+    _write_json_atomic(path, value)
 
 
 def package_versions() -> dict[str, str]:
@@ -129,14 +141,21 @@ class CorruptArtifact(Exception):
 def read_manifest(directory: Path) -> dict[str, Any] | None:
     """The manifest, None when absent (not done); raises CorruptArtifact when unreadable."""
     path = directory / MANIFEST
-    if not path.exists():
-        return None
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CorruptArtifact(f"{path}: unreadable manifest ({exc.__class__.__name__})") from None
-    if not isinstance(manifest, dict) or "key" not in manifest or "files" not in manifest:
-        raise CorruptArtifact(f"{path}: manifest lacks key/files")
+        manifest = read_json(path, dict, "manifest")
+    except FileNotFoundError:
+        return None
+    except UnreadableFile as exc:
+        raise CorruptArtifact(str(exc)) from None
+    missing = [name for name in MANIFEST_FIELDS if name not in manifest]
+    if missing:
+        raise CorruptArtifact(f"{path}: manifest lacks {', '.join(missing)}")
+    for name, kind in MANIFEST_FIELDS.items():
+        if not isinstance(manifest[name], kind):
+            raise CorruptArtifact(f"{path}: manifest field {name!r} is a {type(manifest[name]).__name__}, "
+                                  f"expected a {kind.__name__}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        raise CorruptArtifact(f"{path}: manifest field 'files' must map file names to sha256 strings")
     return manifest
 
 
@@ -149,6 +168,8 @@ def verify(directory: Path, expected_key: str | None = None) -> Artifact | None:
         raise CorruptArtifact(f"{directory}: manifest key {manifest['key']} != directory key {expected_key}")
     for rel, digest in manifest["files"].items():
         path = directory / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise CorruptArtifact(f"{directory / MANIFEST}: file entry {rel!r} points outside the artifact")
         if not path.is_file():
             raise CorruptArtifact(f"{path}: missing")
         actual = file_sha256(path)
@@ -166,29 +187,42 @@ def discard(directory: Path) -> None:
 
 
 # ------------------------------------------------------------------------ file hash cache
+def file_identity(path: Path) -> str:
+    """What must stay equal for a memoised hash to be reused: path, device, inode, size,
+    mtime_ns and ctime_ns. ``ctime`` is the point: every write to a file (and every
+    ``utime`` that restores its mtime) sets ctime to now, and no user call can set it back,
+    so an in-place edit with its mtime restored still changes the identity."""
+    st = path.stat()
+    return f"{path}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+
+
 def cached_file_sha256(path: str | Path, root: Path) -> str:
-    """sha256 of a (large) file, memoised by (path, size, mtime) under the cache root.
+    """sha256 of a (large) file, memoised by :func:`file_identity` under the cache root.
 
     Planning needs the dataset's hash on every run, cached reruns included; re-reading a
-    100 MB dataset each time would dominate a cached run. The memo is keyed by size and
-    mtime_ns, so a rewritten file is re-hashed; stages that load the file verify for real.
+    100 MB dataset each time would dominate a cached run. The memo is keyed by the file's
+    identity including inode and ctime (see :func:`file_identity`), so any write to the file
+    since it was hashed, mtime restored or not, makes it hashed again; stages that load the
+    file also verify its content hash for real. A memo that is unreadable (garbage, not a JSON
+    object) is rebuilt: it holds nothing that cannot be recomputed.
     """
     path = Path(path).resolve()
-    st = path.stat()
-    memo_path = root / ".hash-cache.json"
+    memo_path = root / HASH_CACHE
     try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        memo = read_json(memo_path, dict, "hash cache")
+    except (FileNotFoundError, UnreadableFile):
         memo = {}
-    ident = f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    if ident in memo:
-        return memo[ident]
+    ident = file_identity(path)
+    cached = memo.get(ident)
+    if isinstance(cached, str) and len(cached) == 64:
+        return cached
     digest = file_sha256(path)
+    if file_identity(path) != ident:  # written while we hashed: do not memoise a moving target
+        return digest
     memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}
     memo[ident] = digest
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(memo_path, memo)
-    except OSError:
-        pass
+        _write_json_atomic(memo_path, memo)
+    except CorlError:
+        pass  # a read-only cache root: hashing again next time is the only cost
     return digest

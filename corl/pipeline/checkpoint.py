@@ -7,21 +7,40 @@ numpy's and torch's (CPU and CUDA) generator states are saved with the learner's
 ``torch.load(weights_only=True)``, which cannot execute code from a tampered file.
 
 Writes go to a temporary file that is renamed over ``checkpoint.pt``: a kill during the write
-leaves the previous checkpoint intact.
+leaves the previous checkpoint intact. The payload is serialized in memory first and written by
+:func:`corl.files.atomic_write`, so a full disk is one line naming the file and leaves no
+temporary file behind (``torch.save`` straight to a full disk raises ``RuntimeError``).
+An unreadable checkpoint (truncated by a bad disk or a copy) is never silently ignored:
+planning says "will restart" and the stage reports that it restarts from step 0.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from corl.files import torch_save_atomic
+
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be resumed from (cheap: the zip directory torch writes), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "not a torch checkpoint"
+    except FileNotFoundError:
+        return "missing"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        return f"unreadable ({exc.__class__.__name__}: truncated or corrupt)"
+    return None
 
 
 def capture_rng_states() -> dict[str, Any]:
@@ -68,6 +87,7 @@ class Checkpointer:
         self._last_step = 0
         self._last_time = time.monotonic()
         self.saves = 0
+        self.dropped: str | None = None  # why the checkpoint on disk could not be resumed from
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -78,8 +98,12 @@ class Checkpointer:
             return None
         try:
             payload = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:
-            self.path.unlink(missing_ok=True)  # truncated by a crash mid-rename is impossible; a bad disk is not
+            if not isinstance(payload, dict) or not isinstance(payload.get("step"), int) or "state" not in payload:
+                raise ValueError("not a corl checkpoint")
+        except Exception as exc:
+            # truncated by a crash mid-rename is impossible; a bad disk or a copy is not
+            self.dropped = f"{self.path} unreadable ({exc.__class__.__name__}); restarting from step 0"
+            self.path.unlink(missing_ok=True)
             return None
         self._last_step = int(payload["step"])
         self._last_time = time.monotonic()
@@ -92,9 +116,7 @@ class Checkpointer:
 
     def save(self, step: int, state: dict[str, Any]) -> None:
         payload = {"step": int(step), "state": state, "rng": capture_rng_states(), "time": time.time()}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.path)
+        torch_save_atomic(payload, self.path)
         self._last_step = step
         self._last_time = time.monotonic()
         self.saves += 1

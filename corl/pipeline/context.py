@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from corl.errors import CorlError, DatasetError
+from corl.files import append_line, atomic_write
 from corl.pipeline.artifacts import METRICS, Artifact
 from corl.pipeline.checkpoint import Checkpointer, restore_rng_states
 from corl.pipeline.progress import RunCallbacks
@@ -130,14 +131,21 @@ class StageContext:
 
     # ------------------------------------------------------------------ reporting
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        with open(self.out_dir / METRICS, "a") as handle:
-            handle.write(json.dumps({"step": step, **metrics}) + "\n")
+        append_line(self.out_dir / METRICS, json.dumps({"step": step, **metrics}) + "\n")
 
     def progress(self, done: int, total: int | None, metrics: dict[str, float] | None = None) -> None:
         """Progress of non-training work (evaluation); stops the run on Ctrl-C."""
         self.callbacks.stage_progress(self.name, done, total, metrics or {})
         if self.interrupt.requested:
             raise StageInterrupted(self.name, None)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The stage's last checkpoint, or None; an unreadable one is announced, never silent
+        (the plan said "will restart"; the stage says it again as it starts over)."""
+        payload = self.checkpointer.load()
+        if self.checkpointer.dropped:
+            self.callbacks.message(f"{self.name}: {self.checkpointer.dropped}", "warning")
+        return payload
 
     def train_loop(self, total_steps: int, get_state: Callable[[], dict[str, Any]],
                    set_state: Callable[[dict[str, Any]], None]) -> "TrainLoop":
@@ -166,13 +174,16 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except json.JSONDecodeError:
+            entry = json.loads(line)
+        except ValueError:
             break  # a torn last line from a kill
-    path.write_text("".join(f"{line}\n" for line in kept))
+        if not isinstance(entry, dict) or not isinstance(entry.get("step", 0), (int, float)):
+            break
+        if entry.get("step", 0) <= last_step:
+            kept.append(line)
+    atomic_write(path, "".join(f"{line}\n" for line in kept).encode())
 
 
 class TrainLoop:
@@ -212,7 +223,7 @@ class TrainLoop:
 
     def __iter__(self) -> Iterator[int]:
         ctx = self.ctx
-        payload = ctx.checkpointer.load()
+        payload = ctx.load_checkpoint()
         metrics_path = ctx.out_dir / METRICS
         if payload is not None and 0 < payload["step"] <= self.total:
             self.set_state(payload["state"])

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from corl.errors import CorlError
+from corl.files import disk_error, ensure_dir
 
 
 class LockHeld(CorlError):
@@ -40,10 +41,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _parse_info(raw: bytes) -> dict[str, Any] | None:
+    """A lock file's holder info, or None for an empty, garbage or foreign file (never raises:
+    the lock itself is the kernel's flock; the content only names the holder)."""
+    if not raw.strip():
+        return None
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_info(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as handle:
+            return _parse_info(handle.read(4096))
+    except OSError:
+        return None
+
+
 def describe(holder: dict[str, Any] | None) -> str:
     if not holder:
         return "another process"
-    started = time.strftime("%H:%M:%S", time.localtime(holder.get("started", 0)))
+    stamp = holder.get("started")
+    started = time.strftime("%H:%M:%S", time.localtime(stamp)) if isinstance(stamp, (int, float)) and 0 <= stamp < 1e11 else "?"
     return f"pid {holder.get('pid')} on {holder.get('host')} (since {started}: {holder.get('command', '?')})"
 
 
@@ -58,11 +80,11 @@ class ArtifactLock:
         self.recovered_from: dict[str, Any] | None = None
 
     def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock, from the lock file's content; garbage there is nobody we can name."""
         for candidate in (self.path, self.path.with_name(self.path.name + ".excl")):
-            try:
-                return json.loads(candidate.read_text() or "null")
-            except (OSError, json.JSONDecodeError):
-                continue
+            info = _read_info(candidate)
+            if info is not None:
+                return info
         return None
 
     def _info(self) -> bytes:
@@ -72,7 +94,10 @@ class ArtifactLock:
         }).encode()
 
     def _try_flock(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise disk_error(self.path, exc, "cannot create lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -84,16 +109,14 @@ class ArtifactLock:
                 self._excl = True
                 return self._try_excl()
             raise
-        previous = os.pread(fd, 4096, 0)
-        if previous.strip():
-            try:
-                old = json.loads(previous)
-                if old.get("pid") != os.getpid():
-                    self.recovered_from = old  # lock file of a process that died holding it
-            except json.JSONDecodeError:
-                pass
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, self._info(), 0)
+        old = _parse_info(os.pread(fd, 4096, 0))
+        if old is not None and old.get("pid") != os.getpid():
+            self.recovered_from = old  # lock file of a process that died holding it
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._info(), 0)
+        except OSError:
+            pass  # a full disk: the flock holds all the same; only the holder's name is lost
         self._fd = fd
         return True
 
@@ -102,11 +125,9 @@ class ArtifactLock:
         try:
             fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            try:
-                old = json.loads(marker.read_text() or "null") or {}
-            except (OSError, json.JSONDecodeError):
-                old = {}
-            if old.get("host") == socket.gethostname() and not _pid_alive(int(old.get("pid", -1))):
+            old = _read_info(marker) or {}
+            pid = old.get("pid")
+            if old.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
                 marker.unlink(missing_ok=True)
                 self.recovered_from = old
                 return self._try_excl()
@@ -118,7 +139,7 @@ class ArtifactLock:
     def acquire(self, wait: bool = True, timeout: float | None = None,
                 on_wait: Callable[[str], None] | None = None, poll: float = 0.25) -> None:
         """Take the lock; if held, wait (telling ``on_wait`` who holds it) or raise LockHeld."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.path.parent)
         attempt = self._try_excl if self._excl else self._try_flock
         if attempt():
             return

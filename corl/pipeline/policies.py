@@ -40,16 +40,13 @@ def save_policy(out_dir: Path, module: nn.Module, builder: str, kwargs: dict[str
                 obs_mean: torch.Tensor | None = None, obs_std: torch.Tensor | None = None,
                 file: str = "policy.pt") -> dict[str, Any]:
     """Write the policy's weights (atomically) and return its spec for ``outputs["policy"]``."""
-    import os
+    from corl.files import torch_save_atomic
 
     payload: dict[str, Any] = {"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}}
     if obs_mean is not None and obs_std is not None:
         payload["obs_mean"] = obs_mean.detach().cpu()
         payload["obs_std"] = obs_std.detach().cpu()
-    path = Path(out_dir) / file
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    torch_save_atomic(payload, Path(out_dir) / file)
     return {"file": file, "builder": builder, "kwargs": kwargs, "normalize_obs": obs_mean is not None}
 
 

@@ -78,7 +78,8 @@ class RichCallbacks(RunCallbacks):
             table.add_column(col, overflow="fold")
         for s in stages:
             state = {"cached": "[green]cached[/]", "run": "[yellow]will run[/]", "resume": "[yellow]will resume[/]",
-                     "corrupt": "[red]corrupt: will rebuild[/]"}.get(s.status, s.status)
+                     "corrupt": "[red]corrupt: will rebuild[/]",
+                     "restart": "[red]checkpoint unreadable: will restart[/]"}.get(s.status, s.status)
             table.add_row(s.name, s.kind, state, f"{s.dir.parent.name}/{s.dir.name}")
         self.console.print(table)
         for s in stages:

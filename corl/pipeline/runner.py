@@ -34,9 +34,10 @@ from typing import Any, Callable
 
 import torch
 
+from corl.checks import check_run_options
 from corl.errors import ConfigError, CorlError
 from corl.pipeline import artifacts as art
-from corl.pipeline.checkpoint import Checkpointer, seed_everything
+from corl.pipeline.checkpoint import Checkpointer, checkpoint_problem, seed_everything
 from corl.pipeline.context import (FingerprintContext, InterruptFlag, RunOptions, StageContext, StageInterrupted,
                                    StageResult)
 from corl.pipeline.lock import ArtifactLock
@@ -247,6 +248,7 @@ def plan_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None) -> Pla
 def _plan(req: RunRequest, callbacks: RunCallbacks | None, collect: bool, interrupt: InterruptFlag | None) -> Plan:
     """:func:`plan_pipeline`; with ``collect``, a prerequisite run a fingerprint hook needs is
     run (not only planned) first, so every key is known (what :func:`run_pipeline` does)."""
+    check_run_options(req)
     dry_run = not collect
     spec = load_spec(req.pipeline)
     task = get_task(req.task)
@@ -289,7 +291,9 @@ def _plan(req: RunRequest, callbacks: RunCallbacks | None, collect: bool, interr
             except art.CorruptArtifact as exc:
                 status, reason = "corrupt", str(exc)
         if status == "run" and (directory / art.CHECKPOINT).exists():
-            status = "resume"
+            problem = checkpoint_problem(directory / art.CHECKPOINT)
+            status, reason = ("resume", "") if problem is None else ("restart", f"{art.CHECKPOINT} {problem}: "
+                                                                     "will restart from step 0")
         planned[name] = PlannedStage(name, kind.name, key, directory, status, config_dict(cfg),
                                      dict(sspec.inputs), fp, reason, artifact)
     return Plan(spec, task, configs, list(planned.values()), root, options, list(prerequisites.values()))
@@ -466,7 +470,12 @@ def finish_record(record_path: Path, record: dict[str, Any], req: RunRequest, pl
     result = RunResult(plan.spec.name, plan.task.name, req.seed, req.preset, outcomes, status,
                        record["wall_time"], record_path, record.get("dataset", {}))
     record["scores"] = result.scores
-    write_record(record_path, record)
+    try:
+        write_record(record_path, record)
+    except CorlError:
+        if status == "ok":
+            raise
+        # the run already fails (e.g. the disk is full): report that error, not this one
     return result
 
 

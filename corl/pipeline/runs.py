@@ -2,11 +2,16 @@
 
 Why records: they are what ``corl runs`` lists (pipeline, task, seed, stages, scores) and what
 ``corl cache prune`` keeps: an artifact no record references is safe to delete.
+
+A prune deletes only what it can prove unreferenced: when any record is unreadable (not
+UTF-8, not JSON, not a record), it deletes nothing and names the file. Partial directories
+(no manifest) that hold nothing resumable (no ``checkpoint.pt``) and that no live process is
+building are removed even when a failed run's record still names them: there is nothing in
+them a rerun could use.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -14,8 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corl.pipeline.artifacts import MANIFEST, write_json_atomic
-from corl.pipeline.lock import ArtifactLock
+from corl.errors import CorlError
+from corl.files import UnreadableFile, read_json
+from corl.pipeline.artifacts import CHECKPOINT, MANIFEST, CorruptArtifact, read_manifest, write_json_atomic
+from corl.pipeline.lock import ArtifactLock, LockHeld
+
+
+class PruneRefused(CorlError):
+    """``corl cache prune`` cannot prove what is unreferenced (unreadable run records)."""
+
+
+#: Fields ``corl runs`` reads from a record, and their JSON types.
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "started": (int, float), "wall_time": (int, float, type(None)), "pipeline": (str,), "task": (str,),
+    "status": (str,), "preset": (str, type(None)), "scores": (dict,), "seed": (int, type(None)),
+}
 
 
 def runs_dir(root: Path) -> Path:
@@ -32,21 +50,49 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     write_json_atomic(path, record)
 
 
-def load_records(root: Path) -> list[dict[str, Any]]:
-    """All readable records, newest first."""
-    out = []
+def read_record(path: Path) -> dict[str, Any]:
+    """One run record, checked for what ``runs`` and ``prune`` read; :class:`UnreadableFile` if not."""
+    record = read_json(path, dict, "run record")
+    stages = record.get("stages", [])
+    if not isinstance(stages, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("dir", ""), str) and isinstance(s.get("name"), str)
+            and isinstance(s.get("status"), str) and s["status"] for s in stages):
+        raise UnreadableFile(f"{path}: unreadable run record: 'stages' must be a list of stage objects "
+                             "with name, status and dir")
+    for name, kinds in RECORD_FIELDS.items():
+        if name in record and not isinstance(record[name], kinds):
+            raise UnreadableFile(f"{path}: unreadable run record: field {name!r} has the wrong type "
+                                 f"({type(record[name]).__name__})")
+    scores = record.get("scores", {})
+    if not all(isinstance(v, dict) for v in scores.values()):
+        raise UnreadableFile(f"{path}: unreadable run record: 'scores' must map labels to objects")
+    return record
+
+
+def read_records(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(readable records newest first, one line per unreadable record)."""
+    out: list[dict[str, Any]] = []
+    problems: list[str] = []
     directory = runs_dir(root)
     if not directory.is_dir():
-        return out
+        return out, problems
     for path in directory.glob("*.json"):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            record = read_record(path)
+        except FileNotFoundError:
+            continue  # removed while we listed
+        except UnreadableFile as exc:
+            problems.append(str(exc))
             continue
         record["_path"] = str(path)
         out.append(record)
     out.sort(key=lambda r: r.get("started", 0), reverse=True)
-    return out
+    return out, sorted(problems)
+
+
+def load_records(root: Path) -> list[dict[str, Any]]:
+    """All readable records, newest first (:func:`read_records` also says which were not)."""
+    return read_records(root)[0]
 
 
 @dataclass
@@ -59,20 +105,36 @@ class CacheEntry:
     referenced_by: int
     locked: bool
     wall_time: float | None
+    corrupt: str = ""  # why its manifest does not check out (then ``done`` is False)
+    resumable: bool = False  # a partial artifact holding a checkpoint a rerun resumes from
+
+    @property
+    def state(self) -> str:
+        if self.done:
+            return "done"
+        if self.locked:
+            return "building"
+        if self.corrupt:
+            return "corrupt"
+        return "partial" if self.resumable else "empty"
 
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def scan_cache(root: Path) -> list[CacheEntry]:
-    """Every artifact directory under ``root`` with its state and how many runs reference it."""
+def scan_cache(root: Path, records: list[dict[str, Any]] | None = None) -> list[CacheEntry]:
+    """Every artifact directory under ``root`` with its state and how many runs reference it.
+
+    Done means what ``corl run`` means by it: a manifest that :func:`read_manifest` accepts
+    (files are not re-hashed here; a run does that on use).
+    """
     refs: dict[str, int] = {}
-    for record in load_records(root):
+    for record in load_records(root) if records is None else records:
         for stage in record.get("stages", []):
             if stage.get("dir"):
                 refs[stage["dir"]] = refs.get(stage["dir"], 0) + 1
-    entries = []
+    entries: list[CacheEntry] = []
     if not root.is_dir():
         return entries
     for task_dir in sorted(root.iterdir()):
@@ -82,28 +144,52 @@ def scan_cache(root: Path) -> list[CacheEntry]:
             if not art.is_dir() or art.name.startswith("."):
                 continue
             rel = f"{task_dir.name}/{art.name}"
-            manifest = None
-            if (art / MANIFEST).exists():
-                try:
-                    manifest = json.loads((art / MANIFEST).read_text())
-                except (OSError, json.JSONDecodeError):
-                    manifest = None
+            manifest, corrupt = None, ""
+            try:
+                manifest = read_manifest(art)
+            except CorruptArtifact as exc:
+                corrupt = str(exc)
+            wall = manifest.get("wall_time") if manifest else None
             entries.append(CacheEntry(task_dir.name, art.name, art, manifest is not None, _size(art),
                                       refs.get(rel, 0), ArtifactLock(art).is_locked_by_other(),
-                                      manifest.get("wall_time") if manifest else None))
+                                      wall if isinstance(wall, (int, float)) else None, corrupt,
+                                      (art / CHECKPOINT).is_file()))
     return entries
 
 
+def prune_candidates(entries: list[CacheEntry]) -> list[CacheEntry]:
+    """Unreferenced artifacts, and partial ones with nothing to resume; never a locked one."""
+    return [e for e in entries if not e.locked and (e.referenced_by == 0 or e.state == "empty")]
+
+
 def prune(root: Path, dry_run: bool = True) -> list[CacheEntry]:
-    """Remove (or, dry, list) artifacts no run record references; locked ones are kept."""
-    victims = [e for e in scan_cache(root) if e.referenced_by == 0 and not e.locked]
-    if not dry_run:
-        for entry in victims:
-            lock = ArtifactLock(entry.dir)
+    """Remove (or, dry, list) what :func:`prune_candidates` selects.
+
+    Raises :class:`PruneRefused`, deleting nothing, when any run record is unreadable: an
+    artifact only that record references would look unreferenced.
+    """
+    records, problems = read_records(root)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise PruneRefused(f"cache prune deleted nothing: {problems[0]}{more}; an artifact only an unreadable "
+                           f"run record references cannot be told from an unreferenced one. Fix or remove "
+                           f"the record{'s' if len(problems) > 1 else ''} under {runs_dir(root)} and prune again")
+    victims = prune_candidates(scan_cache(root, records))
+    if dry_run:
+        return victims
+    removed = []
+    for entry in victims:
+        lock = ArtifactLock(entry.dir)
+        try:
             lock.acquire(wait=False)
-            try:
-                shutil.rmtree(entry.dir, ignore_errors=True)
-            finally:
-                lock.release()
-                lock.path.unlink(missing_ok=True)
-    return victims
+        except LockHeld:
+            continue  # a run started building it since the scan
+        try:
+            if entry.referenced_by and ((entry.dir / MANIFEST).exists() or (entry.dir / CHECKPOINT).exists()):
+                continue  # no longer empty: the run holding it wrote something since the scan
+            shutil.rmtree(entry.dir, ignore_errors=True)
+            removed.append(entry)
+        finally:
+            lock.release()
+            lock.path.unlink(missing_ok=True)
+    return removed

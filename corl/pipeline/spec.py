@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corl.checks import check_config, check_value
 from corl.errors import ConfigError, closest
 
 
@@ -123,7 +124,14 @@ class PipelineSpec:
         fields = self.stages[stage].kind.config_fields
         if key not in fields:
             raise ConfigError(f"{where}: stage {stage!r} ({self.stages[stage].kind.name}) has no key {key!r}{did_you_mean(key, fields)}")
-        return stage, key, parse_value(raw.strip())
+        value = parse_value(raw.strip())
+        hint = typing.get_type_hints(self.stages[stage].kind.config).get(key, Any)
+        try:
+            coerced = _coerce(value, hint, where)
+        except ConfigError:
+            return stage, key, value  # a type error: build_config names the key and the type expected
+        check_value(key, coerced, where, fields[key])  # a range error names the --set
+        return stage, key, value
 
 
 def _same_task(spec_name: str, task: str) -> bool:
@@ -199,9 +207,11 @@ def build_config(kind: StageKind, values: dict[str, Any], where: str) -> Any:
             raise ConfigError(f"{where}.{key}: unknown key for stage kind {kind.name!r}{did_you_mean(key, fields)}")
         kwargs[key] = _coerce(value, hints.get(key, Any), f"{where}.{key}")
     try:
-        return kind.config(**kwargs)
+        config = kind.config(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    check_config(config, where)  # ranges and finiteness, by field (corl.checks)
+    return config
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -46,7 +46,7 @@ import numpy as np
 from corl.data.formats.dsrl import _open
 from corl.data.hashing import file_sha256
 from corl.data.dataset import TransitionDataset
-from corl.data.validation import normalize_shapes, validate_arrays
+from corl.data.validation import check_declared, normalize_shapes, read_node, validate_arrays
 from corl.errors import DatasetError
 
 #: Keys a D4RL file must have (next_observations and costs are optional).
@@ -75,18 +75,10 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]
     meta: dict[str, Any] = {}
     info_keys: list[str] = []
     with _open(path) as handle:
-        for key in D4RL_REQUIRED + D4RL_OPTIONAL:
-            node = handle.get(key)
-            if node is None:
-                continue
-            if not isinstance(node, h5py.Dataset):
-                raise DatasetError(f"{path}: key '{key}' is an HDF5 group, expected a dataset")
-            try:
-                arrays[key] = node[()]
-            except (OSError, KeyError, ValueError) as exc:
-                raise DatasetError(
-                    f"{path}: key '{key}' unreadable (truncated or corrupt file: {exc.__class__.__name__})"
-                ) from None
+        present = tuple(k for k in D4RL_REQUIRED + D4RL_OPTIONAL if k in handle)
+        check_declared(handle, present, path)
+        for key in present:
+            arrays[key] = read_node(handle, key, path)
         group = handle.get("metadata")
         if isinstance(group, h5py.Group):
             # Only small scalars/strings are kept: metadata is for records, not for data.

@@ -29,6 +29,7 @@ import torch
 from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig,
                                PolicyLearner, build_score_net, initial_observations, iql_reward_scale)
 from corl.algos.drcorl.policy import calibration_rows
+from corl.files import torch_save_atomic
 from corl.nn.diffusion import VPSchedule
 from corl.pipeline.context import StageContext, StageResult
 from corl.pipeline.policies import save_policy
@@ -124,8 +125,8 @@ def behavior_stage(ctx: StageContext) -> StageResult:
     learner = BehaviorLearner(data.obs_dim, data.act_dim, _learner_config(BehaviorConfig, cfg), ctx.device,
                               seed=ctx.seed)
     steps = _train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
-    torch.save({"net": {k: v.detach().cpu() for k, v in learner.net.state_dict().items()}},
-               ctx.out_dir / "behavior.pt")
+    torch_save_atomic({"net": {k: v.detach().cpu() for k, v in learner.net.state_dict().items()}},
+                      ctx.out_dir / "behavior.pt")
     val = learner.evaluate_loss(data.sample(min(len(data), 4096), ctx.generator(offset=1)))
     return StageResult(metrics={"steps": float(steps), "behavior/val_loss": val},
                        outputs={"file": "behavior.pt", "config": dataclasses.asdict(learner.config),
@@ -141,7 +142,7 @@ def critics_stage(ctx: StageContext) -> StageResult:
     scale = iql_reward_scale(data, cfg.reward_scale_episode_steps)
     learner = CriticLearner(data.obs_dim, data.act_dim, _learner_config(CriticConfig, cfg), scale, ctx.device)
     steps = _train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
-    torch.save(learner.state_dict(), ctx.out_dir / "critics.pt")
+    torch_save_atomic(learner.state_dict(), ctx.out_dir / "critics.pt")
     return StageResult(metrics={"steps": float(steps), "reward_scale": scale, **ctx.last_train_metrics},
                        outputs={"file": "critics.pt", "config": dataclasses.asdict(learner.config),
                                 "reward_scale": scale})

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from corl.eval.rollout import rollout
 from corl.eval.scores import summarize
+from corl.files import atomic_write
 from corl.pipeline.context import StageContext, StageResult
 from corl.pipeline.registry import register_stage
 
@@ -59,11 +60,10 @@ def evaluate_stage(ctx: StageContext) -> StageResult:
                      progress=lambda done, total: ctx.progress(done, total))
     metrics = summarize(ctx.task, result.reward, result.cost, result.length, limit,
                         extra_limits=ctx.task.cost_limits, prefix=f"{cfg.label}/")
-    with open(ctx.out_dir / "episodes.json", "w") as handle:
-        json.dump({"reward": result.reward.tolist(), "cost": result.cost.tolist(),
-                   "length": result.length.tolist(), "cost_limit": limit, "seed": ctx.seed,
-                   "policy_artifact": policy_art.dir.name, "policy_label": policy_art.outputs.get("label"),
-                   "policy_output": cfg.policy_output},
-                  handle, indent=1)
+    episodes = {"reward": result.reward.tolist(), "cost": result.cost.tolist(),
+                "length": result.length.tolist(), "cost_limit": limit, "seed": ctx.seed,
+                "policy_artifact": policy_art.dir.name, "policy_label": policy_art.outputs.get("label"),
+                "policy_output": cfg.policy_output}
+    atomic_write(ctx.out_dir / "episodes.json", json.dumps(episodes, indent=1).encode())
     return StageResult(metrics=metrics, outputs={"cost_limit": limit, "label": cfg.label,
                                                  "policy": policy_art.outputs.get("label")})

@@ -45,6 +45,7 @@ import torch
 from corl.algos.micro import DynamicsConfig, DynamicsLearner, GaussianEnsembleDynamics, MICROConfig, MICROTrainer
 from corl.algos.micro import paper_config, termination_fn
 from corl.errors import CorlError
+from corl.files import torch_save_atomic
 from corl.pipeline.artifacts import METRICS, Artifact
 from corl.pipeline.checkpoint import restore_rng_states
 from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
@@ -220,7 +221,7 @@ class _EpochCheckpoints:
 
     def restore(self) -> int:
         ctx = self.ctx
-        payload = ctx.checkpointer.load()
+        payload = ctx.load_checkpoint()
         metrics_path = ctx.out_dir / METRICS
         if payload is not None and payload["step"] > 0:
             self.learner.load_state_dict(payload["state"]["learner"])
@@ -264,8 +265,8 @@ def dynamics_stage(ctx: StageContext) -> StageResult:
     fit = learner.fit(data, _fit_generator(ctx), on_epoch_end=epochs)
     ctx.steps_done = learner.epoch
 
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}},
-               ctx.out_dir / DYNAMICS_FILE)
+    torch_save_atomic({"state_dict": {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}},
+                      ctx.out_dir / DYNAMICS_FILE)
     elites = [int(e) for e in learner.model.elites.tolist()]
     holdout = learner.best_holdout.tolist()
     config = dataclasses.asdict(dcfg)
@@ -330,8 +331,8 @@ def micro_policy_stage(ctx: StageContext) -> StageResult:
     policy = save_policy(ctx.out_dir, trainer.learner.actor, "tanh_gaussian", kwargs)
     # The final SAC reward critic, for `corl eval --attack min_Q` (MICRO's attack judges the
     # perturbed action with it); read back by corl.eval.critics, weights only.
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in trainer.learner.critic.state_dict().items()}},
-               ctx.out_dir / "critic.pt")
+    torch_save_atomic({"state_dict": {k: v.detach().cpu() for k, v in trainer.learner.critic.state_dict().items()}},
+                      ctx.out_dir / "critic.pt")
     critic = {"file": "critic.pt", "key": "state_dict", "what": "reward Q ensemble (MICRO's final SAC critic)",
               "kwargs": {"num_q": cfg.num_critics, "hidden": list(cfg.hidden)}}
     limit = cfg.cost_limit if cfg.cost_limit is not None else ctx.task.cost_limit

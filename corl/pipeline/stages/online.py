@@ -47,6 +47,7 @@ import torch
 
 from corl.algos.cvpo.config import CVPOConfig
 from corl.errors import ConfigError, CorlError
+from corl.files import atomic_write, atomic_write_via
 from corl.pipeline.artifacts import METRICS
 from corl.pipeline.checkpoint import restore_rng_states
 from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
@@ -190,9 +191,7 @@ def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float, snapshot
     policy = {**save_policy(ctx.out_dir, actor, builder, kwargs, mean, std, file=f"{stem}.pt"),
               "cost_limit": float(limit), **(extra or {})}
     # the spec beside the weights: a resumed run lists policies of learners it did not train itself
-    tmp = ctx.out_dir / f".{stem}.json.tmp"
-    tmp.write_text(json.dumps(policy, sort_keys=True))
-    os.replace(tmp, ctx.out_dir / f"{stem}.json")
+    atomic_write(ctx.out_dir / f"{stem}.json", json.dumps(policy, sort_keys=True).encode())
     return policy
 
 
@@ -300,10 +299,7 @@ class _Spill:
         if n == 0:
             return
         final = self.directory / f".episodes-{self.rows:012d}-{n}.npz"
-        tmp = final.with_name(f".spill.{os.getpid()}.tmp")  # the runner sweeps .*.tmp leftovers
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, final)
+        atomic_write_via(final, lambda buffer: np.savez(buffer, **arrays))
         self.rows += n
 
     def load_all(self) -> dict[str, np.ndarray]:
@@ -367,7 +363,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     pool_eps: list[dict[str, Any]] = []  # finished learners' episode metadata
     learner_index = 0
     resume: dict[str, Any] | None = None
-    payload = ckpt.load()
+    payload = ctx.load_checkpoint()
     if payload is not None and 0 < int(payload["step"]) <= total:
         resume = payload["state"]
         learner_index = int(resume["learner"])
@@ -550,18 +546,13 @@ def _write_hdf5(arrays: dict[str, np.ndarray], episodes: list[dict[str, Any]], m
     from corl.data.dataset import TransitionDataset
     from corl.data.formats.dsrl import write_dsrl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write_dsrl(TransitionDataset.from_numpy(arrays, metadata), tmp)
-        with h5py.File(tmp, "a") as handle:
-            group = handle.create_group(EPISODE_GROUP) if episodes else None
-            for key, value in (_episode_columns(episodes).items() if group is not None else ()):
+    def episode_group(handle: "h5py.File") -> None:
+        if episodes:
+            group = handle.create_group(EPISODE_GROUP)
+            for key, value in _episode_columns(episodes).items():
                 group.create_dataset(key, data=value)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return write_dsrl(TransitionDataset.from_numpy(arrays, metadata), path, extra=episode_group)
 
 
 def _read_episodes(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:

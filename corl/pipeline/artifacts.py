@@ -28,8 +28,9 @@ from corl.data.hashing import file_sha256
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+CURVES = "training_curves.png"  # drawn from metrics.jsonl (corl.pipeline.curves): a view, not content
 #: Files in an artifact directory that are bookkeeping, not content (not hashed).
-BOOKKEEPING = (MANIFEST, METRICS, CHECKPOINT)
+BOOKKEEPING = (MANIFEST, METRICS, CHECKPOINT, CURVES)
 KEY_LENGTH = 12
 
 

@@ -300,6 +300,9 @@ class _PrefixedCallbacks(RunCallbacks):
     def stage_progress(self, stage: str, done: int, total: int | None, metrics: dict[str, float]) -> None:
         self.inner.stage_progress(self.prefix + stage, done, total, metrics)
 
+    def metrics_logged(self, stage: str, step: int, metrics: dict[str, Any]) -> None:
+        self.inner.metrics_logged(self.prefix + stage, step, metrics)
+
     def stage_finished(self, outcome: StageOutcome) -> None:
         self.inner.stage_finished(dataclasses.replace(outcome, name=self.prefix + outcome.name))
 
@@ -449,6 +452,18 @@ def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None, dry_run
     return result
 
 
+def _draw_curves(ps: PlannedStage, plan: Plan, result: StageResult, callbacks: RunCallbacks) -> None:
+    """``training_curves.png`` beside the artifact (``corl.pipeline.curves``); a plotting
+    failure is a warning, never a lost training run."""
+    from corl.pipeline.curves import write_for_stage
+
+    try:
+        what = ps.name if ps.name == ps.kind else f"{ps.name} ({ps.kind})"
+        write_for_stage(ps.dir, f"{plan.spec.name}: {what} on {plan.task.name}", result.outputs, ps.config)
+    except Exception as exc:  # noqa: BLE001
+        callbacks.message(f"{ps.name}: training curves not drawn ({type(exc).__name__}: {exc})", "warning")
+
+
 def _current(plan: Plan, outcomes: list[StageOutcome]) -> str | None:
     done = {o.name for o in outcomes}
     return next((s.name for s in plan.stages if s.name not in done), None)
@@ -498,6 +513,7 @@ def _run_stage(ps: PlannedStage, plan: Plan, req: RunRequest, device: torch.devi
         if not isinstance(result, StageResult):
             raise TypeError(f"stage kind {ps.kind!r} returned {type(result).__name__}, expected StageResult")
         wall = time.time() - t0
+        _draw_curves(ps, plan, result, callbacks)
         # full names: 'critic/loss' and 'actor/loss' must not collapse into one 'train/loss'
         metrics = {f"train/{k}": v for k, v in ctx.last_train_metrics.items()}
         metrics.update({k: float(v) for k, v in result.metrics.items()})

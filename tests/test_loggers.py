@@ -18,13 +18,29 @@ def _run(tmp_path, logger):
                     logger=logger)
 
 
-def test_tensorboard_event_file_holds_the_metric_names(tmp_path):
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """One tiny run streamed to both loggers (W&B offline: no mode or key configured)."""
+    base = tmp_path_factory.mktemp("loggers")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("WANDB_MODE", "WANDB_API_KEY"):
+            mp.delenv(var, raising=False)
+        mp.setenv("WANDB_SILENT", "true")
+        mp.setenv("CORL_OFFLINE", "1")
+        from corl.pipeline.loggers import wandb_mode
+
+        assert wandb_mode() == "offline"
+        result = _run(base, "tensorboard,wandb")
+    return base / "checkpoints" / "logs", result
+
+
+def test_tensorboard_event_file_holds_the_metric_names(logged):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = _run(tmp_path, "tensorboard")
-    logs = list((tmp_path / "checkpoints" / "logs" / "tensorboard").iterdir())
-    assert len(logs) == 1 and list(logs[0].glob("events.out.tfevents.*"))
-    acc = EventAccumulator(str(logs[0]))
+    logs, result = logged
+    runs = list((logs / "tensorboard").iterdir())
+    assert len(runs) == 1 and list(runs[0].glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(runs[0]))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     # the train loop's metric (every log_every=10 steps of 60) and the evaluation's final scores
@@ -34,19 +50,13 @@ def test_tensorboard_event_file_holds_the_metric_names(tmp_path):
         result.final["evaluate/normalized_reward"], rel=1e-6)
 
 
-def test_wandb_runs_offline_and_records_the_metric_names(tmp_path, monkeypatch):
-    for var in ("WANDB_MODE", "WANDB_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    from corl.pipeline.loggers import wandb_mode
-
-    assert wandb_mode() == "offline"
-    _run(tmp_path, "wandb")
-    runs = list((tmp_path / "checkpoints" / "logs" / "wandb").glob("offline-run-*"))
+def test_wandb_runs_offline_and_records_the_metric_names(logged):
+    logs, _ = logged
+    runs = list((logs / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    blobs = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    records = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
     for name in (b"bc/bc/nll", b"bc/step", b"evaluate/final/normalized_reward"):
-        assert name in blobs, name
+        assert name in records, name
 
 
 def test_unknown_logger_is_one_line(tmp_path):

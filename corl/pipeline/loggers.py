@@ -171,6 +171,9 @@ class WandbLogger(MetricLogger):
 
     def close(self) -> None:
         self.run.finish()
+        # finish() returns before W&B's service has written an offline run's records; teardown
+        # waits for it (a later wandb.init starts a fresh service)
+        self.wandb.teardown()
 
 
 def parse_loggers(logger: str | Sequence[str] | None) -> list[str]:

@@ -95,6 +95,11 @@ class Run:
     result: Any = None  # the runner's RunResult
 
     @property
+    def root(self) -> Path:
+        """The cache root the run used (its record lives in ``<root>/runs/``)."""
+        return self.record_path.parent.parent
+
+    @property
     def ran(self) -> list[str]:
         return [o.name for o in self.result.stages if o.status == "ran"] if self.result is not None else []
 
@@ -170,6 +175,7 @@ def evaluate(target: "str | Sequence[str] | Run | None" = None, *, task: str | N
     if isinstance(target, Run):
         run, task = str(target.record_path), task or target.task
         names = [target.pipeline]
+        checkpoints = checkpoints or target.root
     elif isinstance(target, str):
         names = [target]
     elif target is not None:
@@ -248,6 +254,7 @@ def select_policy(source: "Run | str | Path", *, task: str | None = None, checkp
     root = cache_root(checkpoints)
     spec_task = get_task(task) if task else None
     if isinstance(source, Run):
+        root = Path(checkpoints).expanduser() if checkpoints else source.root
         found = select.select_run(root, str(source.record_path), spec_task, None)
     elif Path(str(source)).expanduser().is_dir():
         found = select.select_artifact(root, source, spec_task)

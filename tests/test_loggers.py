@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from _pipeline_util import TASK, TINY_SPEC, subprocess_env, write_dataset, write_spec
+from _pipeline_util import TASK, TINY_SPEC, TRAIN_ONLY_SPEC, subprocess_env, write_dataset, write_spec
 
 
 def _run(tmp_path, logger):
@@ -67,8 +67,9 @@ def test_unknown_logger_is_one_line(tmp_path):
 
 
 def test_without_logger_nothing_new_is_imported(tmp_path):
-    """A whole ``corl run`` in a fresh process: tensorboard and wandb stay out of sys.modules."""
-    spec, data = write_spec(tmp_path, TINY_SPEC), write_dataset(tmp_path)
+    """A whole ``corl run`` in a fresh process: tensorboard and wandb stay out of sys.modules
+    (train-only spec: the simulator adds time, not imports of either)."""
+    spec, data = write_spec(tmp_path, TRAIN_ONLY_SPEC), write_dataset(tmp_path)
     code = ("import sys\n"
             f"sys.argv = ['corl', 'run', {str(spec)!r}, '--task', {TASK!r}, '--dataset', {str(data)!r}, "
             f"'--device', 'cpu', '--checkpoints', {str(tmp_path / 'checkpoints')!r}]\n"

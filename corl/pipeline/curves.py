@@ -31,8 +31,9 @@ LOSS_PATTERN = re.compile(r"(loss|nll|mse)", re.IGNORECASE)
 SKIP = {"step", "episode", "learner", "seed", "training_step", "cost_limit", "epoch", "learner_step",
         "episode_length", "cum_violations", "cum_violation_excess"}
 MAX_LOSS_PANELS = 6
-REWARD_COST_KEYS = (("eval_reward", "eval_cost", "deterministic evaluation"),
-                    ("episode_reward", "episode_cost", "training episodes"))
+# training episodes first (the periodic evaluations are drawn over them), evaluations alone else
+REWARD_COST_KEYS = (("episode_reward", "episode_cost", "training episodes"),
+                    ("eval_reward", "eval_cost", "deterministic evaluation"))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -78,19 +79,26 @@ def _smooth(values: np.ndarray, k: int) -> np.ndarray:
     return np.convolve(values, np.ones(k) / k, mode="valid")
 
 
+def layout(rows: Sequence[dict[str, Any]], cost_limits: Sequence[float] = ()
+           ) -> tuple[list[tuple[str, str]], tuple[str, str, str] | None, list[float]]:
+    """(panels as (loss|reward|cost, metric), the reward/cost pair drawn, the cost limits dashed):
+    the stage's ``cost_limits`` plus any ``cost_limit`` its metric lines carry."""
+    panels: list[tuple[str, str]] = [("loss", k) for k in loss_keys(rows)]
+    pair = next(((r, c, what) for r, c, what in REWARD_COST_KEYS if any(r in row for row in rows)), None)
+    if pair is not None:
+        panels += [("reward", pair[0]), ("cost", pair[1])]
+    limits = sorted({float(v) for v in cost_limits if v is not None}
+                    | {float(r["cost_limit"]) for r in rows if _is_number(r.get("cost_limit"))})
+    return panels, pair, limits
+
+
 def plot_training_curves(metrics_path: Path, out: Path, title: str,
                          cost_limits: Sequence[float] = ()) -> Path | None:
     """Draw ``out`` (PNG) from ``metrics_path``; None when there is nothing to draw."""
     rows = read_metrics(metrics_path)
-    losses = loss_keys(rows)
-    pair = next(((r, c, what) for r, c, what in REWARD_COST_KEYS if any(r in row for row in rows)), None)
-    panels: list[tuple[str, str]] = [("loss", k) for k in losses]
-    if pair is not None:
-        panels += [("reward", pair[0]), ("cost", pair[1])]
+    panels, pair, limits = layout(rows, cost_limits)
     if not panels:
         return None
-    limits = sorted({float(v) for v in cost_limits if v is not None}
-                    | {float(r["cost_limit"]) for r in rows if _is_number(r.get("cost_limit"))})
     from corl.eval.plots import _figure
 
     cols = min(3, len(panels))
@@ -149,4 +157,4 @@ def write_for_stage(directory: Path, title: str, outputs: dict[str, Any], config
     return plot_training_curves(directory / METRICS, directory / CURVES_FILE, title, cost_limits_of(outputs, config))
 
 
-__all__ = ["CURVES_FILE", "plot_training_curves", "write_for_stage", "read_metrics", "loss_keys", "cost_limits_of"]
+__all__ = ["CURVES_FILE", "layout", "plot_training_curves", "write_for_stage", "read_metrics", "loss_keys", "cost_limits_of"]

@@ -20,7 +20,8 @@ $(PY):
 $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test,ray]"
+	# the optional extras too (Ray for sweeps, loggers, ONNX export, MP4 video), so `make test` covers them
+	$(PIP) install -q -e ".[test,ray,tensorboard,wandb,onnx,video]"
 	# Packages whose metadata pins what does not build on Python 3.11 (see README, Install).
 	$(PIP) install -q --no-deps safety-gymnasium==0.4.0 dsrl==0.1.0
 	$(PY) -c "import corl.envs.compat as c; c.import_dsrl(); print('corl stack installed')"

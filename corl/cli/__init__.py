@@ -46,7 +46,7 @@ def _register_all() -> None:
     from corl.cli import datasets as datasets_cli
 
     datasets_cli.register(app)
-    for name in ("run", "eval", "sweep"):
+    for name in ("run", "runs", "eval", "export", "sweep"):
         try:
             module = __import__(f"corl.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

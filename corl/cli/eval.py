@@ -1,7 +1,8 @@
 """``corl eval``: how good, how safe and how robust a trained policy is.
 
-Thin on purpose: selection lives in :mod:`corl.eval.select`, measuring and writing in
-:mod:`corl.eval.report`; this module turns options into those calls and prints the table.
+Thin on purpose: it calls :func:`corl.evaluate` (the Python API; selection in
+:mod:`corl.eval.select`, the session in :mod:`corl.eval.session`, measuring and writing in
+:mod:`corl.eval.report`, videos in :mod:`corl.eval.video`) and prints the table.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from corl.errors import CorlError
-
 console = Console()
 
-DEFAULT_EPS = "0:0.2:5"
+from corl.eval import DEFAULT_EPS  # noqa: E402 (light: the package init imports nothing heavy)
 
 
 def _split_specs(pipelines: list[str], sim2real: list[str]) -> tuple[list[str], list[str]]:
@@ -114,8 +113,8 @@ def eval_command(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task name, e.g. OfflineCarCircle-v0."),
     run_id: Optional[str] = typer.Option(None, "--run", help="A run id (record file name or a unique part of it)."),
     artifact: Optional[str] = typer.Option(None, "--artifact", help="A policy (or evaluate) artifact directory."),
-    episodes: Optional[int] = typer.Option(None, "--episodes", "-n", help="Episodes per condition (default: the run's evaluate stage, else 10)."),
-    num_envs: Optional[int] = typer.Option(None, "--num-envs", help="Vector envs (batched inference); default: the run's, else 4."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", "-n", help="Episodes per condition, in total (default: the run's evaluate stage, else 10)."),
+    num_envs: Optional[int] = typer.Option(None, "--num-envs", help="Vector envs the episodes are spread over (batched inference); default: the run's, else 4."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Env seed of env 0 (env i: seed+i); default: the run's seed."),
     cost_limit: Optional[float] = typer.Option(None, "--cost-limit", help="Judge safety at this limit (default: the policy's training limit)."),
     cost_limits: Optional[str] = typer.Option(None, "--cost-limits", help="DSRL's protocol, e.g. 10,20,40: per threshold (the policy trained at it when one exists) and averaged."),
@@ -131,11 +130,18 @@ def eval_command(
     iterates: int = typer.Option(4, "--iterates", min=0, help="DRCORL: roll out this many labelled policy iterates "
                                  "(plus the final and best-offline ones) and rank-correlate the model estimate with "
                                  "the simulator (0: off)."),
+    video: int = typer.Option(0, "--video", help="Record N episodes per policy as MP4 (GIF without ffmpeg) under <eval dir>/videos/."),
+    video_every: int = typer.Option(1, "--video-every", help="Keep one frame in K steps (rendering costs far more than a step)."),
+    video_size: Optional[str] = typer.Option(None, "--video-size", help="Frame size WxH (default: the simulator's)."),
+    video_perturbed: bool = typer.Option(False, "--video-perturbed", help="Also record each sim2real cell and attack budget."),
 ) -> None:
     """Evaluate trained policies: normalized reward and cost, sim2real physics sweeps, observation attacks."""
-    from corl.eval import report, select
-    from corl.pipeline.artifacts import cache_root
-    from corl.tasks import get_task
+    if video:
+        from corl.eval.video import prefer_egl
+
+        prefer_egl()  # before anything imports mujoco
+    import corl.api as api
+    from corl.eval import report
 
     from corl.checks import check_seed
     from corl.pipeline.runner import resolve_device
@@ -144,88 +150,15 @@ def eval_command(
     if seed is not None:
         check_seed(seed)
     names, specs = _split_specs(list(pipelines or []), list(sim2real))
-    if eps is not None and not attack:
-        raise CorlError("--eps needs --attack (random, action_diff or min_Q)")
-    opts = report.EvalOptions(
-        episodes=episodes, num_envs=num_envs, seed=seed, cost_limit=cost_limit,
-        cost_limits=report.parse_limits(cost_limits) if cost_limits else (), sim2real=tuple(specs),
-        attack=attack, eps=report.parse_eps(eps or DEFAULT_EPS) if attack else (0.0,), attack_steps=attack_steps,
-        candidates=candidates, device=device, command=shlex.join(["corl", *sys.argv[1:]]))
-    root = cache_root(checkpoints)
-    spec_task = get_task(task) if task else None
-
-    # ---------------------------------------------------------------- which policies
-    selections: list[tuple[list, str | None]] = []  # (policies of one source, pipeline name for per-limit lookup)
-    if artifact:
-        if names or run_id:
-            raise CorlError("--artifact selects one policy: drop the pipeline names / --run")
-        selections.append((select.select_artifact(root, artifact, spec_task), None))
-    elif run_id:
-        if len(names) > 1:
-            raise CorlError("--run selects one run: give at most one pipeline name with it")
-        selections.append((select.select_run(root, run_id, spec_task, names[0] if names else None), None))
-    else:
-        if not names:
-            known = select.known_pipelines(root)
-            raise CorlError(f"name a pipeline ({', '.join(known) or 'bc, drcorl, micro'}), --run ID or --artifact PATH")
-        if spec_task is None:
-            raise CorlError(f"--task is required with a pipeline name, e.g. corl eval {names[0]} --task OfflineCarCircle-v0")
-        for name in dict.fromkeys(names):
-            selections.append((select.select_latest(root, name, spec_task), name))
-
-    # ---------------------------------------------------------------- validate everything first
-    from corl.eval.attacks import _canonical
-    from corl.eval.critics import check_critic_dims, load_critic
-
-    wants_q = bool(attack) and _canonical(attack) == "min_Q"
-    if critic and not wants_q:
-        raise CorlError("--critic is only used by --attack min_Q")
-    given_critic = load_critic(critic, device) if (critic and wants_q) else None
-    jobs = []
-    for policies, pipeline in selections:
-        for sel in policies:
-            q = None
-            if wants_q:
-                q = given_critic or select.critic_for(sel, device)
-                if q is None:
-                    raise CorlError(f"the min_Q attack needs a Q critic and the {sel.label} policy "
-                                    f"({sel.artifact.dir.name}) keeps none; pass --critic PATH (a drcorl_critics or "
-                                    "micro_policy artifact, or a .pt critic file)"
-                                    + ("; micro_policy artifacts built before corl saved critic.pt have none: "
-                                       "delete the artifact and rerun the pipeline" if sel.artifact.kind == "micro_policy" else ""))
-                check_critic_dims(q, sel.task.obs_dim, sel.task.act_dim)
-            per_limit = {}
-            if opts.cost_limits and pipeline is not None and sel.checkpoint == "final":
-                for limit in opts.cost_limits:
-                    try:
-                        per_limit[limit] = next(p for p in select.select_latest(root, pipeline, sel.task, limit)
-                                                if p.checkpoint == "final")
-                    except CorlError:
-                        pass  # no policy trained at this limit: the primary one is judged there (and labelled so)
-            jobs.append((sel, q, per_limit, report.prepare(sel, opts, q)))
-
-    # ---------------------------------------------------------------- measure, write, print
-    first = jobs[0][0]
-    console.print(f"[bold]corl eval[/] {escape(', '.join(f'{s.name} [{s.checkpoint}]' for s, *_ in jobs))} on "
-                  f"{first.task.name}", highlight=False)
-    evals = []
-    for sel, q, per_limit, prepared in jobs:
-        st = prepared.setting
-        console.print(f"[dim]{escape(sel.name)}: {escape(str(sel.artifact.dir))}"
-                      + (f" (run {escape(sel.run_id)})" if sel.run_id else "")
-                      + f"; {st.episodes} episodes x {st.num_envs} envs, env seeds from {st.seed}[/]", highlight=False)
-        evals.append(report.evaluate_policy(sel, opts, q, per_limit,
-                                            progress=lambda msg: console.print(f"[dim]  {escape(msg)}[/]", highlight=False),
-                                            prepared=prepared))
-    for ev in evals:  # DRCORL: the model estimate of labelled iterates against the simulator
-        if ev.selected.checkpoint == "final" and ev.selected.model_estimate and iterates > 0:
-            from corl.eval.iterates import evaluate_iterates
-
-            st = ev.data
-            ev.data["iterates"] = evaluate_iterates(
-                ev.selected, iterates, st["episodes"], st["num_envs"], st["seed"], st["cost_limit"], device,
-                progress=lambda msg: console.print(f"[dim]  {escape(msg)}[/]", highlight=False))
-    written = report.write_outputs(evals, opts, out)
+    session = api.evaluate(
+        names, task=task, run=run_id, artifact=artifact, episodes=episodes, num_envs=num_envs, seed=seed,
+        cost_limit=cost_limit, cost_limits=cost_limits, sim2real=specs, attack=attack, eps=eps,
+        attack_steps=attack_steps, candidates=candidates, critic=critic, out=out, checkpoints=checkpoints,
+        device=device, video=video, video_every=video_every, video_size=video_size, video_perturbed=video_perturbed,
+        iterates=iterates, progress=lambda msg: console.print(f"[dim]{escape(msg)}[/]", highlight=False, soft_wrap=True),
+        command=shlex.join(["corl", *sys.argv[1:]]))
+    evals = session.evals
+    first = evals[0].selected
     console.print(_table(evals, first.task.name, report.score_key(first.task)))
     model_table = _model_table(evals)
     if model_table is not None:
@@ -244,8 +177,9 @@ def eval_command(
             console.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
         console.print(escape(f"eval.json: {ev.out_dir / 'eval.json'}" + "".join(f"\nplot: {p}" for p in ev.files)),
                       highlight=False, soft_wrap=True)
-    if written["compare"]:
-        console.print(escape(f"comparison: {written['compare']}/eval.json and its PNGs"), highlight=False, soft_wrap=True)
+    if session.written["compare"]:
+        console.print(escape(f"comparison: {session.written['compare']}/eval.json and its PNGs"), highlight=False,
+                      soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

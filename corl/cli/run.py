@@ -1,8 +1,7 @@
-"""``corl run``, ``corl runs`` and ``corl cache ls|prune``: the pipeline engine's commands."""
+"""``corl run`` and ``corl cache ls|prune``: the pipeline engine's commands (``corl runs``: ``runs.py``)."""
 
 from __future__ import annotations
 
-import datetime as _dt
 from typing import List, Optional
 
 import typer
@@ -79,19 +78,21 @@ def run(
     wait: bool = typer.Option(True, "--wait/--no-wait", help="If another run holds a stage's lock: wait, or exit."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
     checkpoint_seconds: Optional[float] = typer.Option(None, "--checkpoint-seconds", help="... or every S seconds."),
+    logger: List[str] = typer.Option([], "--logger", help="Also stream metrics to tensorboard or wandb (optional extras; W&B offline unless configured). Repeatable."),
 ) -> None:
     """Run a pipeline on a task: cached stages are skipped, interrupted ones resume."""
+    import corl.api as api
     from corl.pipeline.progress import RichCallbacks
-    from corl.pipeline.runner import RunInterrupted, RunRequest, plan_pipeline, run_pipeline
+    from corl.pipeline.runner import RunInterrupted
 
-    req = RunRequest(pipeline=pipeline, task=task, preset=preset, seed=seed, overrides=list(overrides), device=device,
-                     dataset=dataset, offline=True if offline else None, checkpoints=checkpoints, wait=wait,
-                     checkpoint_every_steps=checkpoint_every, checkpoint_every_seconds=checkpoint_seconds)
+    options = dict(preset=preset, seed=seed, overrides=list(overrides), device=device, dataset=dataset,
+                   offline=True if offline else None, checkpoints=checkpoints, wait=wait,
+                   checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     callbacks = RichCallbacks(console)
     console.print(f"[bold]corl run[/] {pipeline} --task {task}" + (f" --preset {preset}" if preset else "")
                   + f" --seed {seed}" + (" [dim](dry run)[/]" if dry_run else ""), highlight=False)
     if dry_run:
-        plan = plan_pipeline(req, callbacks)
+        plan = api.plan(pipeline, task, callbacks=callbacks, **options)
         callbacks.plan(plan.stages)  # a prerequisite run's plan was shown while planning
         pending = [s.name for s in plan.stages if s.status == "pending"]
         if pending:
@@ -102,7 +103,7 @@ def run(
         console.print(f"would run: {', '.join(todo) or 'nothing (all cached)'}")
         return
     try:
-        result = run_pipeline(req, callbacks)
+        result = api.run(pipeline, task, callbacks=callbacks, logger=list(logger), **options).result
     except RunInterrupted as exc:
         if callbacks._started:
             callbacks.progress.stop()
@@ -114,46 +115,11 @@ def run(
                       f"{', sha256 ' + sha if sha else ''}): {result.dataset['note']}[/]", highlight=False)  # type: ignore[union-attr]
     for line in score_lines(result.scores):  # type: ignore[union-attr]
         console.print(line, highlight=False)
-    console.print(f"[dim]run record: {result.record_path}; wall {result.wall_time:.1f}s[/]", highlight=False)  # type: ignore[union-attr]
+    from corl.pipeline.runs import short_id
 
-
-def runs(
-    limit: int = typer.Option(20, "--limit", "-n", help="How many recent runs to list."),
-    checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root."),
-) -> None:
-    """Recent runs: pipeline, task, seed, stages (cached/ran) and scores (final and best apart)."""
-    from corl.pipeline.artifacts import cache_root
-    from corl.pipeline.runs import read_records
-
-    records, problems = read_records(cache_root(checkpoints))
-    records = records[:limit]
-    for problem in problems:
-        console.print(f"[yellow]skipped {problem}[/]", highlight=False, soft_wrap=True)
-    table = Table(title=f"corl runs ({cache_root(checkpoints)})", title_justify="left")
-    for col in ("started", "pipeline", "task", "seed", "preset", "status", "stages", "final (norm. reward / cost)",
-                "best (norm. reward / cost)", "wall"):
-        table.add_column(col, overflow="fold")
-    for r in records:
-        stages = " ".join(f"{s['name']}:{'c' if s['status'] == 'cached' else s['status'][0]}" for s in r.get("stages", []))
-        cells = []
-        for labels in (("final",), ("best", "best_offline")):  # DRCORL's best_offline beside best, tagged
-            parts = []
-            for label in labels:
-                scores = r.get("scores", {}).get(label, {})
-                tag = "offline " if label == "best_offline" else ""
-                for k, v in scores.items():
-                    if k.endswith(("/normalized_reward", "/normalized_score")):
-                        stage = k.split("/")[0]
-                        cost = scores.get(f"{stage}/normalized_cost")
-                        parts.append(tag + (f"{v:.3f} / {cost:.3f}" if cost is not None else f"{v:.3f}"))
-            cells.append(", ".join(parts) or "-")
-        started = _dt.datetime.fromtimestamp(r.get("started", 0)).strftime("%Y-%m-%d %H:%M")
-        wall = f"{r['wall_time']:.1f}s" if r.get("wall_time") is not None else "-"
-        table.add_row(started, r.get("pipeline", "?"), r.get("task", "?"), str(r.get("seed")), r.get("preset") or "-",
-                      r.get("status", "?"), stages, *cells, wall)
-    console.print(table)
-    if not records:
-        console.print("[dim]no runs yet: try `corl run bc --task OfflineCarCircle-v0 --preset quick`[/]")
+    run_id = short_id({"_path": str(result.record_path)})  # type: ignore[union-attr]
+    console.print(f"[dim]run {run_id} (corl runs --show {run_id}; curves: corl runs --plot {run_id}): record "
+                  f"{result.record_path}; wall {result.wall_time:.1f}s[/]", highlight=False, soft_wrap=True)  # type: ignore[union-attr]
 
 
 def _size(n: int) -> str:
@@ -205,5 +171,4 @@ def cache_prune(
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
-    app.command("runs")(runs)
     app.add_typer(cache_app, name="cache")

@@ -29,7 +29,8 @@ from typing import Any
 
 from corl.errors import CorlError, did_you_mean
 from corl.pipeline.artifacts import MANIFEST, Artifact, CorruptArtifact, verify
-from corl.pipeline.runs import load_records, read_record, runs_dir
+from corl.pipeline.runs import (describe_settings, find_records, load_records, policy_label, record_id, runs_dir,
+                                settings, short_id)
 from corl.tasks import TaskSpec, get_task
 
 
@@ -121,7 +122,7 @@ def _policy_artifact_from(artifact: Artifact) -> Artifact:
 
 
 def _record_id(record: dict[str, Any]) -> str:
-    return Path(record["_path"]).stem
+    return record_id(record)
 
 
 def _from_record(record: dict[str, Any], root: Path) -> tuple[Artifact, dict[str, Any]]:
@@ -190,9 +191,27 @@ def _finished_runs(root: Path, pipeline: str, task: TaskSpec) -> tuple[list[dict
     return [r for r in records if r.get("status") == "ok"], records
 
 
+def _refuse_mixed_settings(root: Path, pipeline: str, task: TaskSpec, finished: list[dict[str, Any]]) -> None:
+    """Several finished runs whose settings differ (``settings``: preset, overrides, data; not
+    the seed): picking the newest would silently evaluate whichever ran last (BC-Safe and BC-All
+    are both ``bc``), so name one run per setting and ask for ``--run``."""
+    newest: dict[tuple, dict[str, Any]] = {}
+    for record in finished:  # newest first
+        newest.setdefault(settings(record), record)
+    if len(newest) < 2:
+        return
+    listed = "; ".join(f"{short_id(r)} ({describe_settings(r, policy_label(r, root))})" for r in newest.values())
+    raise CorlError(f"{len(newest)} kinds of finished {pipeline} runs on {task.name} differ in settings: {listed}; "
+                    f"pick one with --run ID (`corl runs --pipeline {pipeline}` lists them)")
+
+
 def select_latest(root: Path, pipeline: str, task: TaskSpec,
-                  cost_limit: float | None = None) -> list[SelectedPolicy]:
-    """The newest finished run of ``pipeline`` on ``task`` (optionally: trained at ``cost_limit``)."""
+                  cost_limit: float | None = None, strict: bool = True) -> list[SelectedPolicy]:
+    """The newest finished run of ``pipeline`` on ``task`` (optionally: trained at ``cost_limit``).
+
+    ``strict`` (the default): refuse when finished runs differ in settings (see
+    :func:`_refuse_mixed_settings`); runs that differ only in seed are fine (the newest is
+    taken, and the report names it)."""
     known = known_pipelines(root)
     if pipeline not in known:
         raise CorlError(f"unknown pipeline {pipeline!r}{did_you_mean(pipeline, known)}; "
@@ -203,6 +222,8 @@ def select_latest(root: Path, pipeline: str, task: TaskSpec,
         seen = f" ({len(every)} run(s): {', '.join(states)})" if every else ""
         raise CorlError(f"no finished {pipeline} run for task {task.name} under {root}{seen}; train one with: "
                         f"corl run {pipeline} --task {task.name} --preset quick")
+    if strict and cost_limit is None:
+        _refuse_mixed_settings(root, pipeline, task, finished)
     problems = []
     for record in finished:  # newest first
         try:
@@ -220,16 +241,10 @@ def select_latest(root: Path, pipeline: str, task: TaskSpec,
 
 
 def select_run(root: Path, run_id: str, task: TaskSpec | None, pipeline: str | None) -> list[SelectedPolicy]:
-    """``--run ID``: a record file name, a unique prefix/substring of one, or a record path."""
-    path = Path(run_id).expanduser()
-    records = load_records(root)
-    if path.suffix == ".json" and path.is_file():
-        record = read_record(path)  # garbage there: one line naming the file
-        record["_path"] = str(path)
-        matches = [record]
-    else:
-        matches = [r for r in records if _record_id(r) == run_id] or [r for r in records if run_id in _record_id(r)]
+    """``--run ID``: a short id (``corl runs``), a record file name, a unique part of one, or a record path."""
+    matches = find_records(root, run_id)
     if not matches:
+        records = load_records(root)
         ids = [_record_id(r) for r in records]
         raise CorlError(f"no run {run_id!r} under {runs_dir(root)}{did_you_mean(run_id, ids)}"
                         f"{'' if ids else ' (no runs at all)'}; `corl runs` lists them")

@@ -193,10 +193,19 @@ class CholeskyGaussianPolicy(_BoundedPolicy):
         self.register_buffer("tril_rows", rows, persistent=False)
         self.register_buffer("tril_cols", cols, persistent=False)
 
+    def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic action (the mean) without building the Cholesky factor: the same
+        values as ``act(obs, deterministic=True)``, and no ``diag_embed`` (which ONNX lacks)
+        in an exported graph."""
+        return self._mean(self.trunk(obs))
+
+    def _mean(self, h: torch.Tensor) -> torch.Tensor:
+        low = self.action_bias - self.action_scale
+        return low + 2 * self.action_scale * torch.sigmoid(self.mean_head(h).clamp(-5.0, 5.0))
+
     def params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(obs)
-        low = self.action_bias - self.action_scale
-        mean = low + 2 * self.action_scale * torch.sigmoid(self.mean_head(h).clamp(-5.0, 5.0))
+        mean = self._mean(h)
         entries = self.chol_head(h).clamp(-5.0, 20.0)
         tril = entries.new_zeros(*entries.shape[:-1], self.act_dim, self.act_dim)
         tril[..., self.tril_rows, self.tril_cols] = entries

@@ -33,10 +33,12 @@ from corl.files import write_json_atomic as _write_json_atomic
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+CURVES = "training_curves.png"  # drawn from metrics.jsonl (corl.pipeline.curves): a view, not content
 #: Files in an artifact directory that are bookkeeping, not content (not hashed): the manifest
-#: itself and the resume checkpoint (removed when the stage finishes). ``metrics.jsonl`` is
+#: itself, the resume checkpoint (removed when the stage finishes) and the curves' PNG (redrawn from
+#: metrics.jsonl). ``metrics.jsonl`` is
 #: content: the curves of a finished stage are part of its result.
-BOOKKEEPING = (MANIFEST, CHECKPOINT)
+BOOKKEEPING = (MANIFEST, CHECKPOINT, CURVES)
 #: What a done manifest must hold, and the JSON type of each (what downstream stages read).
 MANIFEST_FIELDS: dict[str, type] = {"key": str, "kind": str, "files": dict, "outputs": dict, "final_metrics": dict}
 #: Files of a cache root that are not artifacts.

@@ -132,6 +132,7 @@ class StageContext:
     # ------------------------------------------------------------------ reporting
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         append_line(self.out_dir / METRICS, json.dumps({"step": step, **metrics}) + "\n")
+        self.callbacks.metrics_logged(self.name, step, metrics)
 
     def progress(self, done: int, total: int | None, metrics: dict[str, float] | None = None) -> None:
         """Progress of non-training work (evaluation); stops the run on Ctrl-C."""

@@ -30,6 +30,9 @@ class RunCallbacks:
 
     def stage_progress(self, stage: str, done: int, total: int | None, metrics: dict[str, float]) -> None: ...
 
+    def metrics_logged(self, stage: str, step: int, metrics: dict[str, Any]) -> None:
+        """A line a stage appended to its ``metrics.jsonl`` (loggers stream these)."""
+
     def stage_finished(self, outcome: "StageOutcome") -> None: ...
 
     def message(self, text: str, level: str = "info") -> None: ...
@@ -37,10 +40,33 @@ class RunCallbacks:
     def run_finished(self, result: "RunResult") -> None: ...
 
 
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each key's shortest ``/``-suffix that no other shown key shares: ``train/critic/loss`` and
+    ``train/actor/loss`` stay ``critic/loss`` and ``actor/loss`` (never two bare ``loss``), a
+    lone ``train/bc/nll`` reads ``nll``. ``final/...`` and ``best/...`` keep their label."""
+    out = {}
+    for key in keys:
+        if key.startswith(("final/", "best/")):
+            out[key] = key
+            continue
+        parts = key.split("/")
+        if parts[0] == "train" and len(parts) > 1:
+            parts = parts[1:]
+        for n in range(1, len(parts) + 1):
+            candidate = "/".join(parts[-n:])
+            clash = [k for k in keys if k != key and (k == candidate or k.endswith("/" + candidate))]
+            if not clash:
+                break
+        out[key] = candidate
+    return out
+
+
 def format_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
+    items = list(metrics.items())[:limit]
+    names = short_names([k for k, _ in items])
     parts = []
-    for key, value in list(metrics.items())[:limit]:
-        short = key.split("/")[-1] if key.count("/") and not key.startswith(("final/", "best/")) else key
+    for key, value in items:
+        short = names[key]
         parts.append(f"{short}={value:.4g}" if isinstance(value, (int, float)) else f"{short}={value}")
     return " ".join(parts)
 

@@ -315,6 +315,9 @@ class _PrefixedCallbacks(RunCallbacks):
     def stage_progress(self, stage: str, done: int, total: int | None, metrics: dict[str, float]) -> None:
         self.inner.stage_progress(self.prefix + stage, done, total, metrics)
 
+    def metrics_logged(self, stage: str, step: int, metrics: dict[str, Any]) -> None:
+        self.inner.metrics_logged(self.prefix + stage, step, metrics)
+
     def stage_finished(self, outcome: StageOutcome) -> None:
         self.inner.stage_finished(dataclasses.replace(outcome, name=self.prefix + outcome.name))
 
@@ -477,6 +480,16 @@ def finish_record(record_path: Path, record: dict[str, Any], req: RunRequest, pl
             raise
         # the run already fails (e.g. the disk is full): report that error, not this one
     return result
+def _draw_curves(ps: PlannedStage, pipeline: str, task: str, result: StageResult, callbacks: RunCallbacks) -> None:
+    """``training_curves.png`` beside the artifact (``corl.pipeline.curves``); a plotting
+    failure is a warning, never a lost training run."""
+    from corl.pipeline.curves import write_for_stage
+
+    try:
+        what = ps.name if ps.name == ps.kind else f"{ps.name} ({ps.kind})"
+        write_for_stage(ps.dir, f"{pipeline}: {what} on {task}", result.outputs, ps.config)
+    except Exception as exc:  # noqa: BLE001
+        callbacks.message(f"{ps.name}: training curves not drawn ({type(exc).__name__}: {exc})", "warning")
 
 
 def _current(plan: Plan, outcomes: list[StageOutcome]) -> str | None:
@@ -588,6 +601,7 @@ def execute_stage(job: StageJob, inputs: dict[str, art.Artifact], callbacks: Run
         if not isinstance(result, StageResult):
             raise TypeError(f"stage kind {ps.kind!r} returned {type(result).__name__}, expected StageResult")
         wall = time.time() - t0
+        _draw_curves(ps, job.pipeline, job.task.name, result, callbacks)
         # full names: 'critic/loss' and 'actor/loss' must not collapse into one 'train/loss'
         metrics = {f"train/{k}": v for k, v in ctx.last_train_metrics.items()}
         metrics.update({k: float(v) for k, v in result.metrics.items()})

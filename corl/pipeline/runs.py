@@ -12,6 +12,7 @@ them a rerun could use.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -193,3 +194,65 @@ def prune(root: Path, dry_run: bool = True) -> list[CacheEntry]:
             lock.release()
             lock.path.unlink(missing_ok=True)
     return removed
+
+
+# ------------------------------------------------------------------------------ ids and settings
+SHORT_ID_LENGTH = 6
+
+
+def record_id(record: dict[str, Any]) -> str:
+    """A record's full id: its file name without ``.json``."""
+    return Path(record["_path"]).stem
+
+
+def short_id(record: dict[str, Any]) -> str:
+    """Six hex characters of the full id's sha1: what ``corl runs`` shows and ``--run`` accepts."""
+    import hashlib
+
+    return hashlib.sha1(record_id(record).encode()).hexdigest()[:SHORT_ID_LENGTH]
+
+
+def find_records(root: Path, given: str) -> list[dict[str, Any]]:
+    """Records matching ``given``: a record path, a full id, a short id, or a unique part of a full id."""
+    path = Path(given).expanduser()
+    if path.suffix == ".json" and path.is_file():
+        record = read_record(path)  # garbage there: one line naming the file
+        record["_path"] = str(path)
+        return [record]
+    records = load_records(root)
+    exact = [r for r in records if record_id(r) == given or short_id(r) == given]
+    return exact or [r for r in records if given in record_id(r)]
+
+
+def policy_label(record: dict[str, Any], root: Path) -> str | None:
+    """The label the run's last policy-producing stage gave its policy (``BC-Safe``, ``DRCORL``, ...)."""
+    label = None
+    for stage in record.get("stages", []):
+        if ":" in stage.get("name", "") or not stage.get("dir"):
+            continue  # a prerequisite run's stage (cvpo:train) is not this run's policy
+        try:
+            outputs = json.loads((root / stage["dir"] / MANIFEST).read_text()).get("outputs", {})
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(outputs.get("policy"), dict) and outputs.get("label"):
+            label = str(outputs["label"])
+    return label
+
+
+def settings(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two runs of a pipeline on a task different methods or data, the seed aside:
+    preset, ``--set`` overrides (sorted) and the dataset's sha256. ``corl eval PIPELINE`` refuses
+    to pick between runs whose settings differ."""
+    return (record.get("preset"), tuple(sorted(record.get("overrides") or [])),
+            (record.get("dataset") or {}).get("sha256"))
+
+
+def describe_settings(record: dict[str, Any], label: str | None = None) -> str:
+    """``quick, --set bc.mode=all`` (and the policy's label first, when known)."""
+    parts = [label] if label else []
+    parts.append(f"preset {record.get('preset')}" if record.get("preset") else "no preset")
+    parts += [f"--set {o}" for o in record.get("overrides") or []]
+    sha = (record.get("dataset") or {}).get("sha256")
+    if sha:
+        parts.append(f"data {str(sha)[:8]}")
+    return ", ".join(parts)

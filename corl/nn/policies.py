@@ -100,6 +100,23 @@ class DeterministicPolicy(_BoundedPolicy):
         return self(obs)
 
 
+class PerturbationActor(nn.Module):
+    """BCQ's perturbation model ``ξ_φ(s, a) = φ·tanh(f([s, a]))``, output ``clamp(a + ξ, ±1)``.
+
+    It works in the normalised action box ``[-1, 1]`` (callers map to the env's box); OSRL
+    uses Tanh hidden activations for it.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
+                 activation: str = "tanh", phi: float = 0.05) -> None:
+        super().__init__()
+        self.phi = phi
+        self.net = MLP(obs_dim + act_dim, act_dim, hidden, activation, output_activation="tanh")
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return (action + self.phi * self.net(torch.cat([obs, action], -1))).clamp(-1.0, 1.0)
+
+
 class DiagGaussianPolicy(_BoundedPolicy):
     """A plain (un-squashed) diagonal Gaussian ``N(μ(s), diag σ²)``: CVPO (FSRL), CPO/PPO (OmniSafe).
 

@@ -34,6 +34,9 @@ def _builtin() -> None:
     _BUILDERS.setdefault("deterministic", DeterministicPolicy)
     _BUILDERS.setdefault("diag_gaussian", DiagGaussianPolicy)  # CVPO, MICE
     _BUILDERS.setdefault("cholesky_gaussian", CholeskyGaussianPolicy)  # CVPO's original parameterisation
+    from corl.algos.bcql import BCQPolicy
+
+    _BUILDERS.setdefault("bcq", BCQPolicy)  # BCQ-Lag: VAE sample + perturbation
 
 
 def save_policy(out_dir: Path, module: nn.Module, builder: str, kwargs: dict[str, Any],

@@ -38,9 +38,11 @@ class TanhGaussianPolicy(_BoundedPolicy):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
                  activation: str = "relu", act_low=None, act_high=None,
-                 state_dependent_std: bool = True) -> None:
+                 state_dependent_std: bool = True, log_std_min: float = LOG_STD_MIN,
+                 log_std_max: float = LOG_STD_MAX) -> None:
         super().__init__(act_low, act_high, act_dim)
         self.state_dependent_std = state_dependent_std
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max  # OSRL's actors: [-20, 2]
         out = 2 * act_dim if state_dependent_std else act_dim
         self.net = MLP(obs_dim, out, hidden, activation)
         if not state_dependent_std:
@@ -54,7 +56,7 @@ class TanhGaussianPolicy(_BoundedPolicy):
             mu, log_std = out.chunk(2, dim=-1)
         else:
             mu, log_std = out, self.log_std.expand_as(out)
-        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
         return Normal(mu, log_std.exp())
 
     def sample(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

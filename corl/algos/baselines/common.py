@@ -68,3 +68,9 @@ def bounds_kwargs(act_low: Sequence[float] | None, act_high: Sequence[float] | N
     """JSON-able action bounds for a policy builder's kwargs."""
     return {"act_low": None if act_low is None else [float(x) for x in act_low],
             "act_high": None if act_high is None else [float(x) for x in act_high]}
+
+
+def soft_clipped_double_q(pair: torch.Tensor, lmbda: float) -> torch.Tensor:
+    """BCQ's target value ``l min(Q1, Q2) + (1 - l) max(Q1, Q2)`` of a ``(2, rows)`` pair."""
+    lo, hi = pair.min(0).values, pair.max(0).values
+    return lmbda * lo + (1.0 - lmbda) * hi

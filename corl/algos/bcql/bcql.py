@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
-from corl.algos.baselines.common import BatchPrep, OfflineSafeConfig, bounds_kwargs
+from corl.algos.baselines.common import BatchPrep, OfflineSafeConfig, bounds_kwargs, soft_clipped_double_q
 from corl.nn import EnsembleQ, PerturbationActor, VAE, group_min, soft_update, vae_loss
 from corl.nn.lagrange import PIDLagrangeMultiplier
 from corl.nn.policies import _BoundedPolicy
@@ -122,11 +122,6 @@ class BCQLLearner:
         self.step = 0
 
     # ------------------------------------------------------------------ losses
-    def _soft_double_q(self, pair: torch.Tensor) -> torch.Tensor:
-        """``l min(Q1, Q2) + (1 - l) max(Q1, Q2)`` for a ``(2, rows)`` pair."""
-        lo, hi = pair.min(0).values, pair.max(0).values
-        return self.cfg.lmbda * lo + (1.0 - self.cfg.lmbda) * hi
-
     @torch.no_grad()
     def _targets(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(4 num_q, B)`` regression targets: ``y`` for the reward members, ``y_c`` for the cost ones."""
@@ -134,8 +129,8 @@ class BCQLLearner:
         s_rep = b["next_obs"].repeat_interleave(n, 0)
         a_next = self.actor_target(s_rep, self.vae.decode(s_rep))
         groups = group_min(self.critic_target(s_rep, a_next), 4)  # reward Q1', Q2', cost Qc1', Qc2'
-        v = self._soft_double_q(groups[:2]).view(-1, n).max(1).values
-        vc = self._soft_double_q(groups[2:]).view(-1, n).max(1).values
+        v = soft_clipped_double_q(groups[:2], cfg.lmbda).view(-1, n).max(1).values
+        vc = soft_clipped_double_q(groups[2:], cfg.lmbda).view(-1, n).max(1).values
         y = b["reward"] + cfg.gamma * b["not_done"] * v
         cost_mask = b["not_done"] if cfg.cost_done_mask else 1.0
         yc = b["cost"] + cfg.gamma * cost_mask * vc

@@ -8,9 +8,10 @@ second ``evaluate`` stage whose scores are labelled ``best/...`` (``label = "bes
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corl.eval.rollout import rollout
+from corl.errors import ConfigError
 from corl.eval.scores import summarize
 from corl.pipeline.context import StageContext, StageResult
 from corl.pipeline.registry import register_stage
@@ -22,6 +23,9 @@ class EvaluateConfig:
     num_envs: int = 4  # synchronous vector envs; batched policy inference over them
     cost_limit: float | None = None  # None: the limit the policy was trained for, else the task's
     label: str = "final"  # which policy this is: "final" or "best" (prefix of every score)
+    #: return/cost targets of a return-conditioned policy (CDT), raw units; None = the policy's own
+    target_return: float | None = field(default=None, metadata={"key": "if_set"})
+    target_cost: float | None = field(default=None, metadata={"key": "if_set"})
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.num_envs < 1:
@@ -36,6 +40,11 @@ def evaluate_stage(ctx: StageContext) -> StageResult:
     cfg: EvaluateConfig = ctx.config
     policy_art = ctx.input("policy")
     policy_fn = ctx.load_policy("policy")
+    if cfg.target_return is not None or cfg.target_cost is not None:
+        if not hasattr(policy_fn, "set_targets"):
+            raise ConfigError(f"evaluate.target_return/target_cost: the policy of stage "
+                              f"{policy_art.outputs.get('label')!r} takes no targets (only CDT does)")
+        policy_fn.set_targets(cfg.target_return, cfg.target_cost)
     limit = cfg.cost_limit
     if limit is None:
         limit = policy_art.outputs.get("cost_limit", ctx.task.cost_limit)

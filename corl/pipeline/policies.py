@@ -40,6 +40,9 @@ def _builtin() -> None:
     from corl.algos.cdt import CDTPolicy
 
     _BUILDERS.setdefault("cdt", CDTPolicy)  # CDT: transformer with per-env histories and targets
+    from corl.algos.fisor import FISORPolicy
+
+    _BUILDERS.setdefault("fisor", FISORPolicy)  # FISOR: DDPM candidates, least feasibility value
 
 
 def save_policy(out_dir: Path, module: nn.Module, builder: str, kwargs: dict[str, Any],

@@ -91,7 +91,7 @@ def build(method: str, data, arrays: dict, batch: int):
 
         init = initial_flags(data.episode_ends)
         corl = COptiDICELearner(COptiDICEConfig(batch_size=batch), obs_dim, act_dim, 3.17, float(init.mean()),
-                                data.observations.std(0), data.actions.std(0))
+                                data.observations.std(0, unbiased=False), data.actions.std(0, unbiased=False))
         model = oa.COptiDICE(**common, f_type="softchi", init_state_propotion=float(init.mean()),
                              observations_std=arrays["observations"].std(0, keepdims=True),
                              actions_std=arrays["actions"].std(0, keepdims=True), num_nu=2, num_chi=2)

@@ -175,7 +175,7 @@ class COptiDICELearner:
         lambda_loss.backward()
         self.lambda_opt.step()
 
-        actor_loss, w_new = self._actor_loss(b)
+        actor_loss, w_new = self._actor_loss(b, lam.detach())
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -185,10 +185,11 @@ class COptiDICELearner:
                      "actor/loss": float(actor_loss.detach())})
         return logs
 
-    def _actor_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``- mean(w log N(a~; mu(s~), sigma(s~)))`` with ``w`` from the updated ``nu``."""
+    def _actor_loss(self, b: dict[str, torch.Tensor], lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``- mean(w log N(a~; mu(s~), sigma(s~)))`` with ``w`` from the updated ``nu`` and the
+        step's ``lambda`` (the value before its own update, as OSRL)."""
         with torch.no_grad():
-            e, _ = self._advantage(b, F.softplus(self.lambda_raw))
+            e, _ = self._advantage(b, lam)
             w = self._weights(e)
             obs = b["obs"] + self.cfg.noise_scale * self.obs_std * torch.randn_like(b["obs"])
             act = b["act"] + self.cfg.noise_scale * self.act_std * torch.randn_like(b["act"])

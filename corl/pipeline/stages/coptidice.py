@@ -13,7 +13,7 @@ from corl.pipeline.stages.bc import action_bounds
 from corl.pipeline.stages.vae import task_threshold, train
 
 
-@register_stage("coptidice", config=COptiDICEConfig, version="1", inputs=("dataset",),
+@register_stage("coptidice", config=COptiDICEConfig, version="2", inputs=("dataset",),
                 description="COptiDICE: stationary-distribution correction with a cost upper bound, weighted BC")
 def coptidice_stage(ctx: StageContext) -> StageResult:
     cfg: COptiDICEConfig = ctx.config
@@ -21,8 +21,9 @@ def coptidice_stage(ctx: StageContext) -> StageResult:
     limit, horizon, thres = task_threshold(ctx, cfg)
     low, high = action_bounds(ctx.task)
     is_init = initial_flags(data.episode_ends)  # timeouts end episodes here, as in OSRL
-    learner = COptiDICELearner(cfg, data.obs_dim, data.act_dim, thres, float(is_init.mean()),
-                               data.observations.std(0), data.actions.std(0), low, high, ctx.device)
+    obs_std, act_std = data.observations.std(0, unbiased=False), data.actions.std(0, unbiased=False)  # numpy's, as OSRL
+    learner = COptiDICELearner(cfg, data.obs_dim, data.act_dim, thres, float(is_init.mean()), obs_std, act_std,
+                               low, high, ctx.device)
 
     def sample(gen: torch.Generator) -> dict[str, torch.Tensor]:
         idx = torch.randint(0, len(data), (cfg.batch_size,), device=data.device, generator=gen)

@@ -94,3 +94,11 @@ def test_fisor_pipeline_resume_is_exact(tmp_path, monkeypatch):
     assert statuses(resumed) == {"dataset": "cached", "fisor": "ran"}
     assert resumed.stages[1].resumed_from == 23
     assert same_policy(reference.stages[1].dir, resumed.stages[1].dir)
+    import json
+
+    from corl.pipeline.policies import load_policy_fn
+
+    art = resumed.stages[1].dir
+    spec = json.loads((art / "manifest.json").read_text())["outputs"]["policy"]
+    action = load_policy_fn(art, spec)(torch.zeros(3, 8))  # the evaluate stage's loader
+    assert action.shape == (3, 2) and bool((action.abs() <= 1).all())

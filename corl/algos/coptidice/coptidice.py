@@ -175,7 +175,7 @@ class COptiDICELearner:
         lambda_loss.backward()
         self.lambda_opt.step()
 
-        actor_loss, w_new = self._actor_loss(b, lam.detach())
+        actor_loss, _ = self._actor_loss(b, lam.detach())
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()

@@ -62,3 +62,20 @@ def test_bcql_pipeline_resume_is_exact_and_reruns_are_cached(tmp_path, monkeypat
     assert same_policy(reference.stages[2].dir, resumed.stages[2].dir)
     again = run(write_spec(tmp_path, SPEC, "bcql.toml"), write_dataset(tmp_path), checkpoints=str(tmp_path / "resumed"))
     assert set(statuses(again).values()) == {"cached"}
+
+
+def test_pid_osrl_form_matches_osrl_controller():
+    """OSRL's LagrangianPIDController: e = qc - thres; d = relu(e - e_prev); I = relu(I + e);
+    lambda = relu(KP relu(e) + KI I + KD d), with e_prev = I = 0 at the start."""
+    from corl.nn.lagrange import PIDLagrangeMultiplier
+
+    kp, ki, kd, thres = 0.1, 0.003, 0.001, 3.17
+    pid = PIDLagrangeMultiplier(thres, kp=kp, ki=ki, kd=kd, form="osrl")
+    e_prev = integral = 0.0
+    for qc in (5.0, 4.0, 1.0, 0.5, 6.0, 2.0, 3.3):
+        e = qc - thres
+        d = max(0.0, e - e_prev)
+        integral = max(0.0, integral + e)
+        e_prev = e
+        expected = max(0.0, kp * max(0.0, e) + ki * integral + kd * d)
+        assert abs(pid.update(qc) - expected) < 1e-6  # corl reads J_c as float32

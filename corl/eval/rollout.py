@@ -9,6 +9,10 @@ Hooks for robustness evaluation:
   attacks, noise); the simulator state is untouched.
 * ``env_hook(env) -> context manager`` is entered for every sub-env for the whole rollout
   (sim2real physics scaling) and exited afterwards, restoring the env.
+
+A policy with memory (a sequence model such as CDT) exposes ``policy_fn.reset()`` (called
+once before the first step) and ``policy_fn.observe(reward, cost, ended)`` (tensors of shape
+``(num_envs,)``, called after every vector step); a plain ``obs -> action`` callable needs neither.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ def rollout(
                     stack.enter_context(env_hook(env))
             obs, _ = venv.reset(seed=seed)
             venv.action_space.seed(seed)
+            observe = getattr(policy_fn, "observe", None)
+            if hasattr(policy_fn, "reset"):
+                policy_fn.reset()
             while done_count < episodes:
                 x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
                 if obs_transform is not None:
@@ -82,9 +89,13 @@ def rollout(
                 act = np.clip(action.detach().cpu().numpy().astype(np.float64), low, high)
                 obs, reward, terminated, truncated, infos = venv.step(act)
                 ep_r += reward
-                ep_c += step_costs(infos, num_envs)
+                step_cost = step_costs(infos, num_envs)
+                ep_c += step_cost
                 ep_l += 1
                 ended = np.logical_or(terminated, truncated)
+                if observe is not None:
+                    observe(torch.as_tensor(reward, dtype=torch.float32),
+                            torch.as_tensor(step_cost, dtype=torch.float32), torch.as_tensor(ended))
                 for i in np.flatnonzero(ended):
                     if len(rewards[i]) < quota[i]:
                         rewards[i].append(float(ep_r[i]))

@@ -43,6 +43,15 @@ class EnsembleQ(nn.Module):
         return q
 
 
+def group_min(q: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(E, ...) -> (groups, ...)``: the min within each of ``groups`` equal member groups.
+
+    OSRL's ``EnsembleDoubleQCritic`` is two groups of ``num_q`` critics, each reduced by min;
+    as one ``EnsembleQ`` of ``2 num_q`` members this is ``group_min(q, 2)``.
+    """
+    return q.reshape(groups, q.shape[0] // groups, *q.shape[1:]).min(1).values
+
+
 class ValueFunction(nn.Module):
     """A state-value critic ``V(s) -> (B,)``."""
 

@@ -55,9 +55,13 @@ class VPSchedule:
 class GaussianFourierTime(nn.Module):
     """``t -> [sin(2 pi t W), cos(2 pi t W)]`` with fixed ``W ~ N(0, scale^2)`` (a buffer)."""
 
-    def __init__(self, num_frequencies: int = 32, scale: float = 30.0) -> None:
+    def __init__(self, num_frequencies: int = 32, scale: float = 30.0, learnable: bool = False) -> None:
         super().__init__()
-        self.register_buffer("freqs", torch.randn(num_frequencies) * scale)
+        freqs = torch.randn(num_frequencies) * scale
+        if learnable:  # FISOR/IDQL learn W (same state_dict key)
+            self.freqs = nn.Parameter(freqs)
+        else:
+            self.register_buffer("freqs", freqs)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         proj = t.reshape(-1, 1) * self.freqs * (2.0 * math.pi)
@@ -94,12 +98,12 @@ class ScoreNet(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, width: int = 256, blocks: int = 3,
                  time_dim: int = 128, fourier_features: int = 32, fourier_scale: float = 30.0,
-                 expansion: int = 4, dropout: float = 0.1) -> None:
+                 expansion: int = 4, dropout: float = 0.1, fourier_learnable: bool = False) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.width, self.num_blocks = obs_dim, act_dim, width, blocks
         self.dropout = dropout
         self.time_embed = nn.Sequential(
-            GaussianFourierTime(fourier_features, fourier_scale),
+            GaussianFourierTime(fourier_features, fourier_scale, fourier_learnable),
             nn.Linear(2 * fourier_features, time_dim), nn.Mish(), nn.Linear(time_dim, time_dim))
         self.inp = nn.Linear(act_dim + obs_dim + time_dim, width)
         self.blocks = nn.ModuleList(ResidualBlock(width, expansion, dropout) for _ in range(blocks))
@@ -168,5 +172,51 @@ def sample_actions(net: ScoreNet, schedule: VPSchedule, obs: torch.Tensor, steps
     x = (x - sigma * net(x, grid[-1].expand(b), obs)) / alpha
     if clip is not None:
         x = x.clamp(*clip)
+    net.train(was_training)
+    return x
+
+
+# --------------------------------------------------------------------------- discrete DDPM
+class DDPMSchedule:
+    """Discrete VP schedule of ``T`` steps (IDQL / FISOR)::
+
+        beta_t = 1 - exp(-b_min / T - (b_max - b_min) (2 t - 1) / (2 T^2)),  t = 1..T
+
+    with ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{i <= t} alpha_i`` (index 0 = t = 1).
+    """
+
+    def __init__(self, steps: int = 5, beta_min: float = 0.1, beta_max: float = 10.0,
+                 device: torch.device | str = "cpu") -> None:
+        t = torch.arange(1, steps + 1, dtype=torch.float64)
+        betas = 1 - torch.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * t - 1) / steps**2)
+        self.steps = steps
+        self.betas = betas.float().to(device)
+        self.alphas = (1 - betas).float().to(device)
+        self.alpha_bars = torch.cumprod(1 - betas, 0).float().to(device)
+
+    def perturb(self, x: torch.Tensor, index: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``sqrt(alpha_bar) x + sqrt(1 - alpha_bar) eps`` at integer steps ``index`` (B,)."""
+        ab = self.alpha_bars[index].unsqueeze(-1)
+        return ab.sqrt() * x + (1 - ab).sqrt() * noise
+
+
+@torch.no_grad()
+def ddpm_sample(net: ScoreNet, schedule: DDPMSchedule, obs: torch.Tensor, generator: torch.Generator | None = None,
+                clip: tuple[float, float] | None = (-1.0, 1.0), temperature: float = 1.0) -> torch.Tensor:
+    """Ancestral DDPM sampling: ``x <- (x - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)``,
+    plus ``sqrt(beta_t) temperature z`` for ``t > 0``, clipped to ``clip`` after every step
+    (FISOR's ``ddpm_sampler`` with ``clip_sampler``). ``net`` receives the raw integer step."""
+    was_training = net.training
+    net.eval()
+    b = obs.shape[0]
+    x = torch.randn(b, net.act_dim, device=obs.device, generator=generator)
+    for i in reversed(range(schedule.steps)):
+        t = torch.full((b,), float(i), device=obs.device)
+        eps = net(x, t, obs)
+        x = (x - schedule.betas[i] / (1 - schedule.alpha_bars[i]).sqrt() * eps) / schedule.alphas[i].sqrt()
+        if i > 0:
+            x = x + schedule.betas[i].sqrt() * temperature * torch.randn(x.shape, device=x.device, generator=generator)
+        if clip is not None:
+            x = x.clamp(*clip)
     net.train(was_training)
     return x

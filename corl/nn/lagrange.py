@@ -63,17 +63,27 @@ class LagrangeMultiplier:
 
 
 class PIDLagrangeMultiplier:
-    """PID-controlled ``λ`` (ReLU'd integral and derivative terms, optional EMA on ``J_c``)."""
+    """PID-controlled ``λ`` (ReLU'd integral and derivative terms, optional EMA on ``J_c``).
+
+    ``form="osrl"`` is OSRL's ``LagrangianPIDController`` exactly: the proportional term is
+    ``kp·relu(e)`` (an over-satisfied constraint does not pull ``λ`` below the integral) and
+    the previous error starts at 0, so the first derivative term is ``kd·relu(e)``. The
+    integral ``I ← max(0, I + ki·e)`` is OSRL's ``ki·relu(I' + e)`` written in λ units.
+    """
 
     def __init__(self, cost_limit: float, kp: float = 0.05, ki: float = 5e-4, kd: float = 0.1,
-                 init_value: float = 0.0, ema_alpha: float = 0.0, upper_bound: float | None = None) -> None:
+                 init_value: float = 0.0, ema_alpha: float = 0.0, upper_bound: float | None = None,
+                 form: str = "corl") -> None:
+        if form not in ("corl", "osrl"):
+            raise ValueError(f"form must be 'corl' or 'osrl', got {form!r}")
+        self.form = form
         self.cost_limit = float(cost_limit)
         self.kp, self.ki, self.kd = kp, ki, kd
         self.ema_alpha = ema_alpha  # 0: no smoothing
         self.upper_bound = upper_bound
         self.integral = float(init_value)
         self.smoothed: float | None = None
-        self.previous: float | None = None
+        self.previous: float | None = self.cost_limit if form == "osrl" else None
         self._value = float(init_value)
 
     @property
@@ -88,7 +98,10 @@ class PIDLagrangeMultiplier:
             self.ema_alpha * self.smoothed + (1 - self.ema_alpha) * j_c)
         derivative = 0.0 if self.previous is None else max(0.0, self.smoothed - self.previous)
         self.previous = self.smoothed
-        value = max(0.0, self.kp * (self.smoothed - self.cost_limit) + self.integral + self.kd * derivative)
+        proportional = self.smoothed - self.cost_limit
+        if self.form == "osrl":
+            proportional = max(0.0, proportional)
+        value = max(0.0, self.kp * proportional + self.integral + self.kd * derivative)
         if self.upper_bound is not None:
             value = min(value, self.upper_bound)
         self._value = value

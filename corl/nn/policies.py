@@ -38,9 +38,11 @@ class TanhGaussianPolicy(_BoundedPolicy):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
                  activation: str = "relu", act_low=None, act_high=None,
-                 state_dependent_std: bool = True) -> None:
+                 state_dependent_std: bool = True, log_std_min: float = LOG_STD_MIN,
+                 log_std_max: float = LOG_STD_MAX) -> None:
         super().__init__(act_low, act_high, act_dim)
         self.state_dependent_std = state_dependent_std
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max  # OSRL's actors: [-20, 2]
         out = 2 * act_dim if state_dependent_std else act_dim
         self.net = MLP(obs_dim, out, hidden, activation)
         if not state_dependent_std:
@@ -54,7 +56,7 @@ class TanhGaussianPolicy(_BoundedPolicy):
             mu, log_std = out.chunk(2, dim=-1)
         else:
             mu, log_std = out, self.log_std.expand_as(out)
-        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
         return Normal(mu, log_std.exp())
 
     def sample(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +100,23 @@ class DeterministicPolicy(_BoundedPolicy):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         return self(obs)
+
+
+class PerturbationActor(nn.Module):
+    """BCQ's perturbation model ``ξ_φ(s, a) = φ·tanh(f([s, a]))``, output ``clamp(a + ξ, ±1)``.
+
+    It works in the normalised action box ``[-1, 1]`` (callers map to the env's box); OSRL
+    uses Tanh hidden activations for it.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
+                 activation: str = "tanh", phi: float = 0.05) -> None:
+        super().__init__()
+        self.phi = phi
+        self.net = MLP(obs_dim + act_dim, act_dim, hidden, activation, output_activation="tanh")
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return (action + self.phi * self.net(torch.cat([obs, action], -1))).clamp(-1.0, 1.0)
 
 
 class DiagGaussianPolicy(_BoundedPolicy):

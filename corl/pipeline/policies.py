@@ -34,6 +34,15 @@ def _builtin() -> None:
     _BUILDERS.setdefault("deterministic", DeterministicPolicy)
     _BUILDERS.setdefault("diag_gaussian", DiagGaussianPolicy)  # CVPO, MICE
     _BUILDERS.setdefault("cholesky_gaussian", CholeskyGaussianPolicy)  # CVPO's original parameterisation
+    from corl.algos.bcql import BCQPolicy
+
+    _BUILDERS.setdefault("bcq", BCQPolicy)  # BCQ-Lag: VAE sample + perturbation
+    from corl.algos.cdt import CDTPolicy
+
+    _BUILDERS.setdefault("cdt", CDTPolicy)  # CDT: transformer with per-env histories and targets
+    from corl.algos.fisor import FISORPolicy
+
+    _BUILDERS.setdefault("fisor", FISORPolicy)  # FISOR: DDPM candidates, least feasibility value
 
 
 def save_policy(out_dir: Path, module: nn.Module, builder: str, kwargs: dict[str, Any],
@@ -81,4 +90,7 @@ def load_policy_fn(artifact_dir: Path, spec: dict[str, Any], device: torch.devic
         return module(obs)
 
     policy_fn.module = module  # type: ignore[attr-defined]  # for attacks that need gradients
+    for hook in ("reset", "observe", "set_targets"):  # policies with memory (CDT): see corl.eval.rollout
+        if hasattr(module, hook):
+            setattr(policy_fn, hook, getattr(module, hook))
     return policy_fn

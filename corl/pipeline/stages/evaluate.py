@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from corl.eval.rollout import rollout
+from corl.errors import ConfigError
 from corl.eval.scores import summarize
 from corl.files import atomic_write
 from corl.pipeline.context import StageContext, StageResult
@@ -28,6 +29,9 @@ class EvaluateConfig:
     policy_output: str = field(default="policy", metadata={"key": "if_set"})
     """Which policy spec of the input artifact: ``policy`` (its final policy) or another one it
     publishes, e.g. ``best_offline_policy`` (DRCORL's best iterate by the model estimate)."""
+    #: return/cost targets of a return-conditioned policy (CDT), raw units; None = the policy's own
+    target_return: float | None = field(default=None, metadata={"key": "if_set"})
+    target_cost: float | None = field(default=None, metadata={"key": "if_set"})
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.num_envs < 1:
@@ -52,6 +56,11 @@ def evaluate_stage(ctx: StageContext) -> StageResult:
             raise CorlError(f"stage {ctx.name!r}: input {policy_art.dir.name} ({policy_art.kind}) publishes no "
                             f"{cfg.policy_output!r} policy (policy_output); it has {sorted(policy_art.outputs)}")
         policy_fn = load_policy_fn(policy_art.dir, spec, ctx.device)
+    if cfg.target_return is not None or cfg.target_cost is not None:
+        if not hasattr(policy_fn, "set_targets"):
+            raise ConfigError(f"evaluate.target_return/target_cost: the policy of stage "
+                              f"{policy_art.outputs.get('label')!r} takes no targets (only CDT does)")
+        policy_fn.set_targets(cfg.target_return, cfg.target_cost)
     limit = cfg.cost_limit
     if limit is None:
         limit = policy_art.outputs.get("cost_limit", ctx.task.cost_limit)

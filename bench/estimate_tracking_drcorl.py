@@ -131,9 +131,10 @@ def main() -> None:
         corr[name] = {"cost": spearman([r[name] for r in rows], sim_c)}
         if name + ":reward" in rows[0]:
             corr[name]["reward"] = spearman([r[name + ":reward"] for r in rows], sim_r)
-        line = f"{name}: Spearman vs simulator cost {corr[name]['cost']['rho']}"
+        fmt = lambda r: "undefined" if r["rho"] is None else f"{r['rho']:.2f} (p {r['p']:.2g})"  # noqa: E731
+        line = f"{name}: Spearman vs simulator cost {fmt(corr[name]['cost'])} over {len(rows)} iterates"
         if "reward" in corr[name]:
-            line += f", reward {corr[name]['reward']['rho']}"
+            line += f", reward {fmt(corr[name]['reward'])}"
         console.print(line, highlight=False)
     import tempfile
 

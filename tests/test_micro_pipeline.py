@@ -89,7 +89,7 @@ def test_end_to_end_cached_and_policy_change_reuses_dynamics(tmp_path):
     dyn, pol, ev = first.stages[1], first.stages[2], first.stages[3]
     dman, pman = _manifest(dyn.dir), _manifest(pol.dir)
     assert dman["steps"] == 5 and dman["outputs"]["epochs"] == 5
-    assert sorted(dman["files"]) == ["dynamics.pt"] and len(dman["outputs"]["elites"]) == 2
+    assert sorted(dman["files"]) == ["dynamics.pt", "metrics.jsonl"] and len(dman["outputs"]["elites"]) == 2
     assert dman["outputs"]["predict_cost"] is True  # a safety task: the model predicts cost
     model = load_dynamics(_artifact(dyn.dir), "cpu")
     assert model.elites.tolist() == dman["outputs"]["elites"]

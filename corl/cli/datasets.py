@@ -20,7 +20,7 @@ datasets_app = typer.Typer(help="List, inspect, validate, convert, collect and e
 def _task_or_none(name: str | None):
     from corl.tasks import get_task
 
-    return get_task(name) if name else None
+    return get_task(name) if isinstance(name, str) and name else None  # a forged metadata "task" is no task
 
 
 def _fmt(value: Any) -> str:

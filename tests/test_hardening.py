@@ -18,7 +18,7 @@ from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, statuses, write_dataset, 
 
 from corl.errors import ConfigError, CorlError  # noqa: E402
 from corl.pipeline import artifacts as art  # noqa: E402
-from corl.pipeline.runner import RunRequest, plan_run  # noqa: E402
+from corl.pipeline.runner import RunRequest, plan_pipeline  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def setup(tmp_path):
 
 def plan_statuses(spec: Path, dataset: Path, **kwargs) -> dict[str, str]:
     req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(dataset), device="cpu", **kwargs)
-    return {s.name: s.status for s in plan_run(req).stages}
+    return {s.name: s.status for s in plan_pipeline(req).stages}
 
 
 def artifact_dirs(root: Path) -> list[Path]:
@@ -317,7 +317,7 @@ def test_7_unreadable_checkpoint_is_announced_not_silently_dropped(setup, tmp_pa
     assert ckpt.exists() and plan_statuses(spec, data)["bc"] == "resume"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), device="cpu")
-    planned = plan_run(req).stage("bc")
+    planned = plan_pipeline(req).stage("bc")
     assert planned.status == "restart" and "will restart from step 0" in planned.reason
 
     class Record(RunCallbacks):

@@ -50,6 +50,14 @@ def test_tensorboard_event_file_holds_the_metric_names(logged):
         result.final["evaluate/normalized_reward"], rel=1e-6)
 
 
+def test_logs_are_not_artifacts(logged):
+    """``corl cache prune`` must never take the loggers' output for an unreferenced artifact."""
+    from corl.pipeline.runs import scan_cache
+
+    logs, _ = logged
+    assert all(entry.task != "logs" for entry in scan_cache(logs.parent))
+
+
 def test_wandb_runs_offline_and_records_the_metric_names(logged):
     logs, _ = logged
     runs = list((logs / "wandb").glob("offline-run-*"))

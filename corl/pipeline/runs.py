@@ -139,7 +139,8 @@ def scan_cache(root: Path, records: list[dict[str, Any]] | None = None) -> list[
     if not root.is_dir():
         return entries
     for task_dir in sorted(root.iterdir()):
-        if not task_dir.is_dir() or task_dir.name in ("runs",) or task_dir.name.startswith("."):
+        # runs/: the records; logs/: --logger output (corl.pipeline.loggers), neither is an artifact
+        if not task_dir.is_dir() or task_dir.name in ("runs", "logs") or task_dir.name.startswith("."):
             continue
         for art in sorted(task_dir.iterdir()):
             if not art.is_dir() or art.name.startswith("."):

@@ -82,7 +82,11 @@ What a stage function gets: ``StageContext`` (see ``corl.pipeline.context``)
   ``loop.step`` is the last finished step; ``loop.resumed_from`` the step it resumed at.
 * ``ctx.progress(done, total, metrics)``: progress for work that is not a training loop
   (evaluation episodes); it also honours Ctrl-C.
-* ``ctx.log_metrics(step, metrics)``: append one line to ``metrics.jsonl`` directly.
+* ``ctx.log_metrics(step, metrics)``: append one line to ``metrics.jsonl`` directly. Every
+  line also reaches ``--logger`` (TensorBoard, W&B) as ``<stage>/<metric>``, and after the
+  stage the engine draws ``training_curves.png`` from the file (``corl.pipeline.curves``:
+  metrics named loss/nll/mse, and ``episode_reward``/``episode_cost`` or ``eval_reward``/
+  ``eval_cost`` with the stage's cost limit), so name metrics accordingly.
 
 Rules of thumb
 --------------

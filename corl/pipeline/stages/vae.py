@@ -5,7 +5,6 @@ helpers their stage modules share (task defaults, loading the VAE, the common tr
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import torch
@@ -56,12 +55,6 @@ def task_threshold(ctx: StageContext, cfg: OfflineSafeConfig) -> tuple[float, in
         raise CorlError(f"task {ctx.task.name} has no cost limit; set <stage>.cost_limit")
     horizon = cfg.episode_len if cfg.episode_len is not None else int(ctx.task.max_episode_steps)
     return float(limit), int(horizon), q_threshold(float(limit), cfg.gamma, int(horizon))
-
-
-def learner_config(cls, cfg):
-    """The learner's config dataclass from a stage config that extends it."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
 
 
 def train(ctx: StageContext, learner, steps: int, sample: Callable, step: Callable | None = None) -> int:

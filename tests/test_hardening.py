@@ -56,7 +56,7 @@ def _published_scores(kind: str, cfg, task) -> dict[str, float]:
 
 #: Kinds that publish no final/best scores (their metrics are training facts).
 UNSCORED = {"dataset", "bc", "drcorl_behavior", "drcorl_critics", "drcorl_policy", "dynamics", "micro_policy",
-            "export"}
+            "export", "vae", "behavior", "bcql", "bearl", "cpq", "coptidice", "cdt", "fisor"}
 
 
 def test_0_summary_prints_every_label_of_every_shipped_preset(capsys, monkeypatch, tmp_path):

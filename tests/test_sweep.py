@@ -123,23 +123,24 @@ def test_failing_node_fails_only_its_dependants(tmp_path, monkeypatch):
     from corl.cli import app
     from corl.pipeline.executors import InProcessBackend
 
-    # BC-Safe with a cost limit below every episode's cost: that bc node fails at run time
-    path = write_sweep(tmp_path, seeds="0", grid='"bc.cost_limit" = [1000.0, -1.0]', overrides=["bc.mode=\"safe\""])
+    # BC-Safe with a cost limit below every episode's cost (a valid value, so planning passes):
+    # that bc node fails at run time
+    path = write_sweep(tmp_path, seeds="0", grid='"bc.cost_limit" = [1000.0, 0.0]', overrides=["bc.mode=\"safe\""])
     root = tmp_path / "ck"
     graph, out = run_api(path, root, InProcessBackend())
     assert sorted(r.status for r in out.nodes.values()) == ["failed", "ran", "ran", "ran", "skipped"]
     by_status = {r.status: graph.nodes[n] for n, r in out.nodes.items() if r.status in ("failed", "skipped")}
-    assert by_status["failed"].kind == "bc" and by_status["failed"].job.config.cost_limit == -1.0
+    assert by_status["failed"].kind == "bc" and by_status["failed"].job.config.cost_limit == 0.0
     assert by_status["skipped"].deps == [by_status["failed"].id]  # its evaluate: skipped, not run
     failed = out.failures[0]
-    assert "no episode of the dataset has cost <= -1.0" in failed.reason and "\n" not in failed.reason
+    assert "no episode of the dataset has cost <= 0.0" in failed.reason and "\n" not in failed.reason
     assert "Traceback" in Path(failed.log).read_text()
     assert [r["status"] for r in out.runs] == ["ok", "failed"] and not out.ok
     assert out.runs[0]["scores"]["final"]["reward"] is not None
     results = json.loads((out.dir / "sweep.json").read_text())
     assert results["failures"][0]["log"] == failed.log
     assert [(g["setting"], g["finished"]) for g in results["groups"]] == [("bc.cost_limit=1000.0", 1),
-                                                                          ("bc.cost_limit=-1.0", 0)]
+                                                                          ("bc.cost_limit=0.0", 0)]
     assert results["groups"][0]["final"]["n"] == 1 and "final" not in results["groups"][1]
     assert (out.dir / "sweep.csv").read_text().startswith("method,pipeline,task,dataset,setting")
     assert (out.dir / "sweep.png").stat().st_size > 0

@@ -23,6 +23,7 @@ model estimate) as *best_offline*; there is no implicit best-of selection.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -82,11 +82,11 @@ def run_job(job: dict) -> dict:
            "wall_s": time.perf_counter() - t0, "ran": result.ran, "command": req.command(),
            "record": str(result.record_path) if result.record_path else None,
            "stage_wall_s": {o.name: o.wall_time for o in result.stages}}
-    best = result.scores.get("best_offline") or {}
-    if not best:  # scores labelled best_offline/... by the evaluate stage, when the run has them
-        best = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("evaluate/best_offline/")}
+    # scores labelled best_offline/... (DRCORL's evaluate_best_offline stage), keyed by score name
+    best = {k.rsplit("/", 1)[1]: float(v) for k, v in (result.scores.get("best_offline") or {}).items()
+            if k.startswith("evaluate") and isinstance(v, (int, float))}
     if best:
-        row["best_offline"] = {k: float(v) for k, v in best.items() if isinstance(v, (int, float))}
+        row["best_offline"] = best
     row["estimates"] = {k: metrics[k] for k in metrics if k in ESTIMATE_KEYS or "model_" in k}
     return row
 

@@ -48,6 +48,7 @@ ESTIMATE_KEYS = ("policy/cost_estimate", "policy/best_offline/model_cost", "poli
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [float(v) for v in values if v is not None and np.isfinite(v)]
     if not values:
         return float("nan"), float("nan")
     return float(statistics.fmean(values)), float(statistics.pstdev(values)) if len(values) > 1 else 0.0

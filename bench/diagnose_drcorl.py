@@ -64,16 +64,6 @@ def action_stats(fn, data, n: int = 20000) -> dict[str, float]:
     return out
 
 
-def discounted_to_go(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, gamma: float) -> np.ndarray:
-    out = np.zeros_like(values, dtype=np.float64)
-    for s, e in zip(starts, ends):
-        acc = 0.0
-        for i in range(e - 1, s - 1, -1):
-            acc = values[i] + gamma * acc
-            out[i] = acc
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", type=Path, required=True)
@@ -89,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("CORL_THREADS", "1")))
 
     from corl.algos.drcorl import BehaviorConfig, CriticConfig, CriticLearner, build_score_net
-    from corl.algos.drcorl.policy import critic_episodic_cost, normalised_cost
+    from corl.algos.drcorl.policy import critic_episodic_cost, discounted_to_go, normalised_cost
     from corl.data.formats.dsrl import read_dsrl
     from corl.eval.rollout import rollout
     from corl.eval.scores import normalized_cost, normalized_reward
@@ -164,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = float(cman["outputs"]["reward_scale"])
     critics = CriticLearner(data.obs_dim, data.act_dim, ccfg, scale, "cpu")
     critics.load_state_dict(torch.load(c.dir / "critics.pt", weights_only=True))
-    mc_r = discounted_to_go(rew * scale, starts, ends, ccfg.gamma)
-    mc_c = discounted_to_go(cost, starts, ends, ccfg.gamma)
+    mc_r = discounted_to_go(data.rewards * scale, data, ccfg.gamma).double().numpy()
+    mc_c = discounted_to_go(data.costs, data, ccfg.gamma).double().numpy()
     idx = torch.randint(len(data), (5000,), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         qr = critics.q_r(data.observations[idx], data.actions[idx]).mean(0).reshape(-1).numpy()
@@ -184,8 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     pfn = load_policy_fn(p.dir, pman["outputs"]["policy"])
     fs = action_stats(pfn, data)
     est = float(p.metrics.get("cost_estimate", float("nan")))
-    policy_ckpt = torch.load(p.dir / pman["outputs"]["policy"]["file"], weights_only=True)
-    del policy_ckpt
     from corl.pipeline.policies import load_policy_module
     module, _, _ = load_policy_module(p.dir, pman["outputs"]["policy"])
     obs = data.observations[idx]

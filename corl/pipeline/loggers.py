@@ -23,6 +23,7 @@ import contextlib
 import math
 import os
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -83,14 +84,15 @@ class Tee(RunCallbacks):
             t.run_finished(result)
 
 
-class MetricLogger(RunCallbacks):
+class MetricLogger(RunCallbacks, ABC):
     """Base of the adapters: tracks each stage's last step; ``write``/``close`` are theirs."""
 
     def __init__(self) -> None:
         self.last_step: dict[str, int] = {}
 
+    @abstractmethod
     def write(self, stage: str, step: int, metrics: dict[str, float]) -> None:
-        raise NotImplementedError
+        """Send one step's numeric metrics of ``stage`` to the backend."""
 
     def close(self) -> None: ...
 

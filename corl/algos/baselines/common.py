@@ -14,7 +14,9 @@ from typing import Sequence
 
 import torch
 
+from corl.nn.critics import group_min
 from corl.nn.losses import stepwise_threshold
+from corl.nn.vae import VAE, vae_loss
 
 
 @dataclass
@@ -74,3 +76,35 @@ def soft_clipped_double_q(pair: torch.Tensor, lmbda: float) -> torch.Tensor:
     """BCQ's target value ``l min(Q1, Q2) + (1 - l) max(Q1, Q2)`` of a ``(2, rows)`` pair."""
     lo, hi = pair.min(0).values, pair.max(0).values
     return lmbda * lo + (1.0 - lmbda) * hi
+
+
+@torch.no_grad()
+def reward_cost_targets(critic_target: torch.nn.Module, s_rep: torch.Tensor, a_next: torch.Tensor,
+                        b: dict[str, torch.Tensor], num_samples: int, num_q: int, gamma: float, lmbda: float,
+                        cost_done_mask: bool) -> torch.Tensor:
+    """BCQ-Lag / BEAR-Lag critic targets, ``(4 num_q, B)``: one ensemble whose members
+    ``[0, 2 num_q)`` are the reward critic (groups Q1, Q2) and ``[2 num_q, 4 num_q)`` the cost
+    critic; ``a_next`` are ``num_samples`` candidate next actions per row of ``s_rep``.
+
+        v  = max_candidates soft_clipped_double_q(Q1', Q2'),    y   = r + gamma (1 - d) v
+        vc = max_candidates soft_clipped_double_q(Qc1', Qc2'),  y_c = c + gamma (1 - d) vc
+    (``cost_done_mask`` False: the cost target bootstraps through terminals, as OSRL's.)
+    """
+    groups = group_min(critic_target(s_rep, a_next), 4)  # reward Q1', Q2', cost Qc1', Qc2'
+    v = soft_clipped_double_q(groups[:2], lmbda).view(-1, num_samples).max(1).values
+    vc = soft_clipped_double_q(groups[2:], lmbda).view(-1, num_samples).max(1).values
+    y = b["reward"] + gamma * b["not_done"] * v
+    yc = b["cost"] + gamma * (b["not_done"] if cost_done_mask else 1.0) * vc
+    k = 2 * num_q
+    return torch.cat([y.expand(k, -1), yc.expand(k, -1)])
+
+
+def joint_vae_step(vae: VAE, optimizer: torch.optim.Optimizer, obs: torch.Tensor, act: torch.Tensor,
+                   beta: float) -> float:
+    """One Adam step of the behaviour VAE trained jointly with the policy (``vae_joint``);
+    returns the loss for the logs."""
+    loss, _ = vae_loss(vae, obs, act, beta)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())

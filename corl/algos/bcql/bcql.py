@@ -35,8 +35,9 @@ from typing import Any, Sequence
 
 import torch
 
-from corl.algos.baselines.common import BatchPrep, OfflineSafeConfig, bounds_kwargs, soft_clipped_double_q
-from corl.nn import EnsembleQ, PerturbationActor, VAE, group_min, soft_update, vae_loss
+from corl.algos.baselines.common import (BatchPrep, OfflineSafeConfig, bounds_kwargs, joint_vae_step,
+                                         reward_cost_targets)
+from corl.nn import EnsembleQ, PerturbationActor, VAE, group_min, soft_update
 from corl.nn.lagrange import PIDLagrangeMultiplier
 from corl.nn.policies import _BoundedPolicy
 
@@ -128,14 +129,8 @@ class BCQLLearner:
         cfg, n = self.cfg, self.cfg.num_samples
         s_rep = b["next_obs"].repeat_interleave(n, 0)
         a_next = self.actor_target(s_rep, self.vae.decode(s_rep))
-        groups = group_min(self.critic_target(s_rep, a_next), 4)  # reward Q1', Q2', cost Qc1', Qc2'
-        v = soft_clipped_double_q(groups[:2], cfg.lmbda).view(-1, n).max(1).values
-        vc = soft_clipped_double_q(groups[2:], cfg.lmbda).view(-1, n).max(1).values
-        y = b["reward"] + cfg.gamma * b["not_done"] * v
-        cost_mask = b["not_done"] if cfg.cost_done_mask else 1.0
-        yc = b["cost"] + cfg.gamma * cost_mask * vc
-        k = 2 * cfg.num_q
-        return torch.cat([y.expand(k, -1), yc.expand(k, -1)])
+        return reward_cost_targets(self.critic_target, s_rep, a_next, b, n, cfg.num_q, cfg.gamma, cfg.lmbda,
+                                   cfg.cost_done_mask)
 
     def _critic_loss(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
         """``sum_members mean (Q_k - y_k)^2`` over reward and cost members."""
@@ -153,11 +148,7 @@ class BCQLLearner:
         b = self.prep(batch)
         logs: dict[str, float] = {}
         if self.vae_opt is not None:
-            v_loss, _ = vae_loss(self.vae, b["obs"], b["act"], self.cfg.vae_beta)
-            self.vae_opt.zero_grad(set_to_none=True)
-            v_loss.backward()
-            self.vae_opt.step()
-            logs["vae/loss"] = float(v_loss.detach())
+            logs["vae/loss"] = joint_vae_step(self.vae, self.vae_opt, b["obs"], b["act"], self.cfg.vae_beta)
 
         c_loss = self._critic_loss(b)
         self.critic_opt.zero_grad(set_to_none=True)

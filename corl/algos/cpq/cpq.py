@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
-from corl.algos.baselines.common import BatchPrep, OfflineSafeConfig, bounds_kwargs
-from corl.nn import EnsembleQ, TanhGaussianPolicy, VAE, soft_update, vae_loss
+from corl.algos.baselines.common import BatchPrep, OfflineSafeConfig, bounds_kwargs, joint_vae_step
+from corl.nn import EnsembleQ, TanhGaussianPolicy, VAE, soft_update
 
 
 @dataclass
@@ -150,11 +150,7 @@ class CPQLearner:
         b = self.prep(batch)
         logs: dict[str, float] = {}
         if self.vae_opt is not None:
-            v_loss, _ = vae_loss(self.vae, b["obs"], b["act"], self.cfg.vae_beta)
-            self.vae_opt.zero_grad(set_to_none=True)
-            v_loss.backward()
-            self.vae_opt.step()
-            logs["vae/loss"] = float(v_loss.detach())
+            logs["vae/loss"] = joint_vae_step(self.vae, self.vae_opt, b["obs"], b["act"], self.cfg.vae_beta)
 
         q_loss, qc_loss, info = self._critic_losses(b)
         self.critic_opt.zero_grad(set_to_none=True)

@@ -81,20 +81,26 @@ def critic_episodic_cost(q_c_target: EnsembleQ, policy: nn.Module, obs: torch.Te
     return q * (1.0 - gamma) * horizon
 
 
-def discounted_cost_to_go(dataset: TransitionDataset, gamma: float) -> torch.Tensor:
-    """``G_c(s_t) = sum_{k>=0} gamma^k c_{t+k}`` within each episode of the dataset (per row).
+def discounted_to_go(values: torch.Tensor, dataset: TransitionDataset, gamma: float) -> torch.Tensor:
+    """``G(s_t) = sum_{k>=0} gamma^k x_{t+k}`` of a per-row quantity ``values`` (rewards, costs)
+    within each episode of the dataset.
 
     A time-out truncates the sum (the data does not say what came after), so the value is a
     slight under-estimate near the end of truncated episodes.
     """
     from scipy.signal import lfilter
 
-    costs = dataset.costs.detach().cpu().double().numpy()
-    out = np.zeros_like(costs)
+    x = values.detach().cpu().double().numpy()
+    out = np.zeros_like(x)
     starts, stops = dataset.episode_bounds()
     for a, b in zip(starts, stops):
-        out[a:b] = lfilter([1.0], [1.0, -gamma], costs[a:b][::-1])[::-1]
+        out[a:b] = lfilter([1.0], [1.0, -gamma], x[a:b][::-1])[::-1]
     return torch.as_tensor(out, dtype=torch.float32, device=dataset.device)
+
+
+def discounted_cost_to_go(dataset: TransitionDataset, gamma: float) -> torch.Tensor:
+    """``G_c(s_t) = sum_{k>=0} gamma^k c_{t+k}`` within each episode (see :func:`discounted_to_go`)."""
+    return discounted_to_go(dataset.costs, dataset, gamma)
 
 
 def calibration_rows(dataset: TransitionDataset, gamma: float, n: int, seed: int) -> dict[str, torch.Tensor]:

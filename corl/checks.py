@@ -36,7 +36,7 @@ POSITIVE_INTS = frozenset({
     "episode_length", "horizon", "max_epochs", "episode_rerun_num",
 })
 #: Float fields that are probabilities or discounts, in [0, 1].
-UNIT_FLOATS = frozenset({"gamma", "cost_gamma", "tau", "expectile", "dropout", "holdout_ratio", "real_ratio",
+UNIT_FLOATS = frozenset({"gamma", "cost_gamma", "tau", "expectile", "cost_expectile", "dropout", "holdout_ratio", "real_ratio",
                          "density", "intrinsic_decay", "t_min", "t_max"})
 
 

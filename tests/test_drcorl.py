@@ -399,3 +399,34 @@ def test_critic_calibration_rescales_the_switch_estimate():
     assert c_calib == pytest.approx(c_plain * factor, rel=1e-5)
     with pytest.raises(ValueError, match="calibration rows"):
         make_policy_learner(ds, PolicyConfig(**base, critic_calibration=True))
+
+
+def _expectile(x: np.ndarray, tau: float) -> float:
+    """The tau-expectile of samples x (root of the asymmetric least-squares condition)."""
+    from scipy.optimize import brentq
+
+    return brentq(lambda m: np.sum(np.where(x > m, tau, 1 - tau) * (x - m)), x.min(), x.max())
+
+
+def test_cost_expectile_sets_v_c_alone():
+    """``cost_expectile`` changes V_c's expectile only. At one state with many data actions, V_c
+    converges to the 0.5-expectile (the mean) of ``min_j Qbar_c(s, a)`` over those actions instead
+    of the 0.7 one; V_r follows the same path bit for bit; out-of-range values are refused."""
+    obs = torch.zeros(256, OBS)
+    act = torch.rand(256, ACT, generator=gen(5)) * 2 - 1
+    result = {}
+    for ce in (None, 0.5):
+        torch.manual_seed(0)
+        learner = CriticLearner(OBS, ACT, CriticConfig(hidden=(32, 32), v_lr=1e-2, cost_expectile=ce))
+        for _ in range(400):
+            learner._update_values(obs, act)
+        with torch.no_grad():
+            q_c = learner.q_c_target(obs, act).min(0).values.reshape(-1).numpy()
+            result[ce] = (float(learner.v_c(obs[:1])), q_c, [p.clone() for p in learner.v_r.parameters()])
+    assert result[None][0] == pytest.approx(_expectile(result[None][1], 0.7), abs=2e-3)
+    assert result[0.5][0] == pytest.approx(float(result[0.5][1].mean()), abs=2e-3)
+    assert result[0.5][0] < result[None][0] - 0.01
+    assert all(torch.equal(a, b) for a, b in zip(result[0.5][2], result[None][2]))
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="cost_expectile"):
+            CriticConfig(cost_expectile=bad)

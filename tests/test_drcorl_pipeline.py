@@ -299,3 +299,26 @@ def test_model_options_are_checked_and_model_switch_needs_dynamics(tmp_path):
     with pytest.raises(CorlError, match="switch_estimator = 'model' needs a dynamics input"):
         run(write_spec(tmp_path, bare_spec, "bare.toml"), write_dataset(tmp_path),
             overrides=("policy.switch_estimator=model",), checkpoints=str(tmp_path / "ck"))
+
+
+def test_behavior_on_safe_episodes_fits_only_them_and_keeps_the_critics(tmp_path):
+    """``behavior.episodes = "safe"`` fits the diffusion model on the episodes within the cost
+    limit (BC-Safe's rows) and reuses the critics; no safe episode is one clear error."""
+    from corl.data.io import read_dataset
+    from corl.errors import CorlError
+
+    spec, data = write_spec(tmp_path, SPEC, "drcorl.toml"), write_dataset(tmp_path)
+    costs = read_dataset(data).episode_returns()["cost"]
+    limit = float(sorted(costs)[len(costs) // 2])  # about half the episodes are safe
+    first = run(spec, data, checkpoints=str(tmp_path / "ck"))
+    assert first.stages[1].metrics["behavior/episodes"] == len(costs)
+    safe = run(spec, data, overrides=('behavior.episodes="safe"', f"behavior.cost_limit={limit}"),
+               checkpoints=str(tmp_path / "ck"))
+    assert statuses(safe)["behavior"] == "ran" and statuses(safe)["critics"] == "cached", statuses(safe)
+    assert safe.stages[1].metrics["behavior/episodes"] == int((costs <= limit).sum()) < len(costs)
+    assert costs.min() > 0  # the test data's episodes all have some cost
+    with pytest.raises(CorlError, match="behavior: no episode of the dataset has cost <= "):
+        run(spec, data, overrides=('behavior.episodes="safe"', f"behavior.cost_limit={costs.min() / 2}"),
+            checkpoints=str(tmp_path / "ck"))
+    with pytest.raises((ValueError, CorlError), match="episodes"):
+        run(spec, data, overrides=('behavior.episodes="unsafe"',), checkpoints=str(tmp_path / "ck"))

@@ -66,6 +66,12 @@ class CriticConfig:
     ensemble_size: int = 6
     gamma: float = 0.99
     expectile: float = 0.7  # for both V_r and V_c (pitfall 3: with min of the twin)
+    cost_expectile: float | None = field(default=None, metadata={"key": "if_set"})
+    """A corl option: the expectile of ``V_c`` alone (None: ``expectile``, as the authors). The
+    upper expectile is IQL's soft max over the data's actions; for a cost it values every state
+    by the data's worse actions, so the pre-trained ``Q_c`` reads 2-3x the data's Monte-Carlo
+    cost-to-go and every offline switch estimate built on it sits above the limit. 0.5 (the
+    mean: SARSA on the data) values the data's own continuation."""
     tau: float = 0.005  # Polyak
     q_lr: float = 3e-4
     v_lr: float = 3e-4
@@ -77,6 +83,12 @@ class CriticConfig:
     values, so the target broadcast to ``(B, B)`` and every ``Q_c(s_i)`` regressed onto
     ``mean_j c_j + gamma (1 - d_i) V_c(s'_i)``. True: costs reshaped to ``(B, 1)``."""
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("expectile", "cost_expectile"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"critics.{name} must be in (0, 1), got {value}")
 
 
 @dataclass

@@ -165,8 +165,9 @@ class CriticLearner:
     def _update_values(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Expectile regression of ``V_r`` and ``V_c`` on ``min_j Qbar_j`` (one Adam step)."""
         tau = self.config.expectile
+        tau_c = tau if self.config.cost_expectile is None else self.config.cost_expectile
         v_r_loss = self._value_loss(self.v_r, self.q_r_target, obs, act, tau)
-        v_c_loss = self._value_loss(self.v_c, self.q_c_target, obs, act, tau)
+        v_c_loss = self._value_loss(self.v_c, self.q_c_target, obs, act, tau_c)
         self.v_optimizer.zero_grad(set_to_none=True)
         (v_r_loss + v_c_loss).backward()
         self.v_optimizer.step()

@@ -29,6 +29,8 @@ import torch
 from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig,
                                PolicyLearner, build_score_net, initial_observations, iql_reward_scale)
 from corl.algos.drcorl.policy import calibration_rows
+from corl.data.filtering import safe_episodes
+from corl.errors import CorlError
 from corl.files import torch_save_atomic
 from corl.nn.diffusion import VPSchedule
 from corl.pipeline.context import StageContext, StageResult
@@ -42,7 +44,20 @@ _IF_SET = {"key": "if_set"}
 # ----------------------------------------------------------------------------- configs
 @dataclass
 class BehaviorStageConfig(BehaviorConfig):
-    """``corl.algos.drcorl.BehaviorConfig`` (every field is a key of the stage)."""
+    """``corl.algos.drcorl.BehaviorConfig`` plus which episodes the model is fitted on."""
+
+    episodes: str = field(default="all", metadata=_IF_SET)
+    """A corl option: ``all`` (the paper: the whole dataset) or ``safe`` (only the episodes
+    whose cost is within ``cost_limit``, BC-Safe's rows). The behaviour model is both the
+    warm start's target and the safe phase's regulariser, so on data with many unsafe
+    episodes the paper's choice anchors the policy to unsafe driving that the switch must
+    then undo with biased offline estimates; ``safe`` anchors it to safe driving instead.
+    The critics still learn from every episode (the cost critic needs the unsafe ones)."""
+    cost_limit: float | None = field(default=None, metadata=_IF_SET)  # episodes = safe; None: the task's
+
+    def __post_init__(self) -> None:
+        if self.episodes not in ("all", "safe"):
+            raise ValueError(f"behavior.episodes must be 'all' or 'safe', got {self.episodes!r}")
 
 
 @dataclass
@@ -122,13 +137,23 @@ def _train(ctx: StageContext, learner, steps: int, sample, selection: IterateSel
 def behavior_stage(ctx: StageContext) -> StageResult:
     cfg: BehaviorStageConfig = ctx.config
     data = ctx.load_dataset()
+    if cfg.episodes == "safe":
+        limit = cfg.cost_limit if cfg.cost_limit is not None else ctx.task.cost_limit
+        if limit is None:
+            raise CorlError(f"behavior: episodes 'safe' needs a cost limit and task {ctx.task.name} has none; "
+                            "set behavior.cost_limit or use episodes='all'")
+        data = safe_episodes(data, float(limit))
+        if len(data) == 0:
+            raise CorlError(f"behavior: no episode of the dataset has cost <= {limit}; raise behavior.cost_limit "
+                            "or use behavior.episodes='all'")
     learner = BehaviorLearner(data.obs_dim, data.act_dim, _learner_config(BehaviorConfig, cfg), ctx.device,
                               seed=ctx.seed)
     steps = _train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
     torch_save_atomic({"net": {k: v.detach().cpu() for k, v in learner.net.state_dict().items()}},
                       ctx.out_dir / "behavior.pt")
     val = learner.evaluate_loss(data.sample(min(len(data), 4096), ctx.generator(offset=1)))
-    return StageResult(metrics={"steps": float(steps), "behavior/val_loss": val},
+    return StageResult(metrics={"steps": float(steps), "behavior/val_loss": val,
+                                "behavior/episodes": float(data.num_episodes)},
                        outputs={"file": "behavior.pt", "config": dataclasses.asdict(learner.config),
                                 "obs_dim": data.obs_dim, "act_dim": data.act_dim})
 

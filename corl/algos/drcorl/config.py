@@ -127,6 +127,12 @@ class PolicyConfig:
     (the authors' code: one rollout per iteration); 'model' (a corl extension): the same
     callable backed by the dynamics ensemble (``corl.algos.drcorl.model_estimate``)."""
     critic_states: Literal["batch", "initial"] = "batch"
+    cost_pessimism: float = field(default=0.0, metadata={"key": "if_set"})
+    """A corl option: the cost critic's value is ``mean_j Qbar_c,j + k std_j Qbar_c,j`` in the
+    switch's critic estimate, the cost guidance and the PID's input (0: the members' mean, as
+    the paper). The cost branch descends ``Q_c`` at the policy's own, increasingly
+    out-of-data actions, where a single critic is free to be wrong in the policy's favour; the
+    members' disagreement there is the signal of that (for a twin, ``k = 1`` is the larger)."""
     """'batch': the formula above over the batch states (the repo's unused estimator);
     'initial': C_ep = Qbar_c(s0, pi(s0)) (1 - gamma) T / (1 - gamma^T) over dataset initial
     states (falls back to 'batch' when none are given)."""
@@ -167,6 +173,8 @@ class PolicyConfig:
         _check_choice("switch_estimator", self.switch_estimator, ("critic", "model", "online"))
         _check_choice("critic_states", self.critic_states, ("batch", "initial"))
         _check_choice("lambda_mode", self.lambda_mode, ("fixed", "pid"))
+        if self.cost_pessimism < 0:
+            raise ValueError(f"cost_pessimism must be >= 0, got {self.cost_pessimism}")
         if self.estimate_every < 1:
             raise ValueError("estimate_every must be >= 1")
         if self.pretrain_lr is not None and not self.pretrain_lr > 0:

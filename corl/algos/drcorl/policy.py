@@ -67,15 +67,25 @@ def normalised_cost(cost: float, threshold: float, dsrl_rule: bool = True) -> fl
     return cost / (threshold + 0.1)
 
 
+def member_value(q: EnsembleQ, obs: torch.Tensor, act: torch.Tensor, pessimism: float = 0.0) -> torch.Tensor:
+    """``mean_j Q_j(s, a) + k std_j Q_j(s, a)`` per sample (``k = pessimism``; 0: the mean, as
+    the paper; for a twin ``k = 1`` is the larger of the two)."""
+    values = q(obs, act)
+    if pessimism == 0.0:
+        return values.mean(0)
+    return values.mean(0) + pessimism * values.std(0, unbiased=False)
+
+
 @torch.no_grad()
 def critic_episodic_cost(q_c_target: EnsembleQ, policy: nn.Module, obs: torch.Tensor, gamma: float,
-                         horizon: int, initial_states: bool = False) -> torch.Tensor:
-    """Offline episodic-cost estimate from the cost critic at ``a = pi(s)`` (mean of members).
+                         horizon: int, initial_states: bool = False, pessimism: float = 0.0) -> torch.Tensor:
+    """Offline episodic-cost estimate from the cost critic at ``a = pi(s)`` (mean of members,
+    plus ``pessimism`` member std).
 
     batch states: ``(1 - gamma) T mean_s Qbar_c(s, pi(s))`` (the repo's unused estimator);
     initial states: ``mean_s0 Qbar_c(s0, pi(s0)) (1 - gamma) T / (1 - gamma^T)``.
     """
-    q = q_c_target(obs, policy(obs)).mean(0).mean()
+    q = member_value(q_c_target, obs, policy(obs), pessimism).mean()
     if initial_states:
         return q * (1.0 - gamma) * horizon / (1.0 - gamma**horizon)
     return q * (1.0 - gamma) * horizon
@@ -191,16 +201,18 @@ def diffusion_weight(alpha: torch.Tensor, sigma: torch.Tensor, weighting: str) -
     raise ValueError(f"unknown weighting {weighting!r}; expected VDS, stable or score")
 
 
-def critic_guidance(critics: Sequence[tuple[EnsembleQ, float]], obs: torch.Tensor, act: torch.Tensor,
+def critic_guidance(critics: Sequence[tuple[EnsembleQ, float] | tuple[EnsembleQ, float, float]],
+                    obs: torch.Tensor, act: torch.Tensor,
                     regq: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``sg(grad_a sum_i coef_i mean_j Q_i,j(s, a))`` and each critic's mean value (detached).
+    """``sg(grad_a sum_i coef_i (mean_j Q_i,j(s, a) + k_i std_j Q_i,j(s, a)))`` and each
+    critic's value (detached); an entry is ``(q, coef)`` or ``(q, coef, k)`` (``k`` 0 if absent).
 
     ``regq`` divides the guidance by its per-sample RMS over action dims.
     """
     a = act.detach().requires_grad_(True)
     with torch.enable_grad():
-        values = [q(obs, a).mean(0) for q, _ in critics]
-        total = sum(coef * v.sum() for (_, coef), v in zip(critics, values))
+        values = [member_value(entry[0], obs, a, entry[2] if len(entry) > 2 else 0.0) for entry in critics]
+        total = sum(entry[1] * v.sum() for entry, v in zip(critics, values))
         (g,) = torch.autograd.grad(total, a)
     if regq:
         g = g / g.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
@@ -341,7 +353,8 @@ class PolicyLearner:
             use_initial = cfg.critic_states == "initial" and self.initial_obs is not None
             states = self.initial_obs if use_initial else obs
             episodic = float(critic_episodic_cost(self.critics.q_c_target, self.policy, states, cfg.gamma,
-                                                  cfg.episode_len, initial_states=use_initial))
+                                                  cfg.episode_len, initial_states=use_initial,
+                                                  pessimism=cfg.cost_pessimism))
             if cfg.critic_calibration:
                 episodic *= self._calibration()
         self.cost_estimate = normalised_cost(episodic, cfg.cost_threshold, cfg.fix_cost_normalisation)
@@ -367,15 +380,17 @@ class PolicyLearner:
     def _reward_direction(self) -> list[tuple[EnsembleQ, float]]:
         return [(self.critics.q_r_target, 1.0)]
 
-    def _cost_direction(self, obs: torch.Tensor) -> list[tuple[EnsembleQ, float]]:
-        """``-g_c`` for L_cost, or ``g_r - lambda g_c`` for L_lag (lambda updated first)."""
+    def _cost_direction(self, obs: torch.Tensor) -> list[tuple[EnsembleQ, float, float]]:
+        """``-g_c`` for L_cost, or ``g_r - lambda g_c`` for L_lag (lambda updated first); the
+        cost critic's value carries ``cost_pessimism`` member std."""
+        k = self.config.cost_pessimism
         if not self.config.use_lagrangian:
-            return [(self.critics.q_c_target, -1.0)]
+            return [(self.critics.q_c_target, -1.0, k)]
         if isinstance(self.lagrangian, CriticPIDLagrangian):
             with torch.no_grad():
-                q_c = self.critics.q_c_target(obs, self.policy(obs)).mean(0).mean()
+                q_c = member_value(self.critics.q_c_target, obs, self.policy(obs), k).mean()
             self.lagrangian.update(float(q_c))
-        return [(self.critics.q_r_target, 1.0), (self.critics.q_c_target, -self.lagrangian.value)]
+        return [(self.critics.q_r_target, 1.0, 0.0), (self.critics.q_c_target, -self.lagrangian.value, k)]
 
     def _merged_step(self, obs: torch.Tensor, beta: float) -> torch.Tensor:
         """PCGrad on the parameter deltas of a reward step and a cost step from the same theta_0."""
@@ -406,7 +421,7 @@ class PolicyLearner:
         guidance = None
         if guidance_critics is not None:
             guidance, values = critic_guidance(guidance_critics, obs, act, cfg.regq)
-            for (q, _), v in zip(guidance_critics, values):
+            for (q, *_), v in zip(guidance_critics, values):
                 self._last_q["q_r" if q is self.critics.q_r_target else "q_c"] = v
         loss = self._loss_fn(eps_hat, weight, act, guidance, beta)
         opt = optimizer or self.optimizer

@@ -34,6 +34,10 @@ demo: install
 	@echo "make demo: DRCORL with the *quick* preset (minutes on a CPU) on OfflineCarCircle-v0;"
 	@echo "the default (no --preset) is the paper's GPU-scale settings."
 	$(VENV)/bin/corl run drcorl --task OfflineCarCircle-v0 --preset quick
+	@echo "make demo: BC-Safe (behaviour cloning of the safe episodes), the baseline DRCORL must beat;"
+	$(VENV)/bin/corl run bc --task OfflineCarCircle-v0 --preset quick
+	@echo "make demo: both on the same 20 evaluation episodes; the last line says whether DRCORL is safe and beats BC-Safe."
+	$(VENV)/bin/corl eval drcorl bc --task OfflineCarCircle-v0
 
 bench: install
 	for script in bench/*.py; do $(PY) $$script || exit 1; done

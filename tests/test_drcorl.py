@@ -430,3 +430,27 @@ def test_cost_expectile_sets_v_c_alone():
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="cost_expectile"):
             CriticConfig(cost_expectile=bad)
+
+
+def test_cost_pessimism_is_the_larger_twin_in_estimate_and_guidance():
+    """``cost_pessimism = 1`` on a twin reads the larger member (mean + std of two values), in
+    the episodic estimate and in the guidance's gradient; 0 is the members' mean (the paper)."""
+    from corl.algos.drcorl.policy import critic_guidance, member_value
+
+    torch.manual_seed(0)
+    q = CriticLearner(OBS, ACT, TINY_C).q_c_target
+    obs, act = torch.randn(64, OBS), torch.rand(64, ACT) * 2 - 1
+    with torch.no_grad():
+        both = q(obs, act)
+    torch.testing.assert_close(member_value(q, obs, act, 1.0), both.max(0).values, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(member_value(q, obs, act, 0.0), both.mean(0))
+    policy = lambda s: act  # noqa: E731 - a fixed action per state
+    est = {k: float(critic_episodic_cost(q, policy, obs, 0.99, 300, pessimism=k)) for k in (0.0, 1.0)}
+    assert est[1.0] == pytest.approx(float(both.max(0).values.mean()) * 0.01 * 300, rel=1e-5)
+    assert est[1.0] > est[0.0]
+    g, _ = critic_guidance([(q, -1.0, 1.0)], obs, act)
+    a = act.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(-q(obs, a).max(0).values.sum(), a)
+    torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="cost_pessimism"):
+        PolicyConfig(cost_pessimism=-1.0)

@@ -163,3 +163,35 @@ def test_final_and_best_checkpoints_are_reported_apart(trained, monkeypatch, cap
     best = json.loads((copy / "eval-best" / "eval.json").read_text())
     assert final["policy"]["checkpoint"] == "final" and best["policy"]["checkpoint"] == "best"
     assert best["policy"]["label"] == "BC-All (best)" and "best" in out
+
+
+def test_verdict_lines_say_whether_the_first_policy_is_safe_and_beats_the_others():
+    """``corl eval A B`` (``make demo``) ends with one sentence per other policy."""
+    from types import SimpleNamespace
+
+    from corl.cli.eval import verdict_lines
+
+    def ev(label, reward, cost, safe):
+        return SimpleNamespace(data={"policy": {"label": label}, "clean": {
+            "normalized_reward": reward, "normalized_cost": cost, "safe": safe}})
+
+    lines = verdict_lines([ev("DRCORL", 0.05, 0.3, True), ev("BC-Safe", 0.13, 0.9, True)], "normalized_reward")
+    assert lines == ["DRCORL: safe (normalized cost 0.30 <= 1); it earns 0.050, less than BC-Safe (0.130, safe)."]
+    lines = verdict_lines([ev("DRCORL", 0.2, 1.5, False), ev("BC-Safe", 0.13, 0.9, True),
+                           ev("BC-All", 0.3, 2.0, False)], "normalized_reward")
+    assert lines == ["DRCORL: unsafe (normalized cost 1.50 > 1); it earns 0.200, more than BC-Safe (0.130, safe).",
+                     "DRCORL: unsafe (normalized cost 1.50 > 1); it earns 0.200, less than BC-All (0.300, unsafe)."]
+    assert verdict_lines([ev("DRCORL", 0.05, 0.3, True)], "normalized_reward") == []
+
+
+def test_eval_of_two_pipelines_ends_with_the_verdict(trained, monkeypatch, capsys):
+    root, _ = trained
+    base = root.parent
+    second = run(write_spec(base, TINY_SPEC, name="bc2.toml"), write_dataset(base), checkpoints=str(root))
+    assert second.status == "ok"
+    code, out, err = corl(monkeypatch, capsys, "eval", "bc", "bc2", "--task", TASK, "--episodes", "2",
+                          "--num-envs", "2", "--checkpoints", str(root))
+    assert code == 0, err
+    verdict = [line for line in out.splitlines() if line.startswith("BC-All: ")]
+    assert len(verdict) == 1, out
+    assert " than BC-All (" in verdict[0] or " as much as BC-All (" in verdict[0], verdict

@@ -76,6 +76,31 @@ def _table(evals: list, task_name: str, score_key: str) -> Table:
     return table
 
 
+def verdict_lines(evals: list, score_key: str) -> list[str]:
+    """One plain sentence per compared policy after the first: is the first safe, and does it
+    earn more than that one (clean condition)? ``corl eval A B`` (and ``make demo``) end with it."""
+    if len(evals) < 2:
+        return []
+    head = evals[0].data
+    who, cell = head["policy"]["label"], head["clean"]
+    if score_key not in cell:
+        return []
+    cost = cell.get("normalized_cost")
+    safety = ("safe" if cell.get("safe") else "unsafe") if "safe" in cell else "safety not judged (no cost limit)"
+    if cost is not None and "safe" in cell:
+        safety += f" (normalized cost {cost:.2f} {'<=' if cell['safe'] else '>'} 1)"
+    lines = []
+    for ev in evals[1:]:
+        other, o = ev.data["policy"]["label"], ev.data["clean"]
+        if score_key not in o:
+            continue
+        mine, theirs = cell[score_key], o[score_key]
+        word = "more than" if mine > theirs else "less than" if mine < theirs else "as much as"
+        lines.append(f"{who}: {safety}; it earns {mine:.3f}, {word} {other} ({theirs:.3f}"
+                     + ("" if "safe" not in o else f", {'safe' if o['safe'] else 'unsafe'}") + ").")
+    return lines
+
+
 def _rho(r: dict[str, Any]) -> str:
     return "undefined" if r.get("rho") is None else f"{r['rho']:.2f} (p {r['p']:.2g})"
 
@@ -177,6 +202,8 @@ def eval_command(
             console.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
         console.print(escape(f"eval.json: {ev.out_dir / 'eval.json'}" + "".join(f"\nplot: {p}" for p in ev.files)),
                       highlight=False, soft_wrap=True)
+    for line in verdict_lines(evals, report.score_key(first.task)):
+        console.print(escape(line), highlight=False, soft_wrap=True)
     if session.written["compare"]:
         console.print(escape(f"comparison: {session.written['compare']}/eval.json and its PNGs"), highlight=False,
                       soft_wrap=True)

@@ -23,7 +23,6 @@ what ``corl.envs.factory.make_env`` calls (``fast_reset=False`` there turns it o
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import gymnasium as gym

@@ -137,11 +137,12 @@ class FastRebuild:
         agent = model.body("agent")
         agent.pos[:] = _xml_float(np.r_[world.agent_xy, world._agent.z_height])
         agent.quat[:] = _rot_quat(world.agent_rot)
+        self._free_joint_at_body(model, agent.id)  # the car's free joint starts at its body pose
         self._write_track_camera(model, float(world.agent_rot))
         for name, obj in world.free_geoms.items():
-            self._place_body(model, name, obj, free=True)
+            self._place_body(model, name, obj)
         for name, obj in world.geoms.items():
-            self._place_body(model, name, obj, free=False)
+            self._place_body(model, name, obj)
         for name, obj in world.mocaps.items():
             geom = model.geom(name)
             geom.pos[:] = _xml_float(obj["pos"])
@@ -164,15 +165,24 @@ class FastRebuild:
             return self._quat_cache[key]
         return _rot_quat(obj["rot"])
 
-    def _place_body(self, model: mujoco.MjModel, name: str, obj: dict, free: bool) -> None:
+    def _place_body(self, model: mujoco.MjModel, name: str, obj: dict) -> None:
         body = model.body(name)
         body.pos[:] = _xml_float(obj["pos"])
         body.quat[:] = self._orientation(obj)
-        if free:
-            adr = int(model.jnt_qposadr[model.body_jntadr[body.id]])
-            model.qpos0[adr:adr + 3] = body.pos
-            model.qpos0[adr + 3:adr + 7] = body.quat
-            model.qpos_spring[adr:adr + 7] = model.qpos0[adr:adr + 7]
+        self._free_joint_at_body(model, body.id)
+
+    @staticmethod
+    def _free_joint_at_body(model: mujoco.MjModel, body_id: int) -> None:
+        """A free joint's reference pose (``qpos0``, ``qpos_spring``) is its body's pose."""
+        if model.body_jntnum[body_id] < 1:
+            return
+        joint = int(model.body_jntadr[body_id])
+        if model.jnt_type[joint] != mujoco.mjtJoint.mjJNT_FREE:
+            return
+        adr = int(model.jnt_qposadr[joint])
+        model.qpos0[adr:adr + 3] = model.body_pos[body_id]
+        model.qpos0[adr + 3:adr + 7] = model.body_quat[body_id]
+        model.qpos_spring[adr:adr + 7] = model.qpos0[adr:adr + 7]
 
     def _write_track_camera(self, model: mujoco.MjModel, theta: float) -> None:
         """The ``track`` camera safety-gymnasium adds to the agent, facing along its start yaw."""

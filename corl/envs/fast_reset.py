@@ -125,8 +125,9 @@ class FastRebuild:
         for name, value in self.template.items():
             np.copyto(getattr(model, name), value)
         self._write_poses(model)
-        mujoco.mj_setConst(model, data)  # pose-dependent constants, as the compiler computes them
         mujoco.mj_resetData(model, data)  # what MjData(model) does: qpos0, mocap poses, zeros
+        mujoco.mj_setConst(model, data)  # pose-dependent constants, as the compiler computes them
+        mujoco.mj_resetData(model, data)
         mujoco.mj_forward(model, data)  # World.build
         mujoco.mj_forward(model, data)  # World.rebuild
         self.fast_resets += 1
@@ -153,6 +154,25 @@ class FastRebuild:
         for i in self._massless:  # the compiler puts a massless body's inertial frame on its frame
             model.body_ipos[i] = model.body_pos[i]
             model.body_iquat[i] = model.body_quat[i]
+        self._weld_relposes(model)
+
+    @staticmethod
+    def _weld_relposes(model: mujoco.MjModel) -> None:
+        """A weld without ``relpose`` (the gremlins' mocap-object welds) holds the two bodies'
+        relative pose at ``qpos0``, which the compiler computes; both bodies hang from the world
+        here, so their ``qpos0`` poses are their body poses."""
+        for i in range(model.neq):
+            if model.eq_type[i] != mujoco.mjtEq.mjEQ_WELD or model.eq_obj2id[i] < 0:
+                continue
+            b1, b2 = int(model.eq_obj1id[i]), int(model.eq_obj2id[i])
+            if model.body_parentid[b1] != 0 or model.body_parentid[b2] != 0:
+                continue
+            neg_pos, neg_quat = np.zeros(3), np.zeros(4)
+            mujoco.mju_negPose(neg_pos, neg_quat, model.body_pos[b1], model.body_quat[b1])
+            rel_pos, rel_quat = np.zeros(3), np.zeros(4)
+            mujoco.mju_mulPose(rel_pos, rel_quat, neg_pos, neg_quat, model.body_pos[b2], model.body_quat[b2])
+            model.eq_data[i, 3:6] = rel_pos
+            model.eq_data[i, 6:10] = rel_quat
 
     def _orientation(self, obj: dict) -> np.ndarray:
         if "euler" in obj:  # meshed objects: a fixed euler triple, converted once by MuJoCo itself

@@ -73,15 +73,18 @@ def _record_episode(env, task: TaskSpec, config: CollectConfig, episode: int) ->
     return columns, meta
 
 
-_WORKER_ENV: dict = {}
+def _worker_episodes(task: TaskSpec, config: CollectConfig, episodes: list[int]) -> list[tuple[dict, dict]]:
+    """A fixed block of episodes, in order, on one env made in the worker process.
 
-
-def _worker_episode(task: TaskSpec, config: CollectConfig, episode: int) -> tuple[dict, dict]:
-    """One episode in a worker process, with the worker's env made once and kept."""
-    env = _WORKER_ENV.get(task.name)
-    if env is None:
-        env = _WORKER_ENV[task.name] = make_env(task)
-    return _record_episode(env, task, config, episode)
+    Blocks are assigned up front (not to whichever worker is free), so a worker layout always
+    runs the same episodes on the same env: Bullet-Safety-Gym's resets depend on the env's
+    history, and this keeps its datasets reproducible per layout.
+    """
+    env = make_env(task)
+    try:
+        return [_record_episode(env, task, config, e) for e in episodes]
+    finally:
+        env.close()
 
 
 def collect_episodes(task: TaskSpec, config: CollectConfig, progress: ProgressFn | None = None,
@@ -89,8 +92,11 @@ def collect_episodes(task: TaskSpec, config: CollectConfig, progress: ProgressFn
     """Run ``config.episodes`` episodes of a scripted/random controller and record them.
 
     ``workers``: 1 runs every episode here; N > 1 runs them in N processes (None or 0: from
-    the free cores, :func:`corl.envs.workers.resolve_workers`). Each episode has its own seed
-    and random stream, so the dataset is the same for any number of workers.
+    the free cores, :func:`corl.envs.workers.resolve_workers`), each a contiguous block of
+    episodes on its own env. Each episode has its own seed and random stream, so on
+    Safety-Gymnasium tasks (resets fully seeded) the dataset is the same for any number of
+    workers; Bullet-Safety-Gym resets depend on the env's history, so there it is the same
+    for the same number of workers.
     """
     if config.policy not in ("scripted", "random"):
         from corl.errors import ConfigError
@@ -113,10 +119,15 @@ def collect_episodes(task: TaskSpec, config: CollectConfig, progress: ProgressFn
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from corl.envs.workers import split_envs
+
+        bounds = np.cumsum([0, *split_envs(config.episodes, n_workers)])
         with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker_episode, task, config, e) for e in range(config.episodes)]
-            for episode, future in enumerate(futures):  # in episode order, whatever finished first
-                add(episode, future.result())
+            futures = [pool.submit(_worker_episodes, task, config, list(range(bounds[w], bounds[w + 1])))
+                       for w in range(n_workers)]
+            for w, future in enumerate(futures):  # in episode order, whatever finished first
+                for offset, result in enumerate(future.result()):
+                    add(int(bounds[w]) + offset, result)
     else:
         env = make_env(task)
         for episode in range(config.episodes):

@@ -223,6 +223,8 @@ def collect(
     output: Path = typer.Option(..., "-o", "--output", help="DSRL-format HDF5 file to write."),
     seed: int = typer.Option(0, help="Seed of env resets and controller noise."),
     aggressiveness: str = typer.Option("0,1", help="Per-episode aggressiveness range 'LOW,HIGH' in [0, 1]."),
+    workers: int = typer.Option(0, min=0, help="Worker processes running episodes (0: from the free cores; "
+                                               "1: this process). The file is the same for any number."),
 ) -> None:
     """Record real simulator episodes into a DSRL-format file that dsrl itself can load."""
     from corl.collect.recorder import CollectConfig, collect_episodes
@@ -249,7 +251,7 @@ def collect(
             rate = done / max(progress.get_time() - start, 1e-9)
             progress.update(bar, completed=done, rate=f"{rate:.2f}", last=f"R={meta['reward']:.1f} C={meta['cost']:.0f}")
 
-        dataset = collect_episodes(spec, config, progress=update)
+        dataset = collect_episodes(spec, config, progress=update, workers=workers)
     write_dsrl(dataset, output)
     returns = dataset.episode_returns()
     console.print(

@@ -8,6 +8,8 @@ get ``info["cost"] = 0.0`` so every learner and evaluator reads cost the same wa
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from typing import Any, Callable
 
@@ -15,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from corl.envs.compat import import_dsrl
+from corl.envs.fast_reset import install_fast_reset
 from corl.tasks import TaskSpec, get_task
 
 
@@ -45,8 +48,22 @@ def _resolve(task: TaskSpec | str) -> TaskSpec:
     return get_task(task) if isinstance(task, str) else task
 
 
-def make_env(task: TaskSpec | str, seed: int | None = None, **kwargs: Any) -> gym.Env:
-    """A single env for ``task`` (a name or a TaskSpec), reset once with ``seed`` if given."""
+def fast_reset_default() -> bool:
+    """``CORL_FAST_RESET`` (default 1): Safety-Gymnasium resets without recompiling the model.
+
+    ``CORL_FAST_RESET=0`` gives the stock rebuild everywhere (workers inherit the variable).
+    """
+    return os.environ.get("CORL_FAST_RESET", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def make_env(task: TaskSpec | str, seed: int | None = None, fast_reset: bool | None = None,
+             **kwargs: Any) -> gym.Env:
+    """A single env for ``task`` (a name or a TaskSpec), reset once with ``seed`` if given.
+
+    ``fast_reset`` (default :func:`fast_reset_default`): Safety-Gymnasium navigation tasks
+    write each new layout into their compiled model instead of recompiling it
+    (:mod:`corl.envs.fast_reset`; same layouts, same numbers); other families ignore it.
+    """
     spec = _resolve(task)
     import_dsrl()  # registers bullet-safety-gym, safety-gymnasium and dsrl ids (with the shim)
     with warnings.catch_warnings():
@@ -55,29 +72,49 @@ def make_env(task: TaskSpec | str, seed: int | None = None, **kwargs: Any) -> gy
     env = CostInInfo(env)
     if spec.family == "bullet":
         env = SeedGlobalNumpyOnReset(env)
+    if spec.family == "safety-gymnasium" and (fast_reset_default() if fast_reset is None else fast_reset):
+        env = install_fast_reset(env)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
 
 
-def env_factory(task: TaskSpec | str, **kwargs: Any) -> Callable[[], gym.Env]:
+def env_factory(task: TaskSpec | str, wrap: Callable[[gym.Env], gym.Env] | None = None,
+                **kwargs: Any) -> Callable[[], gym.Env]:
+    """A picklable function that makes one env of ``task`` (``wrap`` applied if given)."""
     spec = _resolve(task)
-    return lambda: make_env(spec, **kwargs)
+    return functools.partial(_make_wrapped, spec, wrap, kwargs)
+
+
+def _make_wrapped(spec: TaskSpec, wrap: Callable[[gym.Env], gym.Env] | None, kwargs: dict) -> gym.Env:
+    env = make_env(spec, **kwargs)
+    return wrap(env) if wrap is not None else env
 
 
 def make_vector_env(
-    task: TaskSpec | str, num_envs: int, asynchronous: bool = False, **kwargs: Any
+    task: TaskSpec | str, num_envs: int, asynchronous: bool = False, workers: int | None = 1,
+    wrap: Callable[[gym.Env], gym.Env] | None = None, **kwargs: Any
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies of the task's env in gymnasium's vector API.
 
-    Synchronous by default: on a 2-core machine the simulators are cheap enough that process
-    start-up and pickling cost more than they save; ``asynchronous=True`` uses subprocesses.
-    Costs arrive in ``infos["cost"]`` as an array (with gymnasium's ``"_cost"`` mask).
+    ``workers``: 1 (the default) steps every env in this process (``SyncVectorEnv``); None or
+    0 picks the number of worker processes from the free cores
+    (:func:`corl.envs.workers.resolve_workers`); N > 1 runs the envs in N processes
+    (:class:`~corl.envs.workers.GroupedVectorEnv`, gymnasium's async vector env with shared
+    memory underneath), with the same numbers as in-process for the same seeds.
+    ``asynchronous=True`` is gymnasium's ``AsyncVectorEnv`` with one process per env.
+    ``wrap`` is applied to every env (it must pickle for workers: a module-level function or a
+    ``functools.partial``). Costs arrive in ``infos["cost"]`` as an array (with ``"_cost"``).
     """
-    fns = [env_factory(task, **kwargs) for _ in range(num_envs)]
+    from corl.envs.workers import GroupedVectorEnv, resolve_workers
+
+    fns = [env_factory(task, wrap=wrap, **kwargs) for _ in range(num_envs)]
     if asynchronous:
         return gym.vector.AsyncVectorEnv(fns, context="spawn")
+    n_workers = resolve_workers(num_envs, workers)
+    if n_workers > 1:
+        return GroupedVectorEnv(fns, n_workers)
     return gym.vector.SyncVectorEnv(fns)
 
 

@@ -26,6 +26,7 @@ vector env's top-level ``infos["cost"]`` at that index belongs to the reset, not
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from corl.data.dataset import TransitionDataset
-from corl.envs.factory import step_costs, make_env
+from corl.envs.factory import make_vector_env, step_costs
 from corl.tasks import TaskSpec, get_task
 
 
@@ -162,24 +163,22 @@ class OnlineCollector:
     to the growing buffers. ``fixed_horizon`` wraps every env in :class:`FixedHorizon` with the
     task's episode length. ``dataset()`` returns the finished episodes (optionally the
     unfinished tails too, their last row marked as a time-out: the collector cut them off).
+    ``workers``: 1 steps the envs in this process, None/0 picks worker processes from the free
+    cores, N > 1 uses N (``corl.envs.make_vector_env``); the numbers are the same either way.
     """
 
     def __init__(self, task: TaskSpec | str, num_envs: int = 1, seed: int = 0, record: bool = True,
                  fixed_horizon: bool = False, on_terminate: str = "continue",
                  cost_limit: float | None = None, device: torch.device | str = "cpu",
-                 env: gym.vector.VectorEnv | None = None) -> None:
+                 env: gym.vector.VectorEnv | None = None, workers: int | None = 1) -> None:
         self.task = get_task(task) if isinstance(task, str) else task
         self.num_envs, self.seed, self.record = int(num_envs), int(seed), record
         self.cost_limit = cost_limit if cost_limit is not None else self.task.cost_limit
         self.device = torch.device(device)
-        if env is None:
-            horizon = self.task.max_episode_steps
-
-            def factory():
-                e = make_env(self.task)
-                return FixedHorizon(e, horizon, on_terminate) if fixed_horizon else e
-
-            env = gym.vector.SyncVectorEnv([factory for _ in range(self.num_envs)])
+        if env is None:  # in this process (workers 1) or in worker processes (corl.envs.workers)
+            wrap = (functools.partial(FixedHorizon, horizon=self.task.max_episode_steps, on_terminate=on_terminate)
+                    if fixed_horizon else None)
+            env = make_vector_env(self.task, self.num_envs, workers=workers, wrap=wrap)
         self.env = env
         space = self.env.single_action_space
         self.act_low = np.asarray(space.low, dtype=np.float32)

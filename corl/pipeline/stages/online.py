@@ -391,7 +391,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
             evaluator.start_learner()
         seed = ctx.seed + 1000 * learner_index
         collector = OnlineCollector(ctx.task, cfg.num_envs, seed, record=True, fixed_horizon=method.fixed_horizon,
-                                    cost_limit=limit, device=ctx.device)
+                                    cost_limit=limit, device=ctx.device, workers=0)  # 0: from the free cores
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
             collector.episodes = [EpisodeInfo(**{k: v for k, v in e.items() if k in EpisodeInfo.__dataclass_fields__})

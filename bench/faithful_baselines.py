@@ -14,6 +14,8 @@ CPQ's OOD scoring skips OSRL's unused draws; there the bench reseeds torch at th
 each loss on both sides (OSRL's ``critic_loss`` and ``cost_critic_loss`` with the seed of
 corl's target computation, the actors' losses with another, CPQ's OOD samples with a third),
 so each loss sees the same numbers. CDT's dropout masks come from one seed before the forward.
+The ``*-pid`` rows repeat BCQ-Lag and BEAR-Lag with both sides' cost threshold at -1, so that
+the first step's PID multiplier and penalty gradient are non-zero.
 
 Run: ``PYTHONPATH=DIR:. .venv/bin/python bench/faithful_baselines.py [--dataset FILE]``.
 """
@@ -182,12 +184,19 @@ def loss_row(name: str, osrl_value: float, corl_value: float) -> tuple[str, floa
     return (f"loss {name}", abs(float(osrl_value) - float(corl_value)), abs(float(osrl_value)))
 
 
+def set_threshold(model, corl, thres: float) -> None:
+    """Both sides' cost threshold (penalty and PID) set to ``thres``: at -1 the first step's
+    PID error is positive, so lambda and the penalty's gradient are non-zero."""
+    model.qc_thres = model.controller.thres = thres
+    corl.qc_thres = corl.pid.cost_limit = corl.pid.previous = thres
+
+
 def _lag_common(data) -> dict:
     return dict(state_dim=data.obs_dim, action_dim=data.act_dim, max_action=1.0, a_hidden_sizes=[256, 256],
                 c_hidden_sizes=[256, 256], cost_limit=10, episode_len=300)
 
 
-def bcql(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
+def bcql(data, arrays: dict, batch: int, pid_active: bool = False) -> list[tuple[str, float, float]]:
     import osrl.algorithms as oa
 
     from corl.algos.baselines.vae import build_vae
@@ -204,6 +213,8 @@ def bcql(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
     for crit, dst in (((model.critic, model.cost_critic), corl.critic),
                       ((model.critic_old, model.cost_critic_old), corl.critic_target)):
         copy_mlps_into_ensemble(double_q_nets(crit[0]) + double_q_nets(crit[1]), dst)
+    if pid_active:
+        set_threshold(model, corl, -1.0)
     o, c, o_out = {}, {}, {}
     record(model.vae_optim, o, "vae", lambda: vae_grads_osrl(model.vae))
     record(model.critic_optim, o, "critic", lambda: [g for q in double_q_nets(model.critic)
@@ -237,7 +248,7 @@ def bcql(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def bearl(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
+def bearl(data, arrays: dict, batch: int, pid_active: bool = False) -> list[tuple[str, float, float]]:
     import osrl.algorithms as oa
 
     from corl.algos.baselines.vae import build_vae
@@ -254,6 +265,8 @@ def bearl(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
     for crit, dst in (((model.critic, model.cost_critic), corl.critic),
                       ((model.critic_old, model.cost_critic_old), corl.critic_target)):
         copy_mlps_into_ensemble(double_q_nets(crit[0]) + double_q_nets(crit[1]), dst)
+    if pid_active:
+        set_threshold(model, corl, -1.0)
     o, c, o_out = {}, {}, {}
     record(model.vae_optim, o, "vae", lambda: vae_grads_osrl(model.vae))
     record(model.critic_optim, o, "critic", lambda: [g for q in double_q_nets(model.critic)
@@ -454,7 +467,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="datasets/samples/OfflineCarCircle-v0.hdf5")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--cdt-batch", type=int, default=256, help="CDT windows per batch (OSRL: 2048)")
-    parser.add_argument("--methods", nargs="+", default=["bcql", "bearl", "cpq", "coptidice", "cdt"])
+    parser.add_argument("--methods", nargs="+",
+                        default=["bcql", "bearl", "bcql-pid", "bearl-pid", "cpq", "coptidice", "cdt"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     from corl.pipeline.context import read_task_dataset
@@ -465,7 +479,9 @@ def main() -> None:
     table = Table(title="corl vs osrl-lib 0.1.0: one update, same weights, batch and RNG")
     for col in ("method", "quantity", "max |corl - OSRL|", "max |OSRL|"):
         table.add_column(col)
-    methods = {"bcql": ("BCQ-Lag", bcql), "bearl": ("BEAR-Lag", bearl), "cpq": ("CPQ", cpq),
+    methods = {"bcql": ("BCQ-Lag", bcql), "bearl": ("BEAR-Lag", bearl),
+               "bcql-pid": ("BCQ-Lag, threshold -1", lambda *a: bcql(*a, pid_active=True)),
+               "bearl-pid": ("BEAR-Lag, threshold -1", lambda *a: bearl(*a, pid_active=True)), "cpq": ("CPQ", cpq),
                "coptidice": ("COptiDICE", coptidice), "cdt": ("CDT", cdt)}
     worst = 0.0
     for key in args.methods:

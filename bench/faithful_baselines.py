@@ -192,8 +192,8 @@ def set_threshold(model, corl, thres: float) -> None:
 
 
 def _lag_common(data) -> dict:
-    return dict(state_dim=data.obs_dim, action_dim=data.act_dim, max_action=1.0, a_hidden_sizes=[256, 256],
-                c_hidden_sizes=[256, 256], cost_limit=10, episode_len=300)
+    return {"state_dim": data.obs_dim, "action_dim": data.act_dim, "max_action": 1.0, "a_hidden_sizes": [256, 256],
+            "c_hidden_sizes": [256, 256], "cost_limit": 10, "episode_len": 300}
 
 
 def bcql(data, arrays: dict, batch: int, pid_active: bool = False) -> list[tuple[str, float, float]]:

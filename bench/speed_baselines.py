@@ -173,8 +173,8 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     np.random.seed(0)
-    from torch.utils.data import DataLoader
     from osrl.common.dataset import TransitionDataset as OSRLDataset
+    from torch.utils.data import DataLoader
 
     data = _load(args.dataset)
     arrays = {k: v.astype(np.float32) if v.dtype != bool else v for k, v in data.to_numpy().items()}

@@ -1,4 +1,4 @@
-"""Benchmark: training steps/s of corl's BCQ-Lag, BEAR-Lag, CPQ and COptiDICE against OSRL's
+"""Benchmark: training steps/s of corl's BCQ-Lag, BEAR-Lag, CPQ, COptiDICE and CDT against OSRL's
 implementations (``osrl-lib`` 0.1.0), at OSRL's network sizes and batch, in one process.
 
 Two rows per method:
@@ -8,7 +8,16 @@ Two rows per method:
 * ``loop``: batch assembly plus the update. OSRL's loop is its training script's
   ``DataLoader`` over ``osrl.common.TransitionDataset`` (one transition per ``__next__``,
   collated to a batch; ``num_workers = 0`` here, the script's default is 8 worker processes);
-  corl's is ``TransitionDataset.sample`` on the device.
+  corl's is ``TransitionDataset.sample`` on the device. CDT: OSRL's ``SequenceDataset``
+  (cost-weighted trajectory sampling as its config; ``augment_percent = 0`` because the
+  augmentation needs ``oapackage``, which only changes which trajectories exist) against
+  corl's ``WindowSampler``; batch 2048 windows of 10 steps as OSRL's config.
+
+``--clock cpu`` times with the process's CPU time instead of the wall clock: on a machine
+shared with other jobs this counts the work each side does rather than the share of the CPU
+it got (both sides run with one torch thread, so on an idle machine the two agree).
+``--profile N`` also runs N updates per side under ``torch.profiler`` and prints the share
+of self CPU time spent in matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``).
 
 Each side is timed for ``--iters`` steps after ``--warmup`` steps, alternating order per round;
 medians over ``--rounds`` are reported with the ratio corl / OSRL. OSRL is an optional
@@ -50,13 +59,58 @@ def _osrl_batch(arrays: dict, idx: np.ndarray, init: np.ndarray | None = None) -
     return [torch.as_tensor(x, dtype=torch.float32) for x in out]
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
 def _time(fn: Callable[[], None], iters: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
-    start = time.perf_counter()
+    start = CLOCK()
     for _ in range(iters):
         fn()
-    return iters / (time.perf_counter() - start)
+    return iters / (CLOCK() - start)
+
+
+def matmul_share(fn: Callable[[], None], iters: int) -> float:
+    """Fraction of the self CPU time of ``iters`` calls spent in matrix-product kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(iters):
+            fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / max(total, 1e-9)
+
+
+def build_cdt(data, batch: int):
+    """(corl CDT learner, OSRL CDT trainer step, OSRL window loader, corl window sampler)."""
+    import osrl.algorithms as oa
+    from osrl.common.dataset import SequenceDataset
+    from torch.utils.data import DataLoader
+
+    from corl.algos.cdt import CDTConfig, CDTLearner, CDTModel
+    from corl.algos.cdt.data import WindowSampler, split_trajectories
+
+    a = data.act_dim
+    model = oa.CDT(data.obs_dim, a, 1.0, seq_len=10, episode_len=300, embedding_dim=128, num_layers=3,
+                   num_heads=8, attention_dropout=0.1, residual_dropout=0.1, embedding_dropout=0.1,
+                   use_rew=True, use_cost=True, cost_transform=True, action_head_layers=1, stochastic=True,
+                   init_temperature=0.1, target_entropy=-a)
+    trainer = oa.CDTTrainer(model, None, learning_rate=1e-4, weight_decay=1e-4, betas=(0.9, 0.999), clip_grad=0.25,
+                            lr_warmup_steps=500, reward_scale=0.1, cost_scale=1.0, loss_cost_weight=0.02,
+                            loss_state_weight=0.0)
+    corl = CDTLearner(CDTConfig(batch_size=batch), CDTModel(data.obs_dim, a, seq_len=10, episode_len=300))
+    arrays = {k: v.copy() for k, v in data.to_numpy().items()}
+    arrays["terminals"] = arrays["terminals"].astype(np.float32)
+    arrays["timeouts"] = arrays["timeouts"].astype(np.float32)
+    seq = SequenceDataset(arrays, seq_len=10, reward_scale=0.1, cost_scale=1.0, deg=4, max_rew_decrease=100,
+                          beta=1.0, augment_percent=0.0, max_reward=600.0, min_reward=1.0, cost_sample=True)
+    loader = iter(DataLoader(seq, batch_size=batch, num_workers=0))
+    sampler = WindowSampler(split_trajectories(data), 10, 0.1, 1.0)
+    return corl, trainer, loader, sampler
 
 
 def build(method: str, data, arrays: dict, batch: int):
@@ -105,25 +159,36 @@ def build(method: str, data, arrays: dict, batch: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="datasets/samples/OfflineCarCircle-v0.hdf5")
-    parser.add_argument("--methods", nargs="+", default=["bcql", "bearl", "cpq", "coptidice"])
+    parser.add_argument("--methods", nargs="+", default=["bcql", "bearl", "cpq", "coptidice", "cdt"])
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--cdt-batch", type=int, default=2048, help="CDT windows per batch (OSRL's config)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--profile", type=int, default=0, help="updates per side under torch.profiler")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(1)
     torch.manual_seed(0)
     np.random.seed(0)
-    from torch.utils.data import DataLoader
     from osrl.common.dataset import TransitionDataset as OSRLDataset
+    from torch.utils.data import DataLoader
 
     data = _load(args.dataset)
     arrays = {k: v.astype(np.float32) if v.dtype != bool else v for k, v in data.to_numpy().items()}
-    table = Table(title=f"steps/s, OSRL sizes (batch {args.batch}, 256x256 nets, VAE 400), 1 torch thread")
+    table = Table(title=f"steps/s ({args.clock} clock), OSRL sizes (batch {args.batch}, 256x256 nets, VAE 400; "
+                        f"CDT batch {args.cdt_batch}), 1 torch thread")
     for col in ("method", "row", "corl", "OSRL", "corl / OSRL"):
         table.add_column(col)
+    if args.profile:
+        table.add_column("matmul share corl / OSRL")
     gen = torch.Generator().manual_seed(0)
     for method in args.methods:
+        if method == "cdt":
+            _bench_cdt(table, data, args, gen)
+            continue
         corl, osrl_step, init = build(method, data, arrays, args.batch)
         idx = np.random.randint(0, len(data), args.batch)
         o_batch = _osrl_batch(arrays, idx, init)
@@ -159,10 +224,49 @@ def main() -> None:
                 else:
                     rows[name][1].append(_time(o_fn, args.iters, args.warmup))
                     rows[name][0].append(_time(c_fn, args.iters, args.warmup))
-        for name, (c, o) in rows.items():
-            cm, om = statistics.median(c), statistics.median(o)
-            table.add_row(method, name, f"{cm:.2f}", f"{om:.2f}", f"{cm / om:.2f}x")
+        share = None
+        if args.profile:
+            share = (matmul_share(lambda: corl.update(c_batch), args.profile),
+                     matmul_share(lambda: osrl_step(o_batch), args.profile))
+        _add_rows(table, method, rows, share)
     Console().print(table)
+
+
+def _add_rows(table: Table, method: str, rows: dict, share: tuple[float, float] | None) -> None:
+    for name, (c, o) in rows.items():
+        cm, om = statistics.median(c), statistics.median(o)
+        extra = [f"{share[0]:.0%} / {share[1]:.0%}"] if share is not None and name == "update" else []
+        if share is not None and name != "update":
+            extra = [""]
+        table.add_row(method, name, f"{cm:.2f}", f"{om:.2f}", f"{cm / om:.2f}x", *extra)
+
+
+def _bench_cdt(table: Table, data, args, gen: torch.Generator) -> None:
+    corl, trainer, loader, sampler = build_cdt(data, args.cdt_batch)
+    b = sampler.sample(args.cdt_batch, gen)
+    o_args = (b["obs"], b["act"], b["rtg"], b["ctg"], b["timesteps"], b["mask"].float(),
+              torch.zeros(args.cdt_batch), b["cost"])
+
+    def osrl_loop() -> None:
+        states, actions, returns, costs_return, time_steps, mask, episode_cost, costs = next(loader)
+        trainer.train_one_step(states.float(), actions.float(), returns.float(), costs_return.float(), time_steps,
+                               mask.float(), episode_cost.float(), costs.float())
+
+    rows = {"update": ([], []), "loop": ([], [])}
+    for r in range(args.rounds):
+        pairs = [("update", lambda: corl.update(b), lambda: trainer.train_one_step(*o_args)),
+                 ("loop", lambda: corl.update(sampler.sample(args.cdt_batch, gen)), osrl_loop)]
+        for name, c_fn, o_fn in pairs:
+            first, second = (c_fn, o_fn) if r % 2 == 0 else (o_fn, c_fn)
+            a = _time(first, args.iters, args.warmup)
+            z = _time(second, args.iters, args.warmup)
+            rows[name][0].append(a if r % 2 == 0 else z)
+            rows[name][1].append(z if r % 2 == 0 else a)
+    share = None
+    if args.profile:
+        share = (matmul_share(lambda: corl.update(b), args.profile),
+                 matmul_share(lambda: trainer.train_one_step(*o_args), args.profile))
+    _add_rows(table, "cdt", rows, share)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,49 @@ def test_schedule_signal_and_weight_regions_follow_the_equations():
     assert torch.allclose(w, torch.tensor([np.exp(2.5), np.exp(3 * 0.8), 0.0], dtype=torch.float32), rtol=1e-5)
 
 
+def test_critic_losses_follow_the_hj_and_expectile_equations():
+    """One critic update on a tiny batch against the equations written out by hand: the IQL
+    value/Q losses and the reversed-expectile V_h with the HJ backup (terminal: y_h = h)."""
+    import copy
+
+    from corl.algos.fisor import FISORConfig, FISORLearner
+
+    torch.manual_seed(0)
+    cfg = FISORConfig(batch_size=8, critic_batch_size=8, actor_splits=1, gamma=0.9, hidden=[8], width=8, blocks=1,
+                      time_dim=4, fourier_features=2)
+    learner = FISORLearner(cfg, 2, 1, reward_factor=0.5)
+    gen = torch.Generator().manual_seed(1)
+    s, s2 = torch.randn(8, 2, generator=gen), torch.randn(8, 2, generator=gen)
+    a = torch.rand(8, 1, generator=gen) * 2 - 1
+    cost = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    term = torch.tensor([False, False, True, False, False, True, False, False])
+    batch = {"observations": s, "next_observations": s2, "actions": a, "rewards": torch.randn(8, generator=gen),
+             "costs": cost, "terminals": term, "timeouts": torch.zeros(8, dtype=torch.bool)}
+    b = learner._prepare(batch)
+    with torch.no_grad():  # centre V and V_h on the critics so u takes both signs
+        learner.v.net.net[-1].bias += (learner.q_target(s, a).min(0).values - learner.v(s)).median()
+        learner.vh.net.net[-1].bias += (learner.qh_target(s, a).max(0).values - learner.vh(s)).median()
+    before = copy.deepcopy(learner)
+    v_loss, q_loss = learner._value_step(b)
+    vh_loss, qh_loss = learner._feasibility_step(b)
+    with torch.no_grad():
+        h = torch.where(cost > 0, 25.0, -1.0)
+        mask = (~term).float()
+        # reward V: expectile 0.9 of min_k Q'_k - V; Q: mean over members and rows, target with the new V
+        u = before.q_target(s, a).min(0).values - before.v(s)
+        want_v = (torch.where(u < 0, 0.1, 0.9) * u ** 2).mean()
+        y = 0.5 * batch["rewards"] + 0.9 * mask * learner.v(s2)
+        want_q = ((before.q(s, a) - y) ** 2).mean()
+        # feasibility V_h: weight 0.9 below (u_h < 0), 0.1 above, u_h = max_k Q_h'_k - V_h
+        uh = before.qh_target(s, a).max(0).values - before.vh(s)
+        want_vh = (torch.where(uh < 0, 0.9, 0.1) * uh ** 2).mean()
+        yh = (1 - 0.9) * h + 0.9 * torch.maximum(h, learner.vh(s2))
+        yh = torch.where(term, h, yh)
+        want_qh = ((before.qh(s, a) - yh) ** 2).mean()
+    assert np.allclose([v_loss, q_loss, vh_loss, qh_loss], [want_v, want_q, want_vh, want_qh], rtol=1e-5, atol=1e-7)
+    assert (uh < 0).any() and (uh > 0).any() and (u < 0).any() and (u > 0).any(), "both expectile sides"
+
+
 def _reachability(n: int = 4000, seed: int = 0) -> TransitionDataset:
     """x' = clip(x + 0.1 a, -2, 2), r = x, cost 1[x > 1]; x ~ U(-1.5, 1.5), a ~ U(-1, 1)."""
     rng = np.random.default_rng(seed)

@@ -5,10 +5,13 @@ baselines.md section 5. A causal transformer reads, per timestep, the tokens
 from the state token (a diagonal Gaussian, no tanh) and whether the step costs from the
 action token. Training is entropy-regularised maximum likelihood on padded windows::
 
-    L = - ( mean_m log N(a | mu, sigma) + sg(temp) mean_m H ) + w_c mean_m NLL(cost_logits, 1[c > 0])
+    L = - ( mean_m log N(a | mu, sigma) + sg(temp) mean_m H ) + w_c mean(m NLL(cost_logits, 1[c > 0]))
     L_temp = temp sg(H - target_entropy)
 
-(the log-probability averaged per action dimension, ``m`` the padding mask), AdamW with a
+(log-probability and entropy averaged per action dimension over real steps, ``m`` the
+padding mask; the cost term averaged over all positions, padded ones counting zero, as
+OSRL's ``train_one_step``; OSRL casts costs with ``long()``, which equals ``1[c > 0]``
+for binary costs), AdamW with a
 linear warm-up and gradient clipping. At test time the targets ``(R, C)`` are given and
 updated by the realised reward and cost after every step.
 """
@@ -160,11 +163,14 @@ class CDTLearner:
         dist, cost_logp = self.model(batch["obs"], batch["act"], batch["rtg"], batch["ctg"], batch["timesteps"],
                                      batch["mask"])
         m = batch["mask"]
-        log_prob = dist.log_prob(batch["act"])[m].mean()  # averaged per action dimension (OSRL)
-        entropy = dist.entropy().sum(-1)[m].mean()
+        # OSRL's reductions: log-probability and entropy averaged per action dimension over real
+        # steps; the cost NLL zeroed at padded steps but averaged over every position
+        log_prob = dist.log_prob(batch["act"])[m].mean()
+        entropy = dist.entropy()[m].mean()
         temp = self.log_temperature.exp().detach()
         act_loss = -(log_prob + temp * entropy)
-        cost_nll = F.nll_loss(cost_logp[m], (batch["cost"][m] > 0).long())
+        cost_nll = F.nll_loss(cost_logp.reshape(-1, 2), (batch["cost"] > 0).long().flatten(), reduction="none")
+        cost_nll = (cost_nll * m.flatten()).mean()
         loss = act_loss + cfg.loss_cost_weight * cost_nll
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -26,7 +26,7 @@ def model_kwargs(cfg: CDTConfig, episode_len: int) -> dict:
             "cost_transform_offset": cfg.cost_transform_offset}
 
 
-@register_stage("cdt", config=CDTConfig, version="1", inputs=("dataset",),
+@register_stage("cdt", config=CDTConfig, version="2", inputs=("dataset",),
                 description="CDT: return/cost-conditioned decision transformer with Pareto relabelling")
 def cdt_stage(ctx: StageContext) -> StageResult:
     cfg: CDTConfig = ctx.config

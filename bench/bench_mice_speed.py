@@ -21,8 +21,11 @@ processes' load inflates wall time unevenly), the ratio to bare, and for MICE th
 into env stepping + acting (``collector.step``), per-step bookkeeping (``observe`` on steps
 without an update) and the epoch update.
 
+``--parallel`` starts the variants at once (on a machine shared with other jobs that buys this
+bench a larger share of the CPU; only the CPU-time rates are comparable then).
+
 Run: ``CORL_THREADS=1 .venv/bin/python bench/bench_mice_speed.py [--steps 20000] [--num-envs 10]
-[--compare-tree /tmp/i18b-main] [--json out.json]``.
+[--compare-tree /tmp/i18b-main] [--parallel] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -115,15 +118,19 @@ def worker_mice(task: str, num_envs: int, steps: int, seed: int, steps_per_epoch
 
 
 # ------------------------------------------------------------------------------ driver
-def _run_variant(kind: str, tree: Path, args: argparse.Namespace) -> dict:
+def _start_variant(kind: str, tree: Path, args: argparse.Namespace) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(tree), CORL_THREADS=os.environ.get("CORL_THREADS", "1"))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--task", args.task, "--num-envs",
            str(args.num_envs), "--steps", str(args.steps), "--steps-per-epoch", str(args.steps_per_epoch),
            "--seed", str(args.seed)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tree)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tree)
+
+
+def _finish_variant(kind: str, tree: Path, proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate()
     if proc.returncode != 0:
-        sys.exit(f"{kind} in {tree} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        sys.exit(f"{kind} in {tree} failed (rc {proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -135,6 +142,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-tree", type=Path, default=None, help="another checkout (e.g. main) to time as well")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the variants at once (only the CPU-time rates are then comparable)")
     ap.add_argument("--worker", choices=["bare", "mice"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker == "bare":
@@ -148,9 +157,14 @@ def main() -> None:
     if args.compare_tree is not None:
         variants.append((f"mice ({args.compare_tree})", "mice", args.compare_tree.resolve()))
     results = {}
-    for name, kind, tree in variants:
-        print(f"running {name} ...", flush=True)
-        results[name] = _run_variant(kind, tree, args)
+    if args.parallel:  # all at once: CPU-time rates stay per process, wall rates share the CPU
+        procs = {name: (kind, tree, _start_variant(kind, tree, args)) for name, kind, tree in variants}
+        print(f"running {', '.join(procs)} in parallel ...", flush=True)
+        results = {name: _finish_variant(kind, tree, proc) for name, (kind, tree, proc) in procs.items()}
+    else:
+        for name, kind, tree in variants:
+            print(f"running {name} ...", flush=True)
+            results[name] = _finish_variant(kind, tree, _start_variant(kind, tree, args))
     bare = results["bare"]
     print(f"\n{args.task}, {args.num_envs} envs, {args.steps} env steps, CORL_THREADS="
           f"{os.environ.get('CORL_THREADS', '1')} (first reset excluded from the rates)")

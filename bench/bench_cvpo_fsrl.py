@@ -30,6 +30,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -158,6 +159,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("CORL_THREADS", "1")))  # as the CLI does (CPU-time rates)
 
     cfg, num_envs = preset_config(args.task, args.preset, args.seed)
     print(f"{args.task}, preset {args.preset}: {num_envs} envs, update_per_step {cfg.update_per_step}, batch "

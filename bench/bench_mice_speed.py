@@ -75,6 +75,7 @@ def worker_bare(task: str, num_envs: int, steps: int, seed: int) -> dict:
 def worker_mice(task: str, num_envs: int, steps: int, seed: int, steps_per_epoch: int) -> dict:
     import torch
 
+    torch.set_num_threads(int(os.environ.get("CORL_THREADS", "1")))  # as the CLI does (CPU-time rates)
     from corl.algos.mice.config import MICEConfig
     from corl.algos.mice.learner import MICETrainer
     from corl.algos.online.collector import OnlineCollector, train_online

@@ -219,3 +219,15 @@ def test_decoupled_kl_closed_forms():
     assert float(kl_mu) == pytest.approx(float(0.5 * d @ torch.linalg.solve(cov_b, d)), rel=1e-5)
     ref = 0.5 * (torch.trace(torch.linalg.solve(cov_t, cov_b)) - 2 + torch.logdet(cov_t) - torch.logdet(cov_b))
     assert float(kl_sigma) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_fsrl_preset_is_fsrls_carcircle_work_per_step():
+    """``pipelines/cvpo.toml``'s ``fsrl`` preset: FSRL's CarCircle TrainCfg (bench_cvpo_fsrl.py times it)."""
+    import corl.pipeline.stages  # noqa: F401
+    from corl.pipeline.spec import load_spec
+
+    cfg = load_spec("cvpo").resolve("SafetyCarCircle-v0", "fsrl")["train"]
+    assert (cfg.num_envs, cfg.episodes_per_round, cfg.update_per_step, cfg.batch_size) == (10, 10, 0.2, 256)
+    assert (cfg.estep_solver, cfg.estep_iter_num, cfg.estep_dual_lr, cfg.estep_dual_max) == ("adam", 1, 0.02, 20.0)
+    assert (cfg.num_q, cfg.n_step, cfg.gamma, cfg.tau, list(cfg.hidden)) == (1, 2, 0.97, 0.05, [128, 128])
+    assert cfg.eval_every == 0 and cfg.warmup_steps == 0 and cfg.behaviour == "snapshot" and cfg.cost_limit == 10.0

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from corl.algos.mice import (FlashbulbMemory, IntrinsicCostModule, MICEConfig, MICETrainer,
-                             bias_corrected_cost_value, conjugate_gradient, cpo_step_direction, gae,
-                             kernel_pseudo_count)
+                             bias_corrected_cost_value, conjugate_gradient, cpo_step_direction, discounted_cumsum,
+                             gae, kernel_pseudo_count)
 from corl.algos.online import OnlineCollector, train_online
 
 TASK = "SafetyCarCircle-v0"
@@ -113,6 +113,41 @@ def test_conjugate_gradient_and_cpo_cases():
     # violated but recoverable (c ≥ 0, B ≥ 0): case 1, the step lowers the cost by at least c
     step, case, _, _ = cpo_step_direction(g, bc, 1.0, 0.0, 1.0, 0.05, 1.0, target_kl=0.01)
     assert case == 1 and float(bc @ step) <= -0.05 + 1e-6 and 0.5 * float(step @ step) <= 0.01 + 1e-6
+
+
+def _cg_early_exit(avp, b, iters, residual_tol=1e-10):
+    """The textbook CG with a Python-side early exit (the form the branch-free one replaced)."""
+    x, r, p = torch.zeros_like(b), b.clone(), b.clone()
+    rr = torch.dot(r, r)
+    for _ in range(iters):
+        if float(rr) < residual_tol:
+            break
+        ap = avp(p)
+        alpha = rr / (torch.dot(p, ap) + 1e-8)
+        x += alpha * p
+        r -= alpha * ap
+        rr_new = torch.dot(r, r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def test_branch_free_cg_and_scan_match_the_loops_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(30, 30, generator=g)
+    a = m @ m.t() + 0.1 * torch.eye(30)
+    b = torch.randn(30, generator=g)
+    for iters in (5, 15):  # not converged: every iteration runs in both forms
+        assert torch.equal(conjugate_gradient(lambda v: a @ v, b, iters), _cg_early_exit(lambda v: a @ v, b, iters))
+    small = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # converges in 2 steps: the masked tail keeps x
+    torch.testing.assert_close(conjugate_gradient(lambda v: small @ v, torch.tensor([1.0, 1.0]), 15),
+                               torch.tensor([0.5, 1.0 / 3.0]))
+    x = torch.randn(257, generator=g) * 5
+    running, ref = 0.0, torch.empty(257, dtype=torch.float64)
+    for t in range(256, -1, -1):  # the per-step Python scan it replaced
+        running = float(x.double()[t]) + 0.9405 * running
+        ref[t] = running
+    assert torch.equal(discounted_cumsum(x, 0.9405), ref.float())
 
 
 # ------------------------------------------------------------------ a real run + resume

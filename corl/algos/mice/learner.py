@@ -49,20 +49,25 @@ def flat_grad(output: torch.Tensor, params: list[nn.Parameter], create_graph: bo
 
 def conjugate_gradient(avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 15,
                        residual_tol: float = 1e-10) -> torch.Tensor:
-    """Solve ``A x = b`` for symmetric positive-definite ``A`` given only ``v ↦ A v``."""
+    """Solve ``A x = b`` for symmetric positive-definite ``A`` given only ``v ↦ A v``.
+
+    Branch-free: once ``rᵀr < residual_tol`` the step size is masked to 0 (``x``, ``r`` and
+    ``p`` stay put) instead of breaking out of the loop, so the loop never reads a value back
+    to Python (no device sync per iteration). Until then every operation is the textbook
+    recursion, so the result is bit-identical to the early-exit form.
+    """
     x = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
     rr = torch.dot(r, r)
     for _ in range(iters):
-        if float(rr) < residual_tol:
-            break
         ap = avp(p)
-        alpha = rr / (torch.dot(p, ap) + 1e-8)
+        active = rr >= residual_tol
+        alpha = torch.where(active, rr / (torch.dot(p, ap) + 1e-8), torch.zeros_like(rr))
         x += alpha * p
         r -= alpha * ap
         rr_new = torch.dot(r, r)
-        p = r + (rr_new / rr) * p
+        p = torch.where(active, r + (rr_new / rr) * p, p)
         rr = rr_new
     return x
 
@@ -173,9 +178,12 @@ class MICELearner:
             old_mean, old_std = self.actor.params(obs)
         g, b, sur_r, sur_c = self._policy_gradients(batch)
 
+        # ∇KL is built once with its graph; every Fisher-vector product (both CG solves) is one
+        # backward pass through that graph (the parameters do not move during CG, so this is the
+        # same product as rebuilding KL and ∇KL per call, at a third of the cost)
+        grad_kl = flat_grad(self._kl(obs, old_mean, old_std), params, create_graph=True)
+
         def fvp(v: torch.Tensor) -> torch.Tensor:
-            kl = self._kl(obs, old_mean, old_std)
-            grad_kl = flat_grad(kl, params, create_graph=True)
             return flat_grad(torch.dot(grad_kl, v), params) + cfg.cg_damping * v
 
         x = conjugate_gradient(fvp, g, cfg.cg_iters)
@@ -235,28 +243,33 @@ class MICELearner:
 
     # ------------------------------------------------------------------ critics
     def _update_critics(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """``update_iters`` passes of minibatch MSE + ``critic_l2 Σ‖w‖²``, grad-norm clip."""
+        """``update_iters`` passes of minibatch MSE + ``critic_l2 Σ‖w‖²``, grad-norm clip.
+
+        Both critics see the same minibatch; their two losses go through one backward call
+        (the graphs are disjoint, so each critic's gradient is exactly its own loss's) and the
+        losses stay tensors until the end (no read-back per minibatch).
+        """
         cfg = self.config
         n = batch["observations"].shape[0]
-        loss_r = loss_c = torch.zeros(())
+        critics = ((self.reward_critic, self.reward_optimizer, batch["target_r"]),
+                   (self.cost_critic, self.cost_optimizer, batch["target_c"]))
+        params = [list(critic.parameters()) for critic, _, _ in critics]
+        losses = [torch.zeros(()), torch.zeros(())]
         for _ in range(cfg.update_iters):
             perm = torch.randperm(n, generator=self.generator)
             for start in range(0, n, cfg.batch_size):
                 idx = perm[start:start + cfg.batch_size]
                 obs = batch["observations"][idx]
-                for critic, opt, key in ((self.reward_critic, self.reward_optimizer, "target_r"),
-                                         (self.cost_critic, self.cost_optimizer, "target_c")):
-                    loss = (critic(obs) - batch[key][idx]).pow(2).mean()
-                    loss = loss + cfg.critic_l2 * sum(w.pow(2).sum() for w in critic.parameters())
+                for i, (critic, _, target) in enumerate(critics):
+                    loss = (critic(obs) - target[idx]).pow(2).mean()
+                    losses[i] = loss + cfg.critic_l2 * sum(w.pow(2).sum() for w in params[i])
+                for _, opt, _ in critics:
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
+                torch.autograd.backward(losses)
+                for (_, opt, _), ps in zip(critics, params):
+                    nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm)
                     opt.step()
-                    if key == "target_r":
-                        loss_r = loss.detach()
-                    else:
-                        loss_c = loss.detach()
-        return {"loss_v_r": float(loss_r), "loss_v_c": float(loss_c)}
+        return {"loss_v_r": float(losses[0].detach()), "loss_v_c": float(losses[1].detach())}
 
     # ------------------------------------------------------------------ one update
     def update(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -17,7 +17,7 @@ import torch
 
 from corl.algos.micro import PAPER_PRESETS, MICROConfig
 from corl.errors import CorlError
-from corl.pipeline.artifacts import Artifact
+from corl.store.artifacts import Artifact
 from corl.pipeline.spec import load_spec
 from corl.pipeline.stages.micro import MICROPolicyStageConfig, load_dynamics
 

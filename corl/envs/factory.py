@@ -14,7 +14,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from corl.envs.compat import import_dsrl
+from corl.compat import import_dsrl
 from corl.tasks import TaskSpec, get_task
 
 

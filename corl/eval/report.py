@@ -150,7 +150,7 @@ class _ObsNormalizedGaussian(_ObsNormalized):
 
 def attack_policy(selected: SelectedPolicy, device: str) -> nn.Module:
     """The raw-observation policy module the attack searches against."""
-    from corl.pipeline.policies import load_policy_module
+    from corl.store.policies import load_policy_module
 
     module, mean, std = load_policy_module(selected.artifact.dir, selected.spec, device)
     module.requires_grad_(False)
@@ -162,7 +162,7 @@ def attack_policy(selected: SelectedPolicy, device: str) -> nn.Module:
 
 def observation_std(selected: SelectedPolicy) -> tuple[torch.Tensor, dict[str, Any]]:
     """Per-dimension std of the training dataset's observations, and where it came from."""
-    from corl.pipeline.context import read_task_dataset
+    from corl.data.store import load_task_dataset
 
     info = selected.dataset
     path = info.get("path")
@@ -172,7 +172,7 @@ def observation_std(selected: SelectedPolicy) -> tuple[torch.Tensor, dict[str, A
     if not Path(path).is_file():
         raise CorlError(f"{path}: the dataset {selected.artifact.dir.name} was trained on is gone; the attack "
                         "needs its observation std (rerun the pipeline to locate it again)")
-    data = read_task_dataset(selected.task, path)
+    data = load_task_dataset(selected.task, path=path)
     sha = data.metadata.get("sha256")
     if info.get("sha256") and sha != info["sha256"]:
         raise CorlError(f"{path}: sha256 changed since the run recorded it; the attack's std would not be the "
@@ -235,7 +235,7 @@ def prepare(selected: SelectedPolicy, opts: EvalOptions, critic: Any = None) -> 
     """
     from corl.eval.attacks import make_attack
     from corl.eval.sim2real import parse_grid
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
 
     task = selected.task
     if not task.is_constrained and (opts.cost_limits or opts.cost_limit is not None):
@@ -345,7 +345,7 @@ def _limits_protocol(selected: SelectedPolicy, opts: EvalOptions, setting: Setti
                      per_limit: dict[float, SelectedPolicy], say: Progress) -> dict[str, Any]:
     """DSRL's thresholds: each judged at its own limit, then averaged (see module docstring)."""
     from corl.eval.rollout import rollout
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
 
     task = selected.task
     rows = []
@@ -471,7 +471,7 @@ def write_outputs(evals: Sequence[PolicyEval], opts: EvalOptions, out: str | Pat
     policy's ``eval/compare-<names>/``. With ``out``: ``out/<name>/`` per policy and the
     comparison in ``out`` itself. Returns ``{"policies": [dirs], "compare": dir or None}``.
     """
-    from corl.pipeline.artifacts import package_versions, write_json_atomic
+    from corl.store.artifacts import package_versions, write_json_atomic
 
     task = evals[0].selected.task
     base = Path(out).expanduser() if out else None

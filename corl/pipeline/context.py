@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from corl.data.store import load_task_dataset
 from corl.errors import CorlError, DatasetError
 from corl.files import append_line, atomic_write
-from corl.pipeline.artifacts import METRICS, Artifact
+from corl.store.artifacts import METRICS, Artifact
 from corl.pipeline.checkpoint import Checkpointer, restore_rng_states
 from corl.pipeline.progress import RunCallbacks
 from corl.tasks import TaskSpec
@@ -110,14 +111,14 @@ class StageContext:
         if dataset is None:
             if not Path(path).is_file():
                 raise DatasetError(f"{path}: dataset recorded by {art.dir.name} is gone; rerun to locate it again")
-            dataset = _read_dataset(self.task, path)
+            dataset = load_task_dataset(self.task, path=path)
             if dataset.metadata.get("sha256") != sha:
                 raise DatasetError(f"{path}: sha256 changed since {art.dir.name} recorded it; rerun to re-key the dataset")
             remember_dataset(dataset)
         return dataset.to(self.device)
 
     def load_policy(self, role: str = "policy"):
-        from corl.pipeline.policies import load_policy_fn
+        from corl.store.policies import load_policy_fn
 
         art = self.input(role)
         if "policy" not in art.outputs:
@@ -151,23 +152,6 @@ class StageContext:
     def train_loop(self, total_steps: int, get_state: Callable[[], dict[str, Any]],
                    set_state: Callable[[dict[str, Any]], None]) -> "TrainLoop":
         return TrainLoop(self, int(total_steps), get_state, set_state)
-
-
-def _read_dataset(task: TaskSpec, path: str):
-    try:
-        from corl.data.store import load_task_dataset
-    except ImportError:
-        load_task_dataset = None
-    if load_task_dataset is not None:
-        return load_task_dataset(task, path=path)
-    from corl.data.formats.dsrl import read_dsrl
-
-    return read_dsrl(path, obs_dim=task.obs_dim, act_dim=task.act_dim)
-
-
-def read_task_dataset(task: TaskSpec, path: str):
-    """Read and validate a dataset file for ``task`` (the store's reader when available)."""
-    return _read_dataset(task, path)
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

@@ -54,7 +54,7 @@ What a stage function gets: ``StageContext`` (see ``corl.pipeline.context``)
 * ``ctx.out_dir``: the artifact directory to write weights and files into. Every regular
   file left there (except ``checkpoint.pt`` and ``metrics.jsonl``) is sha256-hashed into the
   manifest and verified on every cache hit, so write only what the artifact is.
-* ``ctx.inputs``: ``{role: Artifact}``; an :class:`~corl.pipeline.artifacts.Artifact` has
+* ``ctx.inputs``: ``{role: Artifact}``; an :class:`~corl.store.artifacts.Artifact` has
   ``.dir``, ``.key``, ``.kind``, ``.manifest`` (dict) and ``.outputs`` (the producing
   stage's ``StageResult.outputs``).
 * ``ctx.load_dataset()``: the task's TransitionDataset from the ``dataset`` input (loaded
@@ -115,9 +115,9 @@ writes ``manifest.json`` last and atomically; a directory without one is not don
 Policies
 --------
 A stage that produces a policy for ``evaluate`` calls
-``corl.pipeline.policies.save_policy(ctx.out_dir, module, builder, kwargs, obs_mean=None,
+``corl.store.policies.save_policy(ctx.out_dir, module, builder, kwargs, obs_mean=None,
 obs_std=None)`` and puts the returned dict into ``outputs["policy"]``. ``builder`` names a
-constructor registered with ``corl.pipeline.policies.register_policy_builder`` (built in:
+constructor registered with ``corl.store.policies.register_policy_builder`` (built in:
 ``tanh_gaussian`` = ``corl.nn.TanhGaussianPolicy``, ``deterministic`` =
 ``corl.nn.DeterministicPolicy``); ``kwargs`` are its JSON-able constructor arguments. The
 ``evaluate`` stage then takes ``inputs = {policy = "<your stage>"}``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from corl.algos.baselines.bc import BCConfig, BCLearner, select_episodes
 from corl.errors import CorlError
 from corl.pipeline.context import StageContext, StageResult
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 
 

@@ -32,7 +32,7 @@ from corl.algos.drcorl.policy import calibration_rows
 from corl.files import torch_save_atomic
 from corl.nn.diffusion import VPSchedule
 from corl.pipeline.context import StageContext, StageResult
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.pipeline.stages._drcorl_model import IterateSelection, build_estimator, model_estimate_config
 

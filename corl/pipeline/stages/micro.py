@@ -46,10 +46,10 @@ from corl.algos.micro import DynamicsConfig, DynamicsLearner, GaussianEnsembleDy
 from corl.algos.micro import paper_config, termination_fn
 from corl.errors import CorlError
 from corl.files import torch_save_atomic
-from corl.pipeline.artifacts import METRICS, Artifact
+from corl.store.artifacts import METRICS, Artifact
 from corl.pipeline.checkpoint import restore_rng_states
 from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.tasks import TaskSpec
 

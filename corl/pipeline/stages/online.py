@@ -48,7 +48,7 @@ import torch
 from corl.algos.cvpo.config import CVPOConfig
 from corl.errors import ConfigError, CorlError
 from corl.files import atomic_write, atomic_write_via
-from corl.pipeline.artifacts import METRICS
+from corl.store.artifacts import METRICS
 from corl.pipeline.checkpoint import restore_rng_states
 from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
 from corl.pipeline.registry import register_stage
@@ -159,7 +159,7 @@ def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float, snapshot
     """
     import copy
 
-    from corl.pipeline.policies import save_policy
+    from corl.store.policies import save_policy
 
     learner = trainer.learner
     cfg = learner.config

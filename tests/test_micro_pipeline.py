@@ -201,16 +201,19 @@ def test_spec_presets_and_paper_table():
     assert quick["dynamics"].max_epochs is not None
 
 
-def test_policy_stage_defaults_match_the_learner():
-    """The stage config repeats MICROConfig's defaults; None-means-task-default fields aside."""
+def test_policy_stage_config_is_the_learner_config():
+    """One config per learner: the stage config subclasses MICROConfig (same fields, same
+    defaults, same validation) and changes only the None-means-task-default fields."""
+    from corl.algos.micro import DynamicsConfig
+    from corl.pipeline.stages.micro import DynamicsStageConfig
+
     task_default = {"target_clamp_min", "lr_schedule_epochs", "episode_length"}
-    ours = {f.name: f for f in dataclasses.fields(MICROPolicyStageConfig)}
-    theirs = {f.name: f for f in dataclasses.fields(MICROConfig) if f.name != "dynamics"}
-    assert set(ours) == set(theirs)
+    assert issubclass(MICROPolicyStageConfig, MICROConfig) and issubclass(DynamicsStageConfig, DynamicsConfig)
+    assert [f.name for f in dataclasses.fields(MICROPolicyStageConfig)] == [f.name for f in dataclasses.fields(MICROConfig)]
     learner, stage = MICROConfig(), MICROPolicyStageConfig()
-    for name in set(ours) - task_default:
-        a, b = getattr(learner, name), getattr(stage, name)
-        assert (list(a) if isinstance(a, tuple) else a) == b, name
+    assert {n for n in vars(learner) if getattr(learner, n) != getattr(stage, n)} == task_default
+    with pytest.raises(ValueError, match="real_ratio"):
+        MICROPolicyStageConfig(real_ratio=1.5)
 
 
 def test_d4rl_task_defaults_and_missing_file_message(tmp_path):

@@ -97,3 +97,13 @@ def step_costs(infos: dict, num_envs: int) -> np.ndarray:
             if mask[i] and item is not None:
                 out[i] = float(item.get("cost", 0.0))
     return out
+
+
+def action_bounds(task: TaskSpec | str) -> tuple[list[float], list[float]]:
+    """The env's action box as lists (low, high): built once, closed at once (frees the simulator)."""
+    env = make_env(task)
+    try:
+        space = env.action_space
+        return space.low.tolist(), space.high.tolist()
+    finally:
+        env.close()

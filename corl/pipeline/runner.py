@@ -110,12 +110,14 @@ class Plan:
 
 
 def _key_config(kind: Any, config: Any) -> dict[str, Any]:
-    """The config as it enters the key: a field declared with ``metadata={"key": "if_set"}`` is
-    left out while it has its default, so adding such an option (``dataset.source``) keeps
-    every existing artifact's key."""
+    """The config as it enters the key: a field declared with ``metadata={"key": "if_set"}``,
+    or named in the config class's ``KEYED_IF_SET``, is left out while it has its default, so
+    adding such an option (``dataset.source``, a learner option newly exposed as a stage key)
+    keeps every existing artifact's key."""
     values = config_dict(config)
+    if_set = getattr(type(config), "KEYED_IF_SET", frozenset())
     for f in dataclasses.fields(config):
-        if f.metadata.get("key") == "if_set":
+        if f.metadata.get("key") == "if_set" or f.name in if_set:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             if values.get(f.name) == default:
                 values.pop(f.name, None)

@@ -32,7 +32,11 @@ Registering a stage kind
   key); values are type-checked against the field annotations (int, float, bool, str,
   ``X | None``, ``list[...]``). The resolved instance, as a dict, is part of the artifact key;
   a field declared with ``field(..., metadata={"key": "if_set"})`` joins the key only when it
-  differs from its default, so adding an option does not invalidate existing artifacts.
+  differs from its default, so adding an option does not invalidate existing artifacts (a
+  config that subclasses a learner's config names such inherited fields in a
+  ``KEYED_IF_SET`` class attribute instead). A learner's config is defined once, beside the
+  learner, with its validation in ``__post_init__``; the stage config subclasses it and adds
+  only the stage's own keys, so every learner option is a stage key.
 * ``version``: the stage's code version. Bump it when a change alters the artifact (loss,
   defaults with the same name, file layout): old artifacts are then no longer cache hits.
 * ``inputs``: the input *roles* the stage requires. A spec maps roles to stage names:

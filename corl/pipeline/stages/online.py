@@ -40,12 +40,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 
 from corl.algos.cvpo.config import CVPOConfig
+from corl.algos.mice.config import MICEConfig
 from corl.errors import ConfigError, CorlError
 from corl.files import atomic_write, atomic_write_via
 from corl.store.artifacts import METRICS
@@ -91,31 +92,30 @@ class CVPOTrainConfig(CVPOConfig, PeriodicEvalKeys):
     seed: int = field(default=0, metadata={"key": "if_set"})
 
 
+#: ``MICEConfig`` fields that became ``mice_train`` keys after artifacts existed: left out of
+#: the key while at their default (the value those artifacts were trained with).
+_MICE_KEYED_IF_SET = frozenset({
+    "cost_window", "empty_cost_window", "horizon", "activation", "log_std_init", "obs_normalize", "lam", "lam_c",
+    "cg_iters", "cg_damping", "line_search_steps", "line_search_decay", "ppo_clip", "ppo_actor_lr", "lagrange_lr",
+    "lagrange_init", "critic_l2", "max_grad_norm", "emb_dim", "kernel_xi", "kernel_eps", "beta_init", "beta_ema",
+    "beta_lr", "beta_guard", "correction_uses_reward_gamma", "seed"})
+
+
 @dataclass
-class MICETrainConfig(PeriodicEvalKeys):
-    """MICE online training (defaults: the released ``MICE.yaml``, see ``MICEConfig``).
+class MICETrainConfig(MICEConfig, PeriodicEvalKeys):
+    """MICE online training: every ``MICEConfig`` field is a stage key with the learner's
+    default (the released ``MICE.yaml``) and validation, plus the stage's own keys below.
 
     ``steps``, ``num_envs``, ``cost_limit``, ``cost_limits``, ``eval_every`` and ``eval_episodes``
-    as for ``cvpo_train``; the rest are ``MICEConfig`` fields of the same name.
+    as for ``cvpo_train``; ``seed`` follows ``--seed`` as there.
     """
+
+    KEYED_IF_SET: ClassVar[frozenset[str]] = _MICE_KEYED_IF_SET
 
     steps: int = 10_240_000
     num_envs: int = 10
-    cost_limit: float | None = None
+    cost_limit: float | None = None  # type: ignore[assignment]  # None: the task's limit
     cost_limits: list[float] = field(default_factory=list)
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    steps_per_epoch: int = 20_000
-    gamma: float = 0.99
-    cost_gamma: float = 0.99
-    target_kl: float = 0.01
-    critic_lr: float = 1e-3
-    update_iters: int = 10
-    batch_size: int = 128
-    intrinsic_factor: float = 5.0
-    intrinsic_decay: float = 0.99
-    k_knn: int = 10
-    memory_capacity: int = 100
-    base: str = "cpo"
 
 
 @dataclass
@@ -218,8 +218,10 @@ def _cut_cvpo(trainer: Any, open_envs: np.ndarray, last_obs: np.ndarray) -> None
 
 
 def _build_mice(ctx: StageContext, limit: float, index: int) -> Any:
-    from corl.algos.mice import MICEConfig, MICETrainer
+    from corl.algos.mice import MICETrainer
 
+    if ctx.config.seed != 0:
+        raise ConfigError(f"{ctx.name}.seed: the learner's seed follows --seed; use --seed instead")
     cfg = _sub_config(MICEConfig, ctx.config, cost_limit=float(limit), seed=ctx.seed + 1000 * index)
     return MICETrainer.for_task(ctx.task, ctx.config.num_envs, cfg, device=ctx.device)
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from corl.eval.ranges import parse_values
 from corl.errors import CorlError
 from corl.eval.select import SelectedPolicy
 from corl.tasks import TaskSpec
@@ -44,33 +45,12 @@ Progress = Callable[[str], None]
 # ----------------------------------------------------------------------------- options
 def parse_eps(text: str) -> tuple[float, ...]:
     """``"0:0.2:10"`` -> 10 evenly spaced budgets (ends included); ``"0,0.05"`` -> those."""
-    raw = text.strip()
-    try:
-        if ":" in raw:
-            lo, hi, n = raw.split(":")
-            count = int(n)
-            if count < 1:
-                raise ValueError
-            values = tuple(float(v) for v in np.linspace(float(lo), float(hi), count))
-        else:
-            values = tuple(float(p) for p in raw.split(",") if p.strip())
-    except ValueError:
-        raise CorlError(f"bad --eps {text!r}: expected LO:HI:N (e.g. 0:0.2:10) or A,B,C (e.g. 0,0.05,0.1)") from None
-    bad = [v for v in values if not math.isfinite(v) or v < 0]
-    if not values or bad:
-        raise CorlError(f"bad --eps {text!r}: budgets must be finite and >= 0 (got {bad[0] if bad else 'none'})")
-    return values
+    return parse_values(text, "--eps", "budgets", "0:0.2:10", "0,0.05,0.1")
 
 
 def parse_limits(text: str) -> tuple[float, ...]:
     """``"10,20,40"`` -> (10.0, 20.0, 40.0); one-line error on anything else."""
-    try:
-        values = tuple(float(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise CorlError(f"bad --cost-limits {text!r}: expected numbers separated by commas, e.g. 10,20,40") from None
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise CorlError(f"bad --cost-limits {text!r}: limits must be finite and >= 0")
-    return values
+    return parse_values(text, "--cost-limits", "limits", None, "10,20,40")
 
 
 @dataclass

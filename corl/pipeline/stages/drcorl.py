@@ -29,6 +29,7 @@ import torch
 from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig,
                                PolicyLearner, build_score_net, initial_observations, iql_reward_scale)
 from corl.algos.drcorl.policy import calibration_rows
+from corl.envs.factory import action_bounds
 from corl.files import torch_save_atomic
 from corl.nn.diffusion import VPSchedule
 from corl.pipeline.context import StageContext, StageResult
@@ -79,16 +80,6 @@ def _learner_config(cls, cfg, **overrides):
     values = {k: v for k, v in dataclasses.asdict(cfg).items() if k in names}
     values.update(overrides)
     return cls(**values)
-
-
-def _action_bounds(task) -> tuple[list[float], list[float]]:
-    from corl.envs.factory import make_env
-
-    env = make_env(task)
-    try:
-        return env.action_space.low.tolist(), env.action_space.high.tolist()
-    finally:
-        env.close()
 
 
 def _train(ctx: StageContext, learner, steps: int, sample, selection: IterateSelection | None = None) -> int:
@@ -180,7 +171,7 @@ def policy_stage(ctx: StageContext) -> StageResult:
                              device=ctx.device)
             return float(result.cost.mean())
 
-    low, high = _action_bounds(ctx.task)
+    low, high = action_bounds(ctx.task)
     learner = PolicyLearner(data.obs_dim, data.act_dim, behavior, critics, pcfg, low, high,
                             VPSchedule(bcfg.beta0, bcfg.beta1), ctx.device, seed=ctx.seed,
                             cost_estimator=estimator, initial_observations=initial_observations(data),

@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	touch $(STAMP)
 
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests
 

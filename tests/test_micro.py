@@ -124,10 +124,14 @@ def test_dynamics_resume_is_exact(hopper_data):
 # ---------------------------------------------------------------------------- termination, rollouts
 def test_hopper_termination_and_released_one_sided_bound():
     healthy = torch.tensor([[1.25, 0.0] + [0.0] * 9])
-    low = healthy.clone(); low[0, 0] = 0.5
-    tilted = healthy.clone(); tilted[0, 1] = 0.3
-    huge_neg = healthy.clone(); huge_neg[0, 5] = -200.0
-    nan = healthy.clone(); nan[0, 3] = float("nan")
+    low = healthy.clone()
+    low[0, 0] = 0.5
+    tilted = healthy.clone()
+    tilted[0, 1] = 0.3
+    huge_neg = healthy.clone()
+    huge_neg[0, 5] = -200.0
+    nan = healthy.clone()
+    nan[0, 3] = float("nan")
     s = torch.cat([healthy, low, tilted, huge_neg, nan])
     fixed = termination_fn("hopper-medium-v2")(s, None, s)
     released = termination_fn("hopper-medium-v2", two_sided_bound=False)(s, None, s)

@@ -42,6 +42,7 @@ from typing import Any
 
 from corl.checks import check_config, check_value
 from corl.errors import ConfigError, closest
+from corl.pipeline.registry import StageKind, stage_kinds
 from corl.store.pipelines import available_pipelines, pipeline_dirs
 
 
@@ -49,7 +50,7 @@ def did_you_mean(name: str, candidates) -> str:
     """`` (did you mean 'x'?)`` with the single closest valid name, or nothing."""
     hits = closest(str(name), list(candidates), n=1)
     return f" (did you mean {hits[0]!r}?)" if hits else ""
-from corl.pipeline.registry import StageKind, stage_kinds
+
 
 TOP_KEYS = ("description", "checkpoint", "stages", "presets", "tasks")
 STAGE_RESERVED = ("kind", "inputs", "description")

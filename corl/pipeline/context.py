@@ -149,9 +149,9 @@ class StageContext:
             self.callbacks.message(f"{self.name}: {self.checkpointer.dropped}", "warning")
         return payload
 
-    def train_loop(self, total_steps: int, get_state: Callable[[], dict[str, Any]],
-                   set_state: Callable[[dict[str, Any]], None]) -> "TrainLoop":
-        return TrainLoop(self, int(total_steps), get_state, set_state)
+    def train_loop(self, total_steps: int | None, get_state: Callable[[], dict[str, Any]],
+                   set_state: Callable[[dict[str, Any]], None], log_every: int | None = None) -> "TrainLoop":
+        return TrainLoop(self, None if total_steps is None else int(total_steps), get_state, set_state, log_every)
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -172,13 +172,22 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 
 
 class TrainLoop:
-    """Iterate the remaining steps of a resumable training stage (see the stage API)."""
+    """The one resumable training loop of every training stage (see the stage API).
+
+    It owns resume (state, RNG, metrics after the checkpoint dropped), metrics (averaged over
+    ``log_every`` steps), progress, checkpoints and Ctrl-C. A step is whatever the stage counts
+    (an update, an epoch). Two ways to drive it: iterate it (``for step in loop: ...; loop.log(m)``)
+    for a known number of steps, or, for a loop a learner runs itself (``DynamicsLearner.fit``
+    until early stopping, ``total`` None), call :meth:`restore` once and :meth:`step_done` at
+    the end of each step.
+    """
 
     PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
 
-    def __init__(self, ctx: StageContext, total: int, get_state: Callable[[], dict[str, Any]],
-                 set_state: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, ctx: StageContext, total: int | None, get_state: Callable[[], dict[str, Any]],
+                 set_state: Callable[[dict[str, Any]], None], log_every: int | None = None) -> None:
         self.ctx, self.total, self.get_state, self.set_state = ctx, total, get_state, set_state
+        self.log_every = max(1, ctx.log_every if log_every is None else log_every)
         self.step = 0
         self.resumed_from = 0
         self._sums: dict[str, float] = {}
@@ -206,11 +215,13 @@ class TrainLoop:
     def _save(self) -> None:
         self.ctx.checkpointer.save(self.step, self.get_state())
 
-    def __iter__(self) -> Iterator[int]:
+    def restore(self) -> int:
+        """Continue from the stage's last checkpoint, if any (state, RNG states, metrics logged
+        after it dropped), and announce the stage; the step it resumes from (0: a fresh start)."""
         ctx = self.ctx
         payload = ctx.load_checkpoint()
         metrics_path = ctx.out_dir / METRICS
-        if payload is not None and 0 < payload["step"] <= self.total:
+        if payload is not None and 0 < payload["step"] and (self.total is None or payload["step"] <= self.total):
             self.set_state(payload["state"])
             restore_rng_states(payload["rng"])
             self.step = self.resumed_from = int(payload["step"])
@@ -219,20 +230,34 @@ class TrainLoop:
             metrics_path.unlink(missing_ok=True)
         ctx.resumed_from = self.resumed_from
         ctx.callbacks.stage_started(ctx.name, ctx.kind, self.total, self.resumed_from)
-        log_every = max(1, ctx.log_every)
+        return self.resumed_from
+
+    def step_done(self, step: int, metrics: dict[str, float] | None = None) -> None:
+        """Step ``step`` is finished (with ``metrics``, if not given to :meth:`log`): log,
+        report progress, save when due, and on Ctrl-C save and raise :class:`StageInterrupted`."""
+        ctx = self.ctx
+        if metrics is not None:
+            self.log(metrics)
+        self.step = ctx.steps_done = step
+        last = step == self.total
+        if step % self.log_every == 0 or last:
+            self._flush()
+        now = time.monotonic()
+        if now - self._last_progress >= self.PROGRESS_INTERVAL or last:
+            self._last_progress = now
+            ctx.callbacks.stage_progress(ctx.name, step, self.total, self._latest)
+        if ctx.interrupt.requested:
+            self._flush()
+            self._save()
+            raise StageInterrupted(ctx.name, step)
+        if not last and ctx.checkpointer.due(step):
+            self._save()
+
+    def __iter__(self) -> Iterator[int]:
+        if self.total is None:
+            raise TypeError("a TrainLoop without a total is driven by restore() and step_done(), not iterated")
+        self.restore()
         for step in range(self.step + 1, self.total + 1):
             yield step
-            self.step = step
-            if step % log_every == 0 or step == self.total:
-                self._flush()
-            now = time.monotonic()
-            if now - self._last_progress >= self.PROGRESS_INTERVAL or step == self.total:
-                self._last_progress = now
-                ctx.callbacks.stage_progress(ctx.name, step, self.total, self._latest)
-            if ctx.interrupt.requested:
-                self._flush()
-                self._save()
-                raise StageInterrupted(ctx.name, step)
-            if step < self.total and ctx.checkpointer.due(step):
-                self._save()
-        ctx.steps_done = self.step
+            self.step_done(step)
+        self.ctx.steps_done = self.step

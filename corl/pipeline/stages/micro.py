@@ -13,13 +13,13 @@ only the glue: data, task defaults, checkpoints, artifacts).
   robust (conservative) target and SAC (§2.4-2.6); writes the tanh-Gaussian actor for
   ``evaluate`` (builder ``tanh_gaussian``, deterministic = mean action, the §2.9 protocol).
 
-Resume. ``dynamics`` trains until early stopping, so its length is not known in advance and
-it cannot use ``ctx.train_loop`` (a fixed step count). It checkpoints through the engine's
-:class:`~corl.pipeline.checkpoint.Checkpointer` at epoch boundaries instead (``--checkpoint-every
-N`` counts epochs for this stage; the time trigger works as everywhere), because
-``DynamicsLearner.fit`` is resumable exactly at epoch granularity: given the generator in its
-initial state it redraws the same hold-out split and bootstrap and skips finished epochs. A
-Ctrl-C is honoured at the end of the running epoch. ``micro_policy`` uses ``ctx.train_loop``
+Resume. ``dynamics`` trains until early stopping, so its length is not known in advance: it
+drives the engine's one :class:`~corl.pipeline.context.TrainLoop` from ``DynamicsLearner.fit``'s
+epoch hook (``loop.restore()``, then ``loop.step_done`` per epoch; ``--checkpoint-every N``
+counts epochs for this stage; the time trigger works as everywhere), because ``fit`` is
+resumable exactly at epoch granularity: given the generator in its initial state it redraws
+the same hold-out split and bootstrap and skips finished epochs. A Ctrl-C is honoured at the
+end of the running epoch. ``micro_policy`` uses ``ctx.train_loop``
 with the trainer's state (learner, optimizers, scheduler, model buffer) and the batch
 generator; the loop itself saves torch's global RNG, which drives policy sampling and model
 noise, so a resume is exact.
@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,9 +46,8 @@ from corl.algos.micro import paper_config, termination_fn
 from corl.envs.factory import action_bounds
 from corl.errors import CorlError
 from corl.files import torch_save_atomic
-from corl.store.artifacts import METRICS, Artifact
-from corl.pipeline.checkpoint import restore_rng_states
-from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
+from corl.store.artifacts import Artifact
+from corl.pipeline.context import StageContext, StageResult
 from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.tasks import TaskSpec
@@ -143,49 +141,6 @@ def _fit_generator(ctx: StageContext) -> torch.Generator:
     return torch.Generator().manual_seed(ctx.generator().initial_seed())
 
 
-class _EpochCheckpoints:
-    """Resume, metrics, progress, checkpoints and Ctrl-C for ``DynamicsLearner.fit`` epochs.
-
-    The counterpart of ``ctx.train_loop`` for a loop of unknown length: ``restore()`` loads the
-    last checkpoint into the learner (and the RNG states), ``__call__`` is ``fit``'s
-    ``on_epoch_end`` hook.
-    """
-
-    def __init__(self, ctx: StageContext, learner: DynamicsLearner, total: int | None) -> None:
-        self.ctx, self.learner, self.total = ctx, learner, total
-        self.resumed_from = 0
-
-    def restore(self) -> int:
-        ctx = self.ctx
-        payload = ctx.load_checkpoint()
-        metrics_path = ctx.out_dir / METRICS
-        if payload is not None and payload["step"] > 0:
-            self.learner.load_state_dict(payload["state"]["learner"])
-            restore_rng_states(payload["rng"])
-            self.resumed_from = int(payload["step"])
-            truncate_metrics(metrics_path, self.resumed_from)
-        else:
-            metrics_path.unlink(missing_ok=True)
-        ctx.resumed_from = self.resumed_from
-        ctx.callbacks.stage_started(ctx.name, ctx.kind, self.total, self.resumed_from)
-        return self.resumed_from
-
-    def _save(self, epoch: int) -> None:
-        self.ctx.checkpointer.save(epoch, {"learner": self.learner.state_dict()})
-
-    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        ctx = self.ctx
-        ctx.log_metrics(epoch, metrics)
-        ctx.last_train_metrics = dict(metrics)
-        ctx.steps_done = epoch
-        ctx.callbacks.stage_progress(ctx.name, epoch, self.total, metrics)
-        if ctx.interrupt.requested:
-            self._save(epoch)
-            raise StageInterrupted(ctx.name, epoch)
-        if ctx.checkpointer.due(epoch):
-            self._save(epoch)
-
-
 # ----------------------------------------------------------------------------- stage 1
 @register_stage("dynamics", config=DynamicsStageConfig, version="1", inputs=("dataset",),
                 description="probabilistic dynamics ensemble (hold-out early stopping, elites)")
@@ -196,9 +151,12 @@ def dynamics_stage(ctx: StageContext) -> StageResult:
     if len(data) < 2:
         raise CorlError(f"dynamics: the dataset has {len(data)} transitions; a hold-out split needs at least 2")
     learner = DynamicsLearner(data.obs_dim, data.act_dim, dcfg, ctx.device)
-    epochs = _EpochCheckpoints(ctx, learner, dcfg.max_epochs)
-    epochs.restore()
-    fit = learner.fit(data, _fit_generator(ctx), on_epoch_end=epochs)
+    # the one training loop, driven by fit's epoch hook (fit stops early, so no fixed total
+    # is iterated); a step is an epoch, each logged on its own line
+    loop = ctx.train_loop(dcfg.max_epochs, lambda: {"learner": learner.state_dict()},
+                          lambda state: learner.load_state_dict(state["learner"]), log_every=1)
+    loop.restore()
+    fit = learner.fit(data, _fit_generator(ctx), on_epoch_end=loop.step_done)
     ctx.steps_done = learner.epoch
 
     torch_save_atomic({"state_dict": {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}},

@@ -24,10 +24,13 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q -e ".[test,ray,tensorboard,wandb,onnx,video]"
 	# Packages whose metadata pins what does not build on Python 3.11 (see README, Install).
 	$(PIP) install -q --no-deps safety-gymnasium==0.4.0 dsrl==0.1.0
-	$(PY) -c "import corl.envs.compat as c; c.import_dsrl(); print('corl stack installed')"
+	$(PY) -c "import corl.compat as c; c.import_dsrl(); print('corl stack installed')"
 	touch $(STAMP)
 
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests
 
 demo: install

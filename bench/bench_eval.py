@@ -46,8 +46,8 @@ from corl.tasks import get_task
 def _policy(task, artifact: str | None) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     if artifact:
         from corl.eval.select import select_artifact
-        from corl.pipeline.artifacts import cache_root
-        from corl.pipeline.policies import load_policy_fn
+        from corl.store.artifacts import cache_root
+        from corl.store.policies import load_policy_fn
 
         sel = select_artifact(cache_root(None), artifact, task)[0]
         return load_policy_fn(sel.artifact.dir, sel.spec), f"{sel.label} ({sel.artifact.dir.name})"

@@ -141,7 +141,7 @@ def bench_rollout_and_update(data: TransitionDataset, learner: DynamicsLearner, 
                              rounds: int, starts: int, updates: int, task: str) -> dict[str, float]:
     data = data.to(device)
     model = learner.model.eval()
-    cfg = MICROConfig(dynamics=learner.config)  # paper sizes: batch 256, 12 real + 244 model, N = 10
+    cfg = MICROConfig()  # paper sizes: batch 256, 12 real + 244 model, N = 10
     policy = MICROPolicyLearner(data.obs_dim, data.act_dim, cfg, model, device=device)
     term = termination_fn(task)
     gen = torch.Generator(device=device).manual_seed(0)

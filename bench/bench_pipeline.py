@@ -40,7 +40,7 @@ os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
 from corl.algos.baselines.bc import BCConfig, BCLearner  # noqa: E402
 from corl.pipeline.checkpoint import Checkpointer  # noqa: E402
 from corl.pipeline.context import InterruptFlag, RunOptions, StageContext  # noqa: E402
-from corl.pipeline.progress import RichCallbacks  # noqa: E402
+from corl.cli.progress import RichCallbacks  # noqa: E402
 from corl.pipeline.runner import RunRequest, run_pipeline  # noqa: E402
 from corl.tasks import get_task  # noqa: E402
 

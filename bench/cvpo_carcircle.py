@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
 
 from corl.eval.rollout import rollout  # noqa: E402
-from corl.pipeline.policies import load_policy_fn  # noqa: E402
+from corl.store.policies import load_policy_fn  # noqa: E402
 from corl.pipeline.runner import RunRequest, run_pipeline  # noqa: E402
 from corl.tasks import get_task  # noqa: E402
 

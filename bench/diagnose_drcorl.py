@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from corl.eval.rollout import rollout
     from corl.eval.scores import normalized_cost, normalized_reward
     from corl.nn.diffusion import VPSchedule, sample_actions
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
     from corl.tasks import get_task
 
     spec = get_task(args.task)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     pfn = load_policy_fn(p.dir, pman["outputs"]["policy"])
     fs = action_stats(pfn, data)
     est = float(p.metrics.get("cost_estimate", float("nan")))
-    from corl.pipeline.policies import load_policy_module
+    from corl.store.policies import load_policy_module
     module, _, _ = load_policy_module(p.dir, pman["outputs"]["policy"])
     obs = data.observations[idx]
     crit_est = normalised_cost(float(critic_episodic_cost(critics.q_c_target, module, obs, ccfg.gamma,

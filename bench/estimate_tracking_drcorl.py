@@ -45,9 +45,9 @@ def main() -> None:
     from corl.eval.iterates import pick_iterates, spearman
     from corl.eval.rollout import rollout
     from corl.eval.scores import normalized_reward
-    from corl.pipeline.artifacts import verify
+    from corl.store.artifacts import verify
     from corl.pipeline.context import read_task_dataset
-    from corl.pipeline.policies import load_policy_module
+    from corl.store.policies import load_policy_module
     from corl.pipeline.stages.micro import load_dynamics
     from corl.tasks import get_task
 

@@ -8,15 +8,16 @@ The Python API (the functions the ``corl`` command calls; see :mod:`corl.api`)::
 
 They are imported on first use, so ``import corl`` stays cheap (no torch, no simulators).
 
-Layers, imports running one way (down): ``cli`` -> ``api`` -> ``pipeline`` -> ``algos``,
-``eval``, ``export`` -> ``nn``, ``data``, ``envs``/``tasks``.
+Layers, imports running one way (down; ``lint-imports`` checks it, see pyproject.toml):
+``cli`` -> ``api`` -> ``pipeline`` -> ``export``, ``eval``, ``collect`` -> ``store`` -> ``algos``
+-> ``nn``, ``data``, ``envs`` -> ``tasks`` -> ``compat``, ``files``, ``errors``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from corl.version import __version__
 
 _API = ("run", "plan", "evaluate", "load_policy", "load_dataset", "make_env", "export_policy", "Run", "Policy")
 

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from corl.eval.select import SelectedPolicy
     from corl.eval.session import EvalSession
     from corl.pipeline.progress import RunCallbacks
-    from corl.pipeline.runner import Plan, RunRequest, RunResult
+    from corl.pipeline.results import RunRequest, RunResult
+    from corl.pipeline.runner import Plan
 
 
 # ------------------------------------------------------------------------------ run
@@ -67,7 +68,7 @@ def request(pipeline: str, task: str, *, preset: str | None = None, seed: int = 
             wait: bool = True, checkpoint_every: int | None = None,
             checkpoint_seconds: float | None = None) -> "RunRequest":
     """The :class:`~corl.pipeline.runner.RunRequest` that ``run`` and ``plan`` execute."""
-    from corl.pipeline.runner import RunRequest
+    from corl.pipeline.results import RunRequest
 
     return RunRequest(pipeline=pipeline, task=task, preset=preset, seed=int(seed), overrides=overrides_list(overrides),
                       device=device, dataset=str(dataset) if dataset else None, offline=offline,
@@ -92,7 +93,7 @@ class Run:
     final: dict[str, float]  # "<stage>/<metric>" -> value, e.g. "evaluate/normalized_reward"
     best: dict[str, float]
     dataset: dict[str, Any] = field(default_factory=dict)
-    result: Any = None  # the runner's RunResult
+    result: "RunResult | None" = None  # the runner's full result
 
     @property
     def root(self) -> Path:
@@ -109,7 +110,7 @@ class Run:
 
 
 def _as_run(result: "RunResult") -> Run:
-    from corl.pipeline.runs import record_id, short_id
+    from corl.store.runs import record_id, short_id
 
     record = {"_path": str(result.record_path)}
     scores = result.scores
@@ -139,7 +140,7 @@ def run(pipeline: str, task: str, *, preset: str | None = None, seed: int = 0,
                   checkpoint_seconds=checkpoint_seconds)
     with with_loggers(logger, req, callbacks) as cbs:
         result = run_pipeline(req, cbs)
-    return _as_run(result)  # type: ignore[arg-type]
+    return _as_run(result)
 
 
 def plan(pipeline: str, task: str, *, callbacks: "RunCallbacks | None" = None, **kwargs: Any) -> "Plan":
@@ -249,7 +250,7 @@ def select_policy(source: "Run | str | Path", *, task: str | None = None, checkp
     """Resolve a run (a :class:`Run`, a run id or record path), an artifact directory, or a
     pipeline name with ``task`` (its latest finished run) to one policy checkpoint."""
     from corl.eval import select
-    from corl.pipeline.artifacts import cache_root
+    from corl.store.artifacts import cache_root
     from corl.tasks import get_task
 
     root = cache_root(checkpoints)
@@ -308,7 +309,7 @@ def make_env(task: str, seed: int | None = None, **kwargs: Any):
 
 # ------------------------------------------------------------------------------ export
 def _short(record_path: str | None) -> str | None:
-    from corl.pipeline.runs import short_id
+    from corl.store.runs import short_id
 
     return short_id({"_path": record_path}) if record_path else None
 

@@ -91,7 +91,7 @@ class TaskSpec:
 
 
 def _dsrl_infos():
-    from corl.envs.compat import import_dsrl
+    from corl.compat import import_dsrl
 
     import_dsrl()
     import dsrl.infos as infos

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from corl.cli import app
 from corl.data.formats.dsrl import read_dsrl, write_dsrl
 from corl.data.dataset import TransitionDataset
-from corl.envs.compat import import_dsrl
+from corl.compat import import_dsrl
 
 runner = CliRunner()
 

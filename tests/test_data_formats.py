@@ -41,7 +41,7 @@ def episodes_dataset(rewards: list[float], costs: list[float], length: int = 2) 
 def test_dsrl_file_loads_identically_in_dsrl(tmp_path):
     import gymnasium
 
-    from corl.envs.compat import import_dsrl
+    from corl.compat import import_dsrl
 
     import_dsrl()
     arrays = make_arrays(n_episodes=3, length=20, obs_dim=8, act_dim=2)

@@ -174,7 +174,7 @@ def test_policy_setting_reruns_only_policy_and_evaluate(tmp_path):
 def test_best_offline_iterate_is_labelled_and_evaluated_beside_the_final(tmp_path):
     """The policy stage publishes best_offline/... model metrics and a second policy file; the
     second evaluate stage scores it as best_offline/..., never in place of final/..."""
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
 
     spec, data = write_spec(tmp_path, SPEC + EVALUATES, "drcorl.toml"), write_dataset(tmp_path)
     result = run(spec, data, overrides=("policy.switch_estimator=model",), checkpoints=str(tmp_path / "ck"))
@@ -188,7 +188,7 @@ def test_best_offline_iterate_is_labelled_and_evaluated_beside_the_final(tmp_pat
     ref = torch.load(policy.dir / best["file"], weights_only=True)["state_dict"]
     got = torch.load(policy.dir / "policy-best-offline.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(ref[k], got[k]) for k in ref)
-    from corl.pipeline.artifacts import verify
+    from corl.store.artifacts import verify
 
     outputs = verify(policy.dir).outputs
     fn = load_policy_fn(policy.dir, outputs["best_offline_policy"])  # the final policy's loader
@@ -225,7 +225,7 @@ def test_dynamics_stage_is_micros_and_shared_with_the_micro_pipeline(tmp_path):
     assert statuses(first) == {"dataset": "ran", "dynamics": "ran"}
     second = run(spec, data, checkpoints=str(tmp_path / "ck"))
     assert statuses(second)["dynamics"] == "cached" and second.stages[3].dir == first.stages[1].dir
-    from corl.pipeline.artifacts import verify
+    from corl.store.artifacts import verify
 
     assert isinstance(load_dynamics(verify(second.stages[3].dir)), GaussianEnsembleDynamics)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from corl.envs import make_env, make_vector_env, step_costs
-from corl.envs.compat import install_safety_gymnasium_shim, shim_is_installed
+from corl.compat import install_safety_gymnasium_shim, shim_is_installed
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_shim_turns_ndarray_defaults_into_factories():
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="the check the shim works around exists from 3.11")
 def test_without_the_shim_python_rejects_ndarray_defaults(monkeypatch):
-    from corl.envs import compat
+    from corl import compat
 
     monkeypatch.setattr(dataclasses, "_get_field", compat._ORIGINAL_GET_FIELD)
     with pytest.raises(ValueError, match="mutable default"):

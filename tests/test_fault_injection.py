@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _cli_util import assert_one_line, corl  # noqa: E402
 from _pipeline_util import TASK, TRAIN_ONLY_SPEC, write_dataset, write_spec  # noqa: E402
 
-from corl.pipeline import artifacts as art  # noqa: E402
-from corl.pipeline.runs import read_records  # noqa: E402
+from corl.store import artifacts as art  # noqa: E402
+from corl.store.runs import read_records  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd to map fds to paths")
 

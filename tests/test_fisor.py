@@ -139,7 +139,7 @@ def test_fisor_pipeline_resume_is_exact(tmp_path, monkeypatch):
     assert same_policy(reference.stages[1].dir, resumed.stages[1].dir)
     import json
 
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
 
     art = resumed.stages[1].dir
     spec = json.loads((art / "manifest.json").read_text())["outputs"]["policy"]

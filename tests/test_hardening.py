@@ -17,7 +17,7 @@ from _cli_util import assert_one_line, corl  # noqa: E402
 from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, statuses, write_dataset, write_spec  # noqa: E402
 
 from corl.errors import ConfigError, CorlError  # noqa: E402
-from corl.pipeline import artifacts as art  # noqa: E402
+from corl.store import artifacts as art  # noqa: E402
 from corl.pipeline.runner import RunRequest, plan_pipeline  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_5_broken_cache_files_end_in_one_line_or_are_rebuilt(setup, tmp_path, ca
         run(spec, data)
         assert set(plan_statuses(spec, data).values()) == {"cached"}
     # a lock file of binary garbage names nobody and blocks nothing
-    from corl.pipeline.lock import ArtifactLock
+    from corl.store.lock import ArtifactLock
 
     lock = ArtifactLock(bc_dir)
     lock.path.write_bytes(os.urandom(64) + b"\xff")
@@ -178,7 +178,7 @@ def test_5_broken_cache_files_end_in_one_line_or_are_rebuilt(setup, tmp_path, ca
     (bc_dir / art.MANIFEST).unlink()
     assert statuses(run(spec, data))["bc"] == "ran"
     lock.path.write_bytes(b'{"pid": "x", "started": "y", "host": 3}')
-    from corl.pipeline.lock import describe
+    from corl.store.lock import describe
 
     assert "pid x" in describe(lock.holder())
 

@@ -52,7 +52,7 @@ def test_tensorboard_event_file_holds_the_metric_names(logged):
 
 def test_logs_are_not_artifacts(logged):
     """``corl cache prune`` must never take the loggers' output for an unreferenced artifact."""
-    from corl.pipeline.runs import scan_cache
+    from corl.store.runs import scan_cache
 
     logs, _ = logged
     assert all(entry.task != "logs" for entry in scan_cache(logs.parent))

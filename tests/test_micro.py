@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from corl.algos.micro import (DynamicsConfig, DynamicsLearner, MICROConfig, MICROPolicyLearner, MICROTrainer,
-                              model_rollout, paper_config, sample_mixed_batch, termination_fn)
+                              model_rollout, paper_config, paper_dynamics_config, sample_mixed_batch,
+                              termination_fn)
 from corl.algos.micro.termination import hopper_termination
 from corl.data.dataset import TransitionDataset
 from corl.data.replay import TensorReplayBuffer
@@ -46,7 +47,7 @@ def tiny_dynamics(**kw) -> DynamicsConfig:
 def tiny_micro(**kw) -> MICROConfig:
     base = dict(hidden=(32, 32), batch_size=32, real_ratio=0.25, num_samples=3, rollout_batch_size=64,
                 rollout_length=3, rollout_freq=5, model_retain_epochs=2, steps_per_epoch=4,
-                lr_schedule_epochs=10, dynamics=tiny_dynamics())
+                lr_schedule_epochs=10)
     return MICROConfig(**{**base, **kw})
 
 
@@ -123,10 +124,14 @@ def test_dynamics_resume_is_exact(hopper_data):
 # ---------------------------------------------------------------------------- termination, rollouts
 def test_hopper_termination_and_released_one_sided_bound():
     healthy = torch.tensor([[1.25, 0.0] + [0.0] * 9])
-    low = healthy.clone(); low[0, 0] = 0.5
-    tilted = healthy.clone(); tilted[0, 1] = 0.3
-    huge_neg = healthy.clone(); huge_neg[0, 5] = -200.0
-    nan = healthy.clone(); nan[0, 3] = float("nan")
+    low = healthy.clone()
+    low[0, 0] = 0.5
+    tilted = healthy.clone()
+    tilted[0, 1] = 0.3
+    huge_neg = healthy.clone()
+    huge_neg[0, 5] = -200.0
+    nan = healthy.clone()
+    nan[0, 3] = float("nan")
     s = torch.cat([healthy, low, tilted, huge_neg, nan])
     fixed = termination_fn("hopper-medium-v2")(s, None, s)
     released = termination_fn("hopper-medium-v2", two_sided_bound=False)(s, None, s)
@@ -224,11 +229,20 @@ def test_lambda_zero_is_plain_sac(hopper_data, fitted):
 def test_paper_presets():
     hm = paper_config("hopper-medium-v2")
     assert (hm.penalty_coef, hm.rollout_length, hm.auto_alpha, hm.alpha) == (1.0, 5, False, 0.1)
-    assert hm.dynamics.max_epochs_since_update == 10 and hm.real_batch_size == 12
+    assert paper_dynamics_config("hopper-medium-v2").max_epochs_since_update == 10 and hm.real_batch_size == 12
     wm = paper_config("walker2d-medium-v2")
-    assert wm.dynamics.max_epochs == 30 and wm.model_buffer_capacity == 50_000 * 5 * 5
+    assert paper_dynamics_config("walker2d-medium-v2").max_epochs == 30
+    assert wm.model_buffer_capacity == 50_000 * 5 * 5
     safe = paper_config("OfflineCarCircle-v0", cost_limit=10.0)
-    assert safe.target_clamp_min is None and safe.dynamics.predict_cost and safe.cost_limit == 10.0
+    assert safe.target_clamp_min is None and safe.cost_limit == 10.0
+    assert paper_dynamics_config("OfflineCarCircle-v0").predict_cost
+    assert paper_dynamics_config("hopper-medium-v2", dyn_max_epochs=3, batch_size=8).max_epochs == 3
+    with pytest.raises(ValueError, match="unknown MICRO config keys"):
+        paper_config("hopper-medium-v2", dyn_no_such_key=1)
+    with pytest.raises(ValueError, match="real_ratio"):  # the learner validates itself, stage or not
+        paper_config("hopper-medium-v2", real_ratio=2.0)
+    with pytest.raises(ValueError, match="num_elites"):
+        paper_dynamics_config("hopper-medium-v2", num_elites=9)
 
 
 @pytest.mark.parametrize("flags", [dict(max_q_backup=True), dict(deterministic_backup=True, auto_alpha=False),

@@ -17,7 +17,7 @@ import torch
 
 from corl.algos.micro import PAPER_PRESETS, MICROConfig
 from corl.errors import CorlError
-from corl.pipeline.artifacts import Artifact
+from corl.store.artifacts import Artifact
 from corl.pipeline.spec import load_spec
 from corl.pipeline.stages.micro import MICROPolicyStageConfig, load_dynamics
 
@@ -182,6 +182,41 @@ def test_sigkill_resume_of_dynamics_and_policy_is_exact(tmp_path):
     assert all(torch.equal(ref_pol[k], got_pol[k]) for k in ref_pol)
 
 
+def test_ctrl_c_in_dynamics_epochs_resumes_exactly(tmp_path, monkeypatch):
+    """The dynamics stage drives the engine's one TrainLoop from fit's epoch hook: Ctrl-C at
+    an epoch saves there, and the resumed run writes the same ensemble, one metric line per epoch."""
+    from corl.pipeline.context import InterruptFlag, TrainLoop
+    from corl.pipeline.progress import RunCallbacks
+    from corl.pipeline.runner import RunInterrupted, RunRequest, run_pipeline
+
+    class InterruptAt(RunCallbacks):
+        def __init__(self, flag: InterruptFlag, epoch: int) -> None:
+            self.flag, self.epoch = flag, epoch
+
+        def stage_progress(self, stage, done, total, metrics):
+            if stage == "dynamics" and done >= self.epoch:
+                self.flag.request()
+
+    monkeypatch.setattr(TrainLoop, "PROGRESS_INTERVAL", 0.0)  # report every epoch
+    epochs = 8
+    spec_text = SPEC.split("[stages.policy]")[0].replace("max_epochs = 5", f"max_epochs = {epochs}")
+    spec, data = write_spec(tmp_path, spec_text, "micro.toml"), write_dataset(tmp_path)
+    reference = run(spec, data, checkpoints=str(tmp_path / "reference"))
+    flag = InterruptFlag()
+    req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), device="cpu", checkpoint_every_steps=10_000)
+    with pytest.raises(RunInterrupted, match="checkpoint saved at step 3"):
+        run_pipeline(req, InterruptAt(flag, 3), interrupt=flag)
+
+    resumed = run(spec, data)
+    dyn = resumed.stages[1]
+    assert statuses(resumed) == {"dataset": "cached", "dynamics": "ran"} and dyn.resumed_from == 3
+    assert _manifest(dyn.dir)["steps"] == epochs
+    steps = [json.loads(line)["step"] for line in (dyn.dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, epochs + 1))
+    ref, got = _state(reference.stages[1].dir / "dynamics.pt"), _state(dyn.dir / "dynamics.pt")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
 def test_spec_presets_and_paper_table():
     spec = load_spec(REPO / "pipelines" / "micro.toml")
     assert list(spec.stages) == ["dataset", "dynamics", "policy", "evaluate"]
@@ -201,16 +236,19 @@ def test_spec_presets_and_paper_table():
     assert quick["dynamics"].max_epochs is not None
 
 
-def test_policy_stage_defaults_match_the_learner():
-    """The stage config repeats MICROConfig's defaults; None-means-task-default fields aside."""
+def test_policy_stage_config_is_the_learner_config():
+    """One config per learner: the stage config subclasses MICROConfig (same fields, same
+    defaults, same validation) and changes only the None-means-task-default fields."""
+    from corl.algos.micro import DynamicsConfig
+    from corl.pipeline.stages.micro import DynamicsStageConfig
+
     task_default = {"target_clamp_min", "lr_schedule_epochs", "episode_length"}
-    ours = {f.name: f for f in dataclasses.fields(MICROPolicyStageConfig)}
-    theirs = {f.name: f for f in dataclasses.fields(MICROConfig) if f.name != "dynamics"}
-    assert set(ours) == set(theirs)
+    assert issubclass(MICROPolicyStageConfig, MICROConfig) and issubclass(DynamicsStageConfig, DynamicsConfig)
+    assert [f.name for f in dataclasses.fields(MICROPolicyStageConfig)] == [f.name for f in dataclasses.fields(MICROConfig)]
     learner, stage = MICROConfig(), MICROPolicyStageConfig()
-    for name in set(ours) - task_default:
-        a, b = getattr(learner, name), getattr(stage, name)
-        assert (list(a) if isinstance(a, tuple) else a) == b, name
+    assert {n for n in vars(learner) if getattr(learner, n) != getattr(stage, n)} == task_default
+    with pytest.raises(ValueError, match="real_ratio"):
+        MICROPolicyStageConfig(real_ratio=1.5)
 
 
 def test_d4rl_task_defaults_and_missing_file_message(tmp_path):

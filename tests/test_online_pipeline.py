@@ -85,7 +85,7 @@ def test_cvpo_collects_exports_and_caches(tmp_path, monkeypatch):
     assert eps["training_step"][0] == 0 and eps["training_step"][1] > 0
     assert np.allclose(eps["cost"], data.episode_returns()["cost"])
 
-    from corl.envs.compat import import_dsrl
+    from corl.compat import import_dsrl
 
     import_dsrl()
     import gymnasium
@@ -111,7 +111,7 @@ def test_cvpo_collects_exports_and_caches(tmp_path, monkeypatch):
     assert [p["cost_limit"] for p in train_out["policies"]] == [10.0, 20.0]
     assert train_out["policy"] == train_out["policies"][-1]
     from corl.eval.rollout import rollout
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
 
     policy_fn = load_policy_fn(train_dir, train_out["policy"])
     result = rollout(get_task(TASK), policy_fn, episodes=1, seed=0, num_envs=1, device="cpu")
@@ -298,7 +298,7 @@ def test_periodic_evaluation_points_best_policy_and_unchanged_episodes(tmp_path)
 
     # the best iterate loads and replays its own evaluation: same seeds, deterministic actions
     from corl.eval.rollout import rollout
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
     from corl.pipeline.stages.online_eval import EVAL_SEED_OFFSET
     from corl.tasks import get_task
 

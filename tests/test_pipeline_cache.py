@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from corl.cli import app
-from corl.pipeline import artifacts as art
+from corl.store import artifacts as art
 from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
 
 from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, statuses, write_dataset, write_spec

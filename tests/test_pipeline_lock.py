@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from corl.pipeline import artifacts as art
-from corl.pipeline.lock import ArtifactLock, LockHeld
+from corl.store import artifacts as art
+from corl.store.lock import ArtifactLock, LockHeld
 from corl.pipeline.progress import RunCallbacks
 from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
 
@@ -74,7 +74,7 @@ def test_stale_lock_of_dead_process_is_recovered(tmp_path):
     req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), device="cpu", wait=False)
     bc_dir = plan_pipeline(req).stage("bc").dir
     # a process that took the lock and died without releasing it (as after kill -9)
-    code = ("import sys; from pathlib import Path; from corl.pipeline.lock import ArtifactLock; "
+    code = ("import sys; from pathlib import Path; from corl.store.lock import ArtifactLock; "
             f"ArtifactLock(Path({str(bc_dir)!r})).acquire(); import os; os._exit(0)")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     lock_file = bc_dir.with_name(f".{bc_dir.name}.lock")

@@ -41,7 +41,7 @@ def corl(monkeypatch, capsys, *args: str, columns: int = 200) -> tuple[int, str,
 
 
 def _id(result) -> str:
-    from corl.pipeline.runs import short_id
+    from corl.store.runs import short_id
 
     return short_id({"_path": str(result.record_path)})
 
@@ -103,7 +103,7 @@ def test_eval_refuses_to_guess_between_settings(two_runs, monkeypatch, capsys):
 
 def test_metric_names_are_labelled():
     """MICRO's critic and actor losses never print as two bare ``loss=``."""
-    from corl.pipeline.progress import format_metrics
+    from corl.cli.progress import format_metrics
 
     text = format_metrics({"train/critic/loss": 1.0, "train/actor/loss": 2.0, "train/alpha/value": 0.1, "steps": 3})
     assert "critic/loss=1" in text and "actor/loss=2" in text and text.count(" loss=") == 0

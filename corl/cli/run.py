@@ -82,8 +82,8 @@ def run(
 ) -> None:
     """Run a pipeline on a task: cached stages are skipped, interrupted ones resume."""
     import corl.api as api
-    from corl.pipeline.progress import RichCallbacks
-    from corl.pipeline.runner import RunInterrupted
+    from corl.cli.progress import RichCallbacks
+    from corl.pipeline.results import RunInterrupted
 
     options = dict(preset=preset, seed=seed, overrides=list(overrides), device=device, dataset=dataset,
                    offline=True if offline else None, checkpoints=checkpoints, wait=wait,
@@ -104,22 +104,22 @@ def run(
         return
     try:
         result = api.run(pipeline, task, callbacks=callbacks, logger=list(logger), **options).result
+        assert result is not None  # api.run always carries the runner's result
     except RunInterrupted as exc:
-        if callbacks._started:
-            callbacks.progress.stop()
+        callbacks.stop()
         console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
         raise SystemExit(130)  # not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes
-    if result.dataset.get("note"):  # type: ignore[union-attr]
-        sha = str(result.dataset.get("sha256") or "")[:12]  # type: ignore[union-attr]
-        console.print(f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}"  # type: ignore[union-attr]
-                      f"{', sha256 ' + sha if sha else ''}): {result.dataset['note']}[/]", highlight=False)  # type: ignore[union-attr]
-    for line in score_lines(result.scores):  # type: ignore[union-attr]
+    if result.dataset.get("note"):
+        sha = str(result.dataset.get("sha256") or "")[:12]
+        console.print(f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}"
+                      f"{', sha256 ' + sha if sha else ''}): {result.dataset['note']}[/]", highlight=False)
+    for line in score_lines(result.scores):
         console.print(line, highlight=False)
-    from corl.pipeline.runs import short_id
+    from corl.store.runs import short_id
 
-    run_id = short_id({"_path": str(result.record_path)})  # type: ignore[union-attr]
+    run_id = short_id({"_path": str(result.record_path)})
     console.print(f"[dim]run {run_id} (corl runs --show {run_id}; curves: corl runs --plot {run_id}): record "
-                  f"{result.record_path}; wall {result.wall_time:.1f}s[/]", highlight=False, soft_wrap=True)  # type: ignore[union-attr]
+                  f"{result.record_path}; wall {result.wall_time:.1f}s[/]", highlight=False, soft_wrap=True)
 
 
 def _size(n: int) -> str:
@@ -133,8 +133,8 @@ def _size(n: int) -> str:
 @cache_app.command("ls")
 def cache_ls(checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root.")) -> None:
     """Every artifact: task, stage-key, done or partial, size, runs referencing it."""
-    from corl.pipeline.artifacts import cache_root
-    from corl.pipeline.runs import read_records, scan_cache
+    from corl.store.artifacts import cache_root
+    from corl.store.runs import read_records, scan_cache
 
     root = cache_root(checkpoints)
     records, problems = read_records(root)
@@ -159,8 +159,8 @@ def cache_prune(
     checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root."),
 ) -> None:
     """Remove artifacts that no run record references (run with --dry-run first)."""
-    from corl.pipeline.artifacts import cache_root
-    from corl.pipeline.runs import prune
+    from corl.store.artifacts import cache_root
+    from corl.store.runs import prune
 
     victims = prune(cache_root(checkpoints), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"

@@ -56,7 +56,7 @@ def _scores(record: dict[str, Any], label: str) -> str:
 
 def what(record: dict[str, Any], root: Path) -> str:
     """The policy's label when the pipeline gives one (BC-Safe, BC-All), then the overrides."""
-    from corl.pipeline.runs import policy_label
+    from corl.store.runs import policy_label
 
     label = policy_label(record, root)
     parts = [label] if label and label.lower() != str(record.get("pipeline")).lower() else []
@@ -65,7 +65,7 @@ def what(record: dict[str, Any], root: Path) -> str:
 
 
 def _row(record: dict[str, Any], root: Path) -> dict[str, Any]:
-    from corl.pipeline.runs import record_id, short_id
+    from corl.store.runs import record_id, short_id
 
     return {"id": short_id(record), "record": record_id(record), "path": record["_path"],
             "started": record.get("started"), "pipeline": record.get("pipeline"), "task": record.get("task"),
@@ -130,7 +130,7 @@ def list_lines(records: list[dict[str, Any]], root: Path, width: int) -> list[st
 
 def show(record: dict[str, Any], root: Path) -> None:
     """Every detail of one run: command, overrides, dataset, stages with artifacts, scores."""
-    from corl.pipeline.runs import record_id, short_id
+    from corl.store.runs import record_id, short_id
 
     console.print(f"[bold]run {short_id(record)}[/] ({escape(record_id(record))})", highlight=False)
     fields = [("command", record.get("command")), ("status", record.get("status")),
@@ -163,9 +163,9 @@ def show(record: dict[str, Any], root: Path) -> None:
 
 def plot(record: dict[str, Any], root: Path, out: str | None, open_files: bool) -> list[Path]:
     """Each stage's ``training_curves.png`` (drawn now when missing), copied to ``out`` if given."""
-    from corl.pipeline.artifacts import CURVES, read_manifest
+    from corl.store.artifacts import CURVES, read_manifest
     from corl.pipeline.curves import write_for_stage
-    from corl.pipeline.runs import short_id
+    from corl.store.runs import short_id
 
     files = []
     for stage in record.get("stages", []):
@@ -204,8 +204,8 @@ def runs(
     checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root."),
 ) -> None:
     """Recent runs, one line each: id, pipeline, label or overrides, task, seed, stages, scores."""
-    from corl.pipeline.artifacts import cache_root
-    from corl.pipeline.runs import find_records, read_records, short_id
+    from corl.store.artifacts import cache_root
+    from corl.store.runs import find_records, read_records, short_id
 
     root = cache_root(checkpoints)
     if (out or open_files) and not plot_id:

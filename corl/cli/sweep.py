@@ -97,7 +97,7 @@ def results_table(results: dict[str, Any]) -> Table:
 def _plan(target: str, tasks: List[str], seeds: Optional[str], preset: Optional[str], overrides: List[str],
           grid: List[str], datasets: List[str], device: Optional[str], checkpoints: Optional[str],
           offline: bool) -> tuple[Any, list, Path]:
-    from corl.pipeline.artifacts import cache_root
+    from corl.store.artifacts import cache_root
     from corl.pipeline.sweep import find_sweep, flag_sweep, load_sweep
 
     path = find_sweep(target)
@@ -121,8 +121,8 @@ def _plan(target: str, tasks: List[str], seeds: Optional[str], preset: Optional[
 
 
 def _graph_table(graph: Any, title: str, state: dict[str, Any] | None = None) -> Table:
-    from corl.pipeline.artifacts import METRICS
-    from corl.pipeline.lock import ArtifactLock
+    from corl.store.artifacts import METRICS
+    from corl.store.lock import ArtifactLock
 
     table = Table(title=title, title_justify="left")
     for col in ("node", "stage", "runs", "state"):

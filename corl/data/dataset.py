@@ -131,10 +131,6 @@ class TransitionDataset:
         return TransitionDataset(**kept, metadata=meta)
 
     # ---------------------------------------------------------------- sampling
-    def not_dones(self, done_on_timeout: bool = False) -> torch.Tensor:
-        done = self.terminals | self.timeouts if done_on_timeout else self.terminals
-        return (~done).float()
-
     def sample(
         self, batch_size: int, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:

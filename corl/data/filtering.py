@@ -59,7 +59,7 @@ def density_config_for(task: str, density: float = 0.5, seed: int = 0) -> Densit
     does list is a :class:`ConfigError` naming the available ones (a typo should not silently
     become the generic grid).
     """
-    from corl.envs.compat import import_dsrl
+    from corl.compat import import_dsrl
     from corl.tasks import get_task
 
     import_dsrl()

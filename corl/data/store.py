@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import corl
 from corl.data.download import Progress, download_file, dsrl_url, read_sidecar, sidecar_path, verify_file
 from corl.data.hashing import file_sha256
 from corl.errors import DatasetError
@@ -88,7 +87,7 @@ def samples_dir() -> Path:
     env = os.environ.get("CORL_SAMPLES_DIR")
     if env:
         return Path(env)
-    return Path(corl.__file__).resolve().parent.parent / "datasets" / "samples"
+    return Path(__file__).resolve().parents[2] / "datasets" / "samples"
 
 
 def is_offline(offline: bool | None = None) -> bool:

@@ -49,7 +49,7 @@ def memory_budget() -> int:
 
 
 def _is_numeric(dtype: np.dtype) -> bool:
-    return dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    return dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
 
 
 def read_node(handle: h5py.File, key: str, path: str | Path) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from corl.envs.compat import import_dsrl
+from corl.compat import import_dsrl
 from corl.envs.fast_reset import install_fast_reset
 from corl.tasks import TaskSpec, get_task
 
@@ -134,3 +134,13 @@ def step_costs(infos: dict, num_envs: int) -> np.ndarray:
             if mask[i] and item is not None:
                 out[i] = float(item.get("cost", 0.0))
     return out
+
+
+def action_bounds(task: TaskSpec | str) -> tuple[list[float], list[float]]:
+    """The env's action box as lists (low, high): built once, closed at once (frees the simulator)."""
+    env = make_env(task)
+    try:
+        space = env.action_space
+        return space.low.tolist(), space.high.tolist()
+    finally:
+        env.close()

@@ -1,6 +1,6 @@
 """Q critics for the ``min_Q`` attack, read from the artifacts (or files) that hold them.
 
-Why a separate loader (and not ``corl.pipeline.policies``): critics are saved by each method
+Why a separate loader (and not ``corl.store.policies``): critics are saved by each method
 in its own layout (DRCORL's ``critics.pt`` is the whole ``CriticLearner`` state with
 optimizers; MICRO's policy artifact keeps its SAC critic in ``critic.pt``; a user may hand in
 a training checkpoint), and an attack only needs ``q(obs, act) -> (E, B)``. Every layout
@@ -33,7 +33,7 @@ import torch
 
 from corl.errors import CorlError
 from corl.nn.critics import EnsembleQ
-from corl.pipeline.artifacts import Artifact, CorruptArtifact, verify
+from corl.store.artifacts import Artifact, CorruptArtifact, verify
 
 #: Keys searched first when a file holds several modules (reward critic before anything else).
 PREFERRED_KEYS: tuple[str, ...] = ("q_r", "critic", "state_dict", "trainer", "learner", "state")

@@ -48,7 +48,7 @@ def evaluate_iterates(selected: SelectedPolicy, k: int, episodes: int, num_envs:
     """Roll ``k`` labelled iterates of ``selected``'s artifact out; None when it labels none."""
     from corl.eval.rollout import rollout
     from corl.eval.scores import summarize
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
 
     doc = iterate_labels(selected.artifact)
     if not doc or k <= 0:

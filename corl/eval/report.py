@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from corl.eval.ranges import parse_values
 from corl.errors import CorlError
 from corl.eval.select import SelectedPolicy
 from corl.tasks import TaskSpec
@@ -44,33 +45,12 @@ Progress = Callable[[str], None]
 # ----------------------------------------------------------------------------- options
 def parse_eps(text: str) -> tuple[float, ...]:
     """``"0:0.2:10"`` -> 10 evenly spaced budgets (ends included); ``"0,0.05"`` -> those."""
-    raw = text.strip()
-    try:
-        if ":" in raw:
-            lo, hi, n = raw.split(":")
-            count = int(n)
-            if count < 1:
-                raise ValueError
-            values = tuple(float(v) for v in np.linspace(float(lo), float(hi), count))
-        else:
-            values = tuple(float(p) for p in raw.split(",") if p.strip())
-    except ValueError:
-        raise CorlError(f"bad --eps {text!r}: expected LO:HI:N (e.g. 0:0.2:10) or A,B,C (e.g. 0,0.05,0.1)") from None
-    bad = [v for v in values if not math.isfinite(v) or v < 0]
-    if not values or bad:
-        raise CorlError(f"bad --eps {text!r}: budgets must be finite and >= 0 (got {bad[0] if bad else 'none'})")
-    return values
+    return parse_values(text, "--eps", "budgets", "0:0.2:10", "0,0.05,0.1")
 
 
 def parse_limits(text: str) -> tuple[float, ...]:
     """``"10,20,40"`` -> (10.0, 20.0, 40.0); one-line error on anything else."""
-    try:
-        values = tuple(float(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise CorlError(f"bad --cost-limits {text!r}: expected numbers separated by commas, e.g. 10,20,40") from None
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise CorlError(f"bad --cost-limits {text!r}: limits must be finite and >= 0")
-    return values
+    return parse_values(text, "--cost-limits", "limits", None, "10,20,40")
 
 
 @dataclass
@@ -150,7 +130,7 @@ class _ObsNormalizedGaussian(_ObsNormalized):
 
 def attack_policy(selected: SelectedPolicy, device: str) -> nn.Module:
     """The raw-observation policy module the attack searches against."""
-    from corl.pipeline.policies import load_policy_module
+    from corl.store.policies import load_policy_module
 
     module, mean, std = load_policy_module(selected.artifact.dir, selected.spec, device)
     module.requires_grad_(False)
@@ -162,7 +142,7 @@ def attack_policy(selected: SelectedPolicy, device: str) -> nn.Module:
 
 def observation_std(selected: SelectedPolicy) -> tuple[torch.Tensor, dict[str, Any]]:
     """Per-dimension std of the training dataset's observations, and where it came from."""
-    from corl.pipeline.context import read_task_dataset
+    from corl.data.store import load_task_dataset
 
     info = selected.dataset
     path = info.get("path")
@@ -172,7 +152,7 @@ def observation_std(selected: SelectedPolicy) -> tuple[torch.Tensor, dict[str, A
     if not Path(path).is_file():
         raise CorlError(f"{path}: the dataset {selected.artifact.dir.name} was trained on is gone; the attack "
                         "needs its observation std (rerun the pipeline to locate it again)")
-    data = read_task_dataset(selected.task, path)
+    data = load_task_dataset(selected.task, path=path)
     sha = data.metadata.get("sha256")
     if info.get("sha256") and sha != info["sha256"]:
         raise CorlError(f"{path}: sha256 changed since the run recorded it; the attack's std would not be the "
@@ -235,7 +215,7 @@ def prepare(selected: SelectedPolicy, opts: EvalOptions, critic: Any = None) -> 
     """
     from corl.eval.attacks import make_attack
     from corl.eval.sim2real import parse_grid
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
 
     task = selected.task
     if not task.is_constrained and (opts.cost_limits or opts.cost_limit is not None):
@@ -345,7 +325,7 @@ def _limits_protocol(selected: SelectedPolicy, opts: EvalOptions, setting: Setti
                      per_limit: dict[float, SelectedPolicy], say: Progress) -> dict[str, Any]:
     """DSRL's thresholds: each judged at its own limit, then averaged (see module docstring)."""
     from corl.eval.rollout import rollout
-    from corl.pipeline.policies import load_policy_fn
+    from corl.store.policies import load_policy_fn
 
     task = selected.task
     rows = []
@@ -471,7 +451,7 @@ def write_outputs(evals: Sequence[PolicyEval], opts: EvalOptions, out: str | Pat
     policy's ``eval/compare-<names>/``. With ``out``: ``out/<name>/`` per policy and the
     comparison in ``out`` itself. Returns ``{"policies": [dirs], "compare": dir or None}``.
     """
-    from corl.pipeline.artifacts import package_versions, write_json_atomic
+    from corl.store.artifacts import package_versions, write_json_atomic
 
     task = evals[0].selected.task
     base = Path(out).expanduser() if out else None

@@ -15,7 +15,7 @@ Selection, one of:
 
 The policy-producing artifact is the run's *last* stage whose ``outputs["policy"]`` is a
 policy spec (``{"file", "builder", ...}``): ``bc``, ``drcorl_policy``, ``micro_policy``, or
-any online learner that saves with :func:`corl.pipeline.policies.save_policy`. An optional
+any online learner that saves with :func:`corl.store.policies.save_policy`. An optional
 ``outputs["best_policy"]`` spec of the same artifact is offered as the separately labelled
 *best* checkpoint, and ``outputs["best_offline_policy"]`` (DRCORL's best iterate by its offline
 model estimate) as *best_offline*; there is no implicit best-of selection.
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from corl.errors import CorlError, did_you_mean
-from corl.pipeline.artifacts import MANIFEST, Artifact, CorruptArtifact, verify
-from corl.pipeline.runs import (describe_settings, find_records, load_records, policy_label, record_id, runs_dir,
+from corl.store.artifacts import MANIFEST, Artifact, CorruptArtifact, verify
+from corl.store.runs import (describe_settings, find_records, load_records, policy_label, record_id, runs_dir,
                                 settings, short_id)
 from corl.tasks import TaskSpec, get_task
 
@@ -67,7 +67,7 @@ def _is_policy_spec(value: Any) -> bool:
 
 def known_pipelines(root: Path) -> list[str]:
     """Pipeline names a user can ask for: the spec files plus any name a record carries."""
-    from corl.pipeline.spec import available_pipelines
+    from corl.store.pipelines import available_pipelines
 
     names = set(available_pipelines())
     names.update(r.get("pipeline") for r in load_records(root) if r.get("pipeline"))
@@ -143,7 +143,7 @@ def _from_record(record: dict[str, Any], root: Path) -> tuple[Artifact, dict[str
     if policy_art is None:
         kinds = ", ".join(s.get("kind", "?") for s in record.get("stages", []))
         raise CorlError(f"run {_record_id(record)} ({record.get('pipeline')}: {kinds}) produced no policy artifact; "
-                        "an evaluable stage saves one with corl.pipeline.policies.save_policy")
+                        "an evaluable stage saves one with corl.store.policies.save_policy")
     return policy_art, eval_defaults
 
 

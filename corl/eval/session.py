@@ -54,7 +54,7 @@ class EvalSession:
 
 def select_policies(req: EvalRequest) -> list[tuple[list[select.SelectedPolicy], str | None]]:
     """(policies of one source, pipeline name for the per-limit lookup), one entry per source."""
-    from corl.pipeline.artifacts import cache_root
+    from corl.store.artifacts import cache_root
     from corl.tasks import get_task
 
     root = cache_root(req.checkpoints)
@@ -80,7 +80,7 @@ def evaluate(req: EvalRequest, progress: Progress | None = None) -> EvalSession:
     """Select, validate every policy and option before the first episode, measure, write."""
     from corl.eval.attacks import _canonical
     from corl.eval.critics import check_critic_dims, load_critic
-    from corl.pipeline.artifacts import cache_root
+    from corl.store.artifacts import cache_root
 
     say = progress or (lambda msg: None)
     opts = req.options
@@ -144,7 +144,7 @@ def record_videos(evals: list[report.PolicyEval], jobs: list, opts: report.EvalO
     from corl.eval import video as vid
     from corl.eval.attacks import make_attack
     from corl.eval.sim2real import cell_label, perturbation_hook
-    from corl.pipeline.artifacts import write_json_atomic
+    from corl.store.artifacts import write_json_atomic
 
     out: dict[str, list[VideoFile]] = {}
     for ev, (sel, q, _, prepared) in zip(evals, jobs):

@@ -60,6 +60,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from corl.eval.ranges import parse_values
 from corl.errors import CorlError, did_you_mean
 from corl.tasks import TaskSpec, get_task
 
@@ -89,25 +90,7 @@ def parse_scales(text: str, spec: str | None = None) -> tuple[float, ...]:
     scales that are not finite or are negative (a negative mass or friction is not physics).
     ``spec`` is the whole ``PARAM=SCALES`` text, quoted in errors when given.
     """
-    raw = text.strip()
-    shown = spec if spec is not None else text
-    try:
-        if ":" in raw:
-            parts = raw.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
-            if n < 1:
-                raise ValueError
-            values = tuple(float(v) for v in np.linspace(lo, hi, n))
-        else:
-            values = tuple(float(p) for p in raw.split(","))
-    except ValueError:
-        raise CorlError(f"bad sim2real scales {shown!r}: expected LO:HI:N (e.g. 0.5:1.5:10) or A,B,C (e.g. 0.5,1,2)") from None
-    bad = [v for v in values if not math.isfinite(v) or v < 0]
-    if not values or bad:
-        raise CorlError(f"bad sim2real scales {shown!r}: scales must be finite and >= 0 (got {bad[0] if bad else 'none'})")
-    return values
+    return parse_values(text, "sim2real scales", "scales", "0.5:1.5:10", "0.5,1,2", shown=spec)
 
 
 def parse_spec(spec: str, task: TaskSpec | str | None = None) -> SweepAxis:

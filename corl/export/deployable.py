@@ -77,8 +77,8 @@ def action_box(task: Any, spec: dict[str, Any]) -> tuple[list[float], list[float
 
 
 def load_deployable(artifact_dir: Path, spec: dict[str, Any], task: Any) -> LoadedPolicy:
-    """Rebuild a saved policy (``corl.pipeline.policies``) as a :class:`DeployablePolicy` on the CPU."""
-    from corl.pipeline.policies import load_policy_module
+    """Rebuild a saved policy (``corl.store.policies``) as a :class:`DeployablePolicy` on the CPU."""
+    from corl.store.policies import load_policy_module
 
     module, mean, std = load_policy_module(artifact_dir, spec, "cpu")
     module.requires_grad_(False)

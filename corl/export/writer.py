@@ -69,7 +69,7 @@ def write_onnx(policy: LoadedPolicy, path: Path) -> Path:
 
 def card(policy: LoadedPolicy, fmt: str, file: Path, about: dict[str, Any]) -> dict[str, Any]:
     """The JSON card beside an exported file (see the module docstring)."""
-    from corl import __version__
+    from corl.version import __version__
     from corl.data.hashing import file_sha256
 
     return {
@@ -91,7 +91,7 @@ def card(policy: LoadedPolicy, fmt: str, file: Path, about: dict[str, Any]) -> d
 
 def export(policy: LoadedPolicy, fmt: str, out_dir: Path, name: str, about: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``out_dir/<name><suffix>`` and its card ``out_dir/<name><suffix>.json``; returns both paths."""
-    from corl.pipeline.artifacts import write_json_atomic
+    from corl.store.artifacts import write_json_atomic
 
     if fmt not in FORMATS:
         raise CorlError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")

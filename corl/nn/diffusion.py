@@ -40,11 +40,6 @@ class VPSchedule:
         sigma = torch.sqrt(-torch.expm1(2.0 * log_alpha))
         return alpha, sigma
 
-    def log_snr(self, t: torch.Tensor) -> torch.Tensor:
-        """``lambda_t = log(alpha_t / sigma_t)``."""
-        alpha, sigma = self.alpha_sigma(t)
-        return torch.log(alpha) - torch.log(sigma)
-
     def perturb(self, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward noising ``alpha_t x + sigma_t z``; ``t`` is ``(B,)`` or ``(B, 1)``."""
         alpha, sigma = self.alpha_sigma(t.reshape(-1, 1))

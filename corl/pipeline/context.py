@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from corl.data.store import load_task_dataset
 from corl.errors import CorlError, DatasetError
 from corl.files import append_line, atomic_write
-from corl.pipeline.artifacts import METRICS, Artifact
+from corl.store.artifacts import METRICS, Artifact
 from corl.pipeline.checkpoint import Checkpointer, restore_rng_states
 from corl.pipeline.progress import RunCallbacks
 from corl.tasks import TaskSpec
@@ -110,14 +111,14 @@ class StageContext:
         if dataset is None:
             if not Path(path).is_file():
                 raise DatasetError(f"{path}: dataset recorded by {art.dir.name} is gone; rerun to locate it again")
-            dataset = _read_dataset(self.task, path)
+            dataset = load_task_dataset(self.task, path=path)
             if dataset.metadata.get("sha256") != sha:
                 raise DatasetError(f"{path}: sha256 changed since {art.dir.name} recorded it; rerun to re-key the dataset")
             remember_dataset(dataset)
         return dataset.to(self.device)
 
     def load_policy(self, role: str = "policy"):
-        from corl.pipeline.policies import load_policy_fn
+        from corl.store.policies import load_policy_fn
 
         art = self.input(role)
         if "policy" not in art.outputs:
@@ -148,26 +149,9 @@ class StageContext:
             self.callbacks.message(f"{self.name}: {self.checkpointer.dropped}", "warning")
         return payload
 
-    def train_loop(self, total_steps: int, get_state: Callable[[], dict[str, Any]],
-                   set_state: Callable[[dict[str, Any]], None]) -> "TrainLoop":
-        return TrainLoop(self, int(total_steps), get_state, set_state)
-
-
-def _read_dataset(task: TaskSpec, path: str):
-    try:
-        from corl.data.store import load_task_dataset
-    except ImportError:
-        load_task_dataset = None
-    if load_task_dataset is not None:
-        return load_task_dataset(task, path=path)
-    from corl.data.formats.dsrl import read_dsrl
-
-    return read_dsrl(path, obs_dim=task.obs_dim, act_dim=task.act_dim)
-
-
-def read_task_dataset(task: TaskSpec, path: str):
-    """Read and validate a dataset file for ``task`` (the store's reader when available)."""
-    return _read_dataset(task, path)
+    def train_loop(self, total_steps: int | None, get_state: Callable[[], dict[str, Any]],
+                   set_state: Callable[[dict[str, Any]], None], log_every: int | None = None) -> "TrainLoop":
+        return TrainLoop(self, None if total_steps is None else int(total_steps), get_state, set_state, log_every)
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -188,13 +172,22 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 
 
 class TrainLoop:
-    """Iterate the remaining steps of a resumable training stage (see the stage API)."""
+    """The one resumable training loop of every training stage (see the stage API).
+
+    It owns resume (state, RNG, metrics after the checkpoint dropped), metrics (averaged over
+    ``log_every`` steps), progress, checkpoints and Ctrl-C. A step is whatever the stage counts
+    (an update, an epoch). Two ways to drive it: iterate it (``for step in loop: ...; loop.log(m)``)
+    for a known number of steps, or, for a loop a learner runs itself (``DynamicsLearner.fit``
+    until early stopping, ``total`` None), call :meth:`restore` once and :meth:`step_done` at
+    the end of each step.
+    """
 
     PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
 
-    def __init__(self, ctx: StageContext, total: int, get_state: Callable[[], dict[str, Any]],
-                 set_state: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, ctx: StageContext, total: int | None, get_state: Callable[[], dict[str, Any]],
+                 set_state: Callable[[dict[str, Any]], None], log_every: int | None = None) -> None:
         self.ctx, self.total, self.get_state, self.set_state = ctx, total, get_state, set_state
+        self.log_every = max(1, ctx.log_every if log_every is None else log_every)
         self.step = 0
         self.resumed_from = 0
         self._sums: dict[str, float] = {}
@@ -222,11 +215,13 @@ class TrainLoop:
     def _save(self) -> None:
         self.ctx.checkpointer.save(self.step, self.get_state())
 
-    def __iter__(self) -> Iterator[int]:
+    def restore(self) -> int:
+        """Continue from the stage's last checkpoint, if any (state, RNG states, metrics logged
+        after it dropped), and announce the stage; the step it resumes from (0: a fresh start)."""
         ctx = self.ctx
         payload = ctx.load_checkpoint()
         metrics_path = ctx.out_dir / METRICS
-        if payload is not None and 0 < payload["step"] <= self.total:
+        if payload is not None and 0 < payload["step"] and (self.total is None or payload["step"] <= self.total):
             self.set_state(payload["state"])
             restore_rng_states(payload["rng"])
             self.step = self.resumed_from = int(payload["step"])
@@ -235,20 +230,34 @@ class TrainLoop:
             metrics_path.unlink(missing_ok=True)
         ctx.resumed_from = self.resumed_from
         ctx.callbacks.stage_started(ctx.name, ctx.kind, self.total, self.resumed_from)
-        log_every = max(1, ctx.log_every)
+        return self.resumed_from
+
+    def step_done(self, step: int, metrics: dict[str, float] | None = None) -> None:
+        """Step ``step`` is finished (with ``metrics``, if not given to :meth:`log`): log,
+        report progress, save when due, and on Ctrl-C save and raise :class:`StageInterrupted`."""
+        ctx = self.ctx
+        if metrics is not None:
+            self.log(metrics)
+        self.step = ctx.steps_done = step
+        last = step == self.total
+        if step % self.log_every == 0 or last:
+            self._flush()
+        now = time.monotonic()
+        if now - self._last_progress >= self.PROGRESS_INTERVAL or last:
+            self._last_progress = now
+            ctx.callbacks.stage_progress(ctx.name, step, self.total, self._latest)
+        if ctx.interrupt.requested:
+            self._flush()
+            self._save()
+            raise StageInterrupted(ctx.name, step)
+        if not last and ctx.checkpointer.due(step):
+            self._save()
+
+    def __iter__(self) -> Iterator[int]:
+        if self.total is None:
+            raise TypeError("a TrainLoop without a total is driven by restore() and step_done(), not iterated")
+        self.restore()
         for step in range(self.step + 1, self.total + 1):
             yield step
-            self.step = step
-            if step % log_every == 0 or step == self.total:
-                self._flush()
-            now = time.monotonic()
-            if now - self._last_progress >= self.PROGRESS_INTERVAL or step == self.total:
-                self._last_progress = now
-                ctx.callbacks.stage_progress(ctx.name, step, self.total, self._latest)
-            if ctx.interrupt.requested:
-                self._flush()
-                self._save()
-                raise StageInterrupted(ctx.name, step)
-            if step < self.total and ctx.checkpointer.due(step):
-                self._save()
-        ctx.steps_done = self.step
+            self.step_done(step)
+        self.ctx.steps_done = self.step

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from corl.pipeline.artifacts import CURVES as CURVES_FILE  # noqa: E402
+from corl.store.artifacts import CURVES as CURVES_FILE  # noqa: E402
 LOSS_PATTERN = re.compile(r"(loss|nll|mse)", re.IGNORECASE)
 #: bookkeeping columns of metrics.jsonl lines, never plotted as curves
 SKIP = {"step", "episode", "learner", "seed", "training_step", "cost_limit", "epoch", "learner_step",
@@ -152,7 +152,7 @@ def cost_limits_of(outputs: dict[str, Any], config: dict[str, Any]) -> list[floa
 
 def write_for_stage(directory: Path, title: str, outputs: dict[str, Any], config: dict[str, Any]) -> Path | None:
     """The engine's hook after a stage ran: draw its curves when it logged any metrics."""
-    from corl.pipeline.artifacts import METRICS
+    from corl.store.artifacts import METRICS
 
     return plot_training_curves(directory / METRICS, directory / CURVES_FILE, title, cost_limits_of(outputs, config))
 

@@ -31,7 +31,7 @@ from corl.errors import ConfigError
 from corl.pipeline.progress import RunCallbacks
 
 if TYPE_CHECKING:
-    from corl.pipeline.runner import PlannedStage, RunRequest, RunResult, StageOutcome
+    from corl.pipeline.results import PlannedStage, RunRequest, RunResult, StageOutcome
 
 LOGGERS = ("tensorboard", "wandb")
 
@@ -195,7 +195,7 @@ def run_name(req: "RunRequest") -> str:
 
 
 def make_loggers(names: Sequence[str], req: "RunRequest") -> list[MetricLogger]:
-    from corl.pipeline.artifacts import cache_root
+    from corl.store.artifacts import cache_root
 
     base = cache_root(req.checkpoints) / "logs"
     name = run_name(req)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
 import signal
 import socket
 import threading
@@ -36,127 +35,17 @@ import torch
 
 from corl.checks import check_run_options
 from corl.errors import ConfigError, CorlError
-from corl.pipeline import artifacts as art
+from corl.store import artifacts as art
 from corl.pipeline.checkpoint import Checkpointer, checkpoint_problem, seed_everything
 from corl.pipeline.context import (FingerprintContext, InterruptFlag, RunOptions, StageContext, StageInterrupted,
                                    StageResult)
-from corl.pipeline.lock import ArtifactLock
+from corl.store.lock import ArtifactLock
 from corl.pipeline.progress import RunCallbacks
 from corl.pipeline.registry import get_stage_kind
-from corl.pipeline.runs import new_record_path, write_record
+from corl.pipeline.results import PlannedStage, RunInterrupted, RunRequest, RunResult, StageOutcome
+from corl.store.runs import new_record_path, write_record
 from corl.pipeline.spec import PipelineSpec, config_dict, load_spec
 from corl.tasks import TaskSpec, get_task
-
-
-class RunInterrupted(CorlError):
-    """Ctrl-C: the running stage saved a checkpoint; the message has the resume command."""
-
-    exit_code = 130
-
-
-@dataclass
-class RunRequest:
-    """Everything ``corl run`` was asked (the CLI builds one; tests can too)."""
-
-    pipeline: str
-    task: str
-    preset: str | None = None
-    seed: int = 0
-    overrides: list[str] = field(default_factory=list)
-    device: str = "auto"
-    dataset: str | None = None
-    offline: bool | None = None
-    checkpoints: str | None = None
-    wait: bool = True
-    lock_timeout: float | None = None
-    checkpoint_every_steps: int | None = None
-    checkpoint_every_seconds: float | None = None
-    log_every: int | None = None
-
-    def command(self) -> str:
-        """The ``corl run`` command line that repeats (and so resumes) this run."""
-        parts = ["corl", "run", self.pipeline, "--task", self.task]
-        if self.preset:
-            parts += ["--preset", self.preset]
-        parts += ["--seed", str(self.seed)]
-        for item in self.overrides:
-            parts += ["--set", item]
-        if self.device != "auto":
-            parts += ["--device", self.device]
-        if self.dataset:
-            parts += ["--dataset", self.dataset]
-        if self.offline:
-            parts.append("--offline")
-        if self.checkpoints:
-            parts += ["--checkpoints", self.checkpoints]
-        return shlex.join(parts)
-
-
-@dataclass
-class PlannedStage:
-    name: str
-    kind: str
-    key: str
-    dir: Path
-    status: str  # cached | run | resume | corrupt | pending (key known only after a prerequisite run)
-    config: dict[str, Any]
-    inputs: dict[str, str]  # role -> stage name
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
-    artifact: art.Artifact | None = None
-
-
-@dataclass
-class StageOutcome:
-    name: str
-    kind: str
-    key: str
-    dir: Path
-    status: str  # cached | ran | interrupted | failed
-    wall_time: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    resumed_from: int = 0
-    step: int | None = None  # the step a checkpoint was saved at, for an interrupted stage
-
-    @property
-    def key_metrics(self) -> dict[str, float]:
-        scored = {k: v for k, v in self.metrics.items() if k.startswith(("final/", "best/", "best_offline/"))}
-        if scored:
-            keep = ("normalized_reward", "normalized_score", "normalized_cost", "reward", "cost")
-            picked = {f"{label}/{name}": scored[f"{label}/{name}"] for label in ("final", "best", "best_offline")
-                      for name in keep
-                      if f"{label}/{name}" in scored}
-            return picked or scored
-        return self.metrics
-
-
-@dataclass
-class RunResult:
-    pipeline: str
-    task: str
-    seed: int
-    preset: str | None
-    stages: list[StageOutcome]
-    status: str
-    wall_time: float
-    record_path: Path | None
-    dataset: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def scores(self) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {"final": {}, "best": {}, "best_offline": {}}
-        for o in self.stages:
-            if ":" in o.name:  # a prerequisite run's stage (e.g. cvpo:train): not this run's score
-                continue
-            for k, v in o.metrics.items():
-                label, _, name = k.partition("/")
-                if label in out:
-                    out[label][f"{o.name}/{name}"] = v
-        return out
-
-    @property
-    def ran(self) -> list[str]:
-        return [o.name for o in self.stages if o.status == "ran"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -221,12 +110,14 @@ class Plan:
 
 
 def _key_config(kind: Any, config: Any) -> dict[str, Any]:
-    """The config as it enters the key: a field declared with ``metadata={"key": "if_set"}`` is
-    left out while it has its default, so adding such an option (``dataset.source``) keeps
-    every existing artifact's key."""
+    """The config as it enters the key: a field declared with ``metadata={"key": "if_set"}``,
+    or named in the config class's ``KEYED_IF_SET``, is left out while it has its default, so
+    adding such an option (``dataset.source``, a learner option newly exposed as a stage key)
+    keeps every existing artifact's key."""
     values = config_dict(config)
+    if_set = getattr(type(config), "KEYED_IF_SET", frozenset())
     for f in dataclasses.fields(config):
-        if f.metadata.get("key") == "if_set":
+        if f.metadata.get("key") == "if_set" or f.name in if_set:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             if values.get(f.name) == default:
                 values.pop(f.name, None)

@@ -33,7 +33,6 @@ override, the preset, then ``--set stage.key=value``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 import types
 import typing
@@ -43,13 +42,15 @@ from typing import Any
 
 from corl.checks import check_config, check_value
 from corl.errors import ConfigError, closest
+from corl.pipeline.registry import StageKind, stage_kinds
+from corl.store.pipelines import available_pipelines, pipeline_dirs
 
 
 def did_you_mean(name: str, candidates) -> str:
     """`` (did you mean 'x'?)`` with the single closest valid name, or nothing."""
     hits = closest(str(name), list(candidates), n=1)
     return f" (did you mean {hits[0]!r}?)" if hits else ""
-from corl.pipeline.registry import StageKind, stage_kinds
+
 
 TOP_KEYS = ("description", "checkpoint", "stages", "presets", "tasks")
 STAGE_RESERVED = ("kind", "inputs", "description")
@@ -219,24 +220,6 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- loading
-def pipeline_dirs() -> list[Path]:
-    """Where ``corl run NAME`` looks for ``NAME.toml``: $CORL_PIPELINES, ./pipelines, the repo's."""
-    dirs = []
-    if os.environ.get("CORL_PIPELINES"):
-        dirs.append(Path(os.environ["CORL_PIPELINES"]))
-    dirs.append(Path.cwd() / "pipelines")
-    dirs.append(Path(__file__).resolve().parents[2] / "pipelines")
-    return dirs
-
-
-def available_pipelines() -> list[str]:
-    names = set()
-    for d in pipeline_dirs():
-        if d.is_dir():
-            names.update(p.stem for p in d.glob("*.toml"))
-    return sorted(names)
-
-
 def find_spec(name: str) -> Path:
     """A pipeline name (or a path to a .toml file) to its file."""
     as_path = Path(name)

@@ -47,7 +47,8 @@ from typing import Any
 from corl.errors import ConfigError, CorlError
 from corl.pipeline.graph import Graph
 from corl.pipeline.runner import Plan, RunRequest, _plan, plan_pipeline
-from corl.pipeline.spec import did_you_mean, load_spec, parse_value, pipeline_dirs
+from corl.pipeline.spec import did_you_mean, load_spec, parse_value
+from corl.store.pipelines import pipeline_dirs
 
 TOP_KEYS = ("description", "tasks", "seeds", "preset", "datasets", "set", "grid", "methods", "device", "workers",
             "threads", "resources")
@@ -435,10 +436,10 @@ def run_sweep(spec: SweepSpec, runs: list[SweepRun], graph: Graph, backend: Any,
     import socket
     import time
 
-    from corl.pipeline import artifacts as art
+    from corl.store import artifacts as art
     from corl.pipeline.executors import NodeResult, Scheduler
     from corl.pipeline.runner import StageOutcome, finish_record, new_record
-    from corl.pipeline.runs import new_record_path, write_record
+    from corl.store.runs import new_record_path, write_record
     from corl.pipeline.sweep_results import run_scores, write_results
 
     started = time.time()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corl.pipeline.artifacts import write_json_atomic
+from corl.store.artifacts import write_json_atomic
 
 LABELS = ("final", "best")
 

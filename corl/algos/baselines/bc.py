@@ -61,14 +61,9 @@ def select_episodes(dataset: TransitionDataset, mode: str, cost_limit: float | N
         return dataset
     if cost_limit is None:
         raise ValueError("BC-Safe needs a cost limit")
-    try:
-        from corl.data.filtering import safe_episodes
-    except ImportError:  # pragma: no cover - filtering is part of corl.data
-        safe_episodes = None
-    if safe_episodes is not None:
-        return safe_episodes(dataset, cost_limit)
-    returns = dataset.episode_returns()
-    return dataset.select_episodes(returns["cost"] <= cost_limit)
+    from corl.data.filtering import safe_episodes
+
+    return safe_episodes(dataset, cost_limit)
 
 
 class BCLearner:

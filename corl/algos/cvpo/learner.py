@@ -542,6 +542,10 @@ class CVPOTrainer:
         out["updates"] = float(n_updates)
         return out
 
+    def cut_episodes(self, open_envs: np.ndarray, last_obs: np.ndarray) -> None:
+        """The open episodes will not continue (a resume restarts them): drop their n-step windows."""
+        self._pending = []
+
     def state_dict(self) -> dict:
         """Learner, replay buffer, schedule counters and RNG states.
 

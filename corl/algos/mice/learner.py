@@ -514,6 +514,13 @@ class MICETrainer:
         return {"true_value_c": true_value, "estimate_value_c": estimate}
 
     # ------------------------------------------------------------------ checkpoint
+    def cut_episodes(self, open_envs: np.ndarray, last_obs: np.ndarray) -> None:
+        """The open episodes will not continue (a resume restarts them): close each open slice
+        as a time-out at its last observation, as an epoch end does."""
+        for j in np.flatnonzero(open_envs):
+            if self.slice_start[j] < len(self.rows[j]["rewards"]):
+                self._finish_slice(int(j), *self._bootstrap(last_obs[j]))
+
     def state_dict(self) -> dict:
         """Everything for an exact resume, including the open epoch's rollout and the torch RNG.
 

@@ -4,10 +4,14 @@ Two configs, one per learner:
 
 * :class:`DynamicsConfig` — the probabilistic ensemble (§2.2-2.3).
 * :class:`MICROConfig` — rollouts, data mixing, the conservative target and SAC (§2.4-2.6);
-  it nests a :class:`DynamicsConfig` so one object describes a whole run.
+  the dynamics half is the fitted model's own config (``GaussianEnsembleDynamics.config``).
 
-:func:`paper_config` returns the authors' setting for a D4RL task (the table of §2.8) and a
-"never terminate, predict cost, no target clamp" setting for DSRL/bullet tasks.
+Each validates itself (``__post_init__``), so a bad value fails where it is set, whether by a
+pipeline stage (whose configs subclass these two) or by a script.
+
+:func:`paper_config` / :func:`paper_dynamics_config` return the authors' setting for a D4RL
+task (the table of §2.8) and a "never terminate, predict cost, no target clamp" setting for
+DSRL/bullet tasks.
 
 Defects of the released code (§2.11) are fixed by default; each fix is a named option whose
 other value reproduces the released behaviour:
@@ -27,7 +31,7 @@ other value reproduces the released behaviour:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from corl.errors import TaskError
@@ -72,6 +76,17 @@ class DynamicsConfig:
     max_epochs: Optional[int] = None  # None: no cap (works, unlike the released assert)
     predict_cost: bool = False  # an extra output for the cost (DSRL tasks)
     normalize_targets: bool = False  # §2.3 standardises inputs only; True also standardises y
+
+    def __post_init__(self) -> None:  # errors where the value is set, not deep in the model
+        if len(self.weight_decays) != len(self.hidden) + 1:
+            raise ValueError(f"weight_decays needs {len(self.hidden) + 1} values (one per hidden layer "
+                             f"plus the output layer), got {len(self.weight_decays)}")
+        if not 1 <= self.num_elites <= self.ensemble_size:
+            raise ValueError(f"num_elites must be in [1, ensemble_size={self.ensemble_size}], got {self.num_elites}")
+        if not 0.0 < self.holdout_ratio < 1.0 or self.max_holdout < 1:
+            raise ValueError("holdout_ratio must be in (0, 1) and max_holdout >= 1")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1 (or absent: no cap), got {self.max_epochs}")
 
 
 @dataclass
@@ -146,8 +161,22 @@ class MICROConfig:
     lagrange_init: float = 0.0
     lagrange_upper_bound: Optional[float] = None
     cost_penalty_coef: Optional[float] = None  # λ for the cost target; None: penalty_coef
-    # data / model
-    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.steps_per_epoch < 1:
+            raise ValueError("epochs and steps_per_epoch must be >= 1")
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+        if min(self.rollout_freq, self.rollout_batch_size, self.rollout_length, self.model_retain_epochs,
+               self.batch_size, self.num_samples) < 1:
+            raise ValueError("rollout_freq, rollout_batch_size, rollout_length, model_retain_epochs, "
+                             "batch_size and num_samples must be >= 1")
+        if self.penalty_coef < 0:
+            raise ValueError(f"penalty_coef must be >= 0, got {self.penalty_coef}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
 
     @property
     def model_buffer_capacity(self) -> int:
@@ -181,30 +210,43 @@ PAPER_PRESETS: dict[str, dict] = {
 SAFETY_DEFAULTS: dict = dict(target_clamp_min=None, dyn_predict_cost=True)
 
 
-def with_overrides(config: MICROConfig, **overrides) -> MICROConfig:
-    """A copy with fields replaced; ``dyn_<name>`` keys go to the nested DynamicsConfig."""
+def _split(overrides: dict) -> tuple[dict, dict]:
+    """(MICROConfig keys, DynamicsConfig keys): ``dyn_<name>`` keys go to the dynamics."""
     dyn = {k[4:]: v for k, v in overrides.items() if k.startswith("dyn_")}
     top = {k: v for k, v in overrides.items() if not k.startswith("dyn_")}
     unknown = set(top) - {f.name for f in dataclasses.fields(MICROConfig)}
     unknown |= {f"dyn_{k}" for k in set(dyn) - {f.name for f in dataclasses.fields(DynamicsConfig)}}
     if unknown:
         raise ValueError(f"unknown MICRO config keys: {sorted(unknown)}")
-    return dataclasses.replace(config, dynamics=dataclasses.replace(config.dynamics, **dyn), **top)
+    return top, dyn
 
 
-def paper_config(task: str, **overrides) -> MICROConfig:
-    """The authors' setting for ``task`` (§2.8), then ``overrides`` on top.
-
-    D4RL locomotion tasks outside the table (e.g. ``*-random-v2``, ``*-expert-v2``) get the
-    shared defaults; DSRL (``Offline*``) and online safety tasks get :data:`SAFETY_DEFAULTS`.
-    """
+def _paper_preset(task: str) -> dict:
     from corl.algos.micro.termination import task_family  # local: termination imports nothing of ours
 
     family = task_family(task)
     if family in ("hopper", "walker2d", "halfcheetah"):
-        preset = PAPER_PRESETS.get(task.lower(), {})
-    elif family == "never":
-        preset = SAFETY_DEFAULTS
-    else:  # pragma: no cover - task_family raises first
-        raise TaskError(f"no MICRO preset for task {task!r}")
-    return with_overrides(MICROConfig(), **{**preset, **overrides})
+        return PAPER_PRESETS.get(task.lower(), {})
+    if family == "never":
+        return SAFETY_DEFAULTS
+    raise TaskError(f"no MICRO preset for task {task!r}")  # pragma: no cover - task_family raises first
+
+
+def paper_config(task: str, **overrides) -> MICROConfig:
+    """The authors' policy setting for ``task`` (§2.8), then ``overrides`` on top (``dyn_*``
+    keys are checked and belong to :func:`paper_dynamics_config`).
+
+    D4RL locomotion tasks outside the table (e.g. ``*-random-v2``, ``*-expert-v2``) get the
+    shared defaults; DSRL (``Offline*``) and online safety tasks get :data:`SAFETY_DEFAULTS`.
+    """
+    top, _ = _split({**_paper_preset(task), **overrides})
+    return MICROConfig(**top)
+
+
+def paper_dynamics_config(task: str, **overrides) -> DynamicsConfig:
+    """The authors' dynamics setting for ``task`` (the ``dyn_*`` entries of §2.8's table), then
+    ``overrides`` (``dyn_<name>`` or plain ``DynamicsConfig`` names) on top."""
+    _, dyn = _split(_paper_preset(task))
+    plain = {k: v for k, v in overrides.items() if not k.startswith("dyn_")}
+    _, more = _split({k: v for k, v in overrides.items() if k.startswith("dyn_")})
+    return DynamicsConfig(**{**dyn, **more, **plain})

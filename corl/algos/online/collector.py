@@ -14,8 +14,8 @@ Reads top to bottom:
    The open episodes live in ``(num_envs, T, ...)`` arrays written with one fancy-indexed
    assignment per field per vector step, so recording costs no per-env Python work.
    :meth:`OnlineCollector.dataset` exports a :class:`~corl.data.dataset.TransitionDataset`.
-4. :class:`OnlineAgent` (the protocol a method implements: ``act``/``observe``) and
-   :func:`train_online`, the loop both CVPO and MICE use.
+4. :func:`train_online`, a plain loop over :class:`corl.algos.base.OnlineAgent` (the protocol a
+   method implements: ``act``/``observe``).
 
 Episode flags mirror :mod:`corl.collect.recorder`: ``terminated`` → ``terminals``,
 ``truncated`` (the step limit) → ``timeouts`` (never both), and the true next observation of
@@ -29,12 +29,13 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from corl.algos.base import OnlineAgent
 from corl.data.dataset import TransitionDataset
 from corl.envs.factory import make_vector_env, step_costs
 from corl.tasks import TaskSpec, get_task
@@ -207,6 +208,26 @@ class OnlineCollector:
         self._current: list[EpisodeInfo] = []
         self.obs: np.ndarray | None = None
 
+    # ------------------------------------------------------------------ checkpointing (EpisodeCollector)
+    def state_dict(self) -> dict[str, Any]:
+        """The counters a restarted collector continues from: env steps, episodes per env."""
+        return {"env_steps": self.env_steps, "env_episode": list(self._env_episode)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.env_steps = int(state["env_steps"])
+        self._env_episode = [int(x) for x in state["env_episode"]]
+
+    def open_episodes(self) -> np.ndarray:
+        """Which envs are inside an episode (rows written since their last reset)."""
+        return self._t > 0
+
+    def take_rows(self) -> dict[str, np.ndarray]:
+        """The rows of finished episodes recorded since the last call; the buffer is emptied
+        (the caller owns them, e.g. writes them to disk before the next step)."""
+        rows = self.buffer.view()
+        self.buffer.size = 0
+        return rows
+
     # ------------------------------------------------------------------ stepping
     def reset(self) -> np.ndarray:
         """Reset every env (env ``j`` with ``seed + j``); unfinished episodes are discarded."""
@@ -312,26 +333,6 @@ class OnlineCollector:
 
 
 # ------------------------------------------------------------------------------ 4. the loop
-class OnlineAgent(Protocol):
-    """What :func:`train_online` needs from a method (CVPO's and MICE's trainers implement it).
-
-    ``act`` returns env actions for a batch of raw observations (optionally with per-step
-    extras such as values and log-probs, which come back in ``VectorStep.extras``);
-    ``observe`` stores one vector step and runs whatever updates the method's schedule says
-    are due, returning their logs (or None).
-    """
-
-    training_step: int
-
-    def act(self, obs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]: ...
-
-    def observe(self, step: VectorStep) -> dict[str, float] | None: ...
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: Mapping) -> None: ...
-
-
 @dataclass
 class OnlineResult:
     dataset: TransitionDataset | None

@@ -111,7 +111,7 @@ def _eval_env_spec(env_id: str) -> Any:
         try:
             spec = gym.spec(env_id)
         except Exception:
-            from corl.envs.compat import import_dsrl
+            from corl.compat import import_dsrl
 
             import_dsrl()
             spec = gym.spec(env_id)

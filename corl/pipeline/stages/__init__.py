@@ -32,7 +32,11 @@ Registering a stage kind
   key); values are type-checked against the field annotations (int, float, bool, str,
   ``X | None``, ``list[...]``). The resolved instance, as a dict, is part of the artifact key;
   a field declared with ``field(..., metadata={"key": "if_set"})`` joins the key only when it
-  differs from its default, so adding an option does not invalidate existing artifacts.
+  differs from its default, so adding an option does not invalidate existing artifacts (a
+  config that subclasses a learner's config names such inherited fields in a
+  ``KEYED_IF_SET`` class attribute instead). A learner's config is defined once, beside the
+  learner, with its validation in ``__post_init__``; the stage config subclasses it and adds
+  only the stage's own keys, so every learner option is a stage key.
 * ``version``: the stage's code version. Bump it when a change alters the artifact (loss,
   defaults with the same name, file layout): old artifacts are then no longer cache hits.
 * ``inputs``: the input *roles* the stage requires. A spec maps roles to stage names:
@@ -54,7 +58,7 @@ What a stage function gets: ``StageContext`` (see ``corl.pipeline.context``)
 * ``ctx.out_dir``: the artifact directory to write weights and files into. Every regular
   file left there (except ``checkpoint.pt`` and ``metrics.jsonl``) is sha256-hashed into the
   manifest and verified on every cache hit, so write only what the artifact is.
-* ``ctx.inputs``: ``{role: Artifact}``; an :class:`~corl.pipeline.artifacts.Artifact` has
+* ``ctx.inputs``: ``{role: Artifact}``; an :class:`~corl.store.artifacts.Artifact` has
   ``.dir``, ``.key``, ``.kind``, ``.manifest`` (dict) and ``.outputs`` (the producing
   stage's ``StageResult.outputs``).
 * ``ctx.load_dataset()``: the task's TransitionDataset from the ``dataset`` input (loaded
@@ -115,9 +119,9 @@ writes ``manifest.json`` last and atomically; a directory without one is not don
 Policies
 --------
 A stage that produces a policy for ``evaluate`` calls
-``corl.pipeline.policies.save_policy(ctx.out_dir, module, builder, kwargs, obs_mean=None,
+``corl.store.policies.save_policy(ctx.out_dir, module, builder, kwargs, obs_mean=None,
 obs_std=None)`` and puts the returned dict into ``outputs["policy"]``. ``builder`` names a
-constructor registered with ``corl.pipeline.policies.register_policy_builder`` (built in:
+constructor registered with ``corl.store.policies.register_policy_builder`` (built in:
 ``tanh_gaussian`` = ``corl.nn.TanhGaussianPolicy``, ``deterministic`` =
 ``corl.nn.DeterministicPolicy``); ``kwargs`` are its JSON-able constructor arguments. The
 ``evaluate`` stage then takes ``inputs = {policy = "<your stage>"}``.

@@ -27,7 +27,7 @@ from corl.algos.drcorl.policy import initial_observations, normalised_cost
 from corl.algos.drcorl.selection import IterateLabel, OfflineSelector
 from corl.errors import CorlError
 from corl.pipeline.context import StageContext
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 
 ITERATES_DIR = "iterates"
 ITERATES_FILE = "iterates.json"

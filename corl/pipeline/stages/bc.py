@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 from corl.algos.baselines.bc import BCConfig, BCLearner, select_episodes
+from corl.envs.factory import action_bounds
 from corl.errors import CorlError
 from corl.pipeline.context import StageContext, StageResult
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
-
-
-def action_bounds(task) -> tuple[list[float], list[float]]:
-    """The env's action box (built once; closing it frees the simulator)."""
-    from corl.envs.factory import make_env
-
-    env = make_env(task)
-    try:
-        space = env.action_space
-        return space.low.tolist(), space.high.tolist()
-    finally:
-        env.close()
 
 
 @register_stage("bc", config=BCConfig, version="1", inputs=("dataset",),

@@ -13,7 +13,7 @@ import numpy as np
 
 from corl.algos.cdt import CDTConfig, CDTLearner, CDTModel, WindowSampler, augment, split_trajectories
 from corl.pipeline.context import StageContext, StageResult
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.pipeline.stages.bc import action_bounds
 from corl.pipeline.stages.vae import train

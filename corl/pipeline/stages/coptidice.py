@@ -7,7 +7,7 @@ import torch
 from corl.algos.coptidice import COptiDICEConfig, COptiDICELearner, initial_flags
 from corl.data.dataset import TRANSITION_KEYS
 from corl.pipeline.context import StageContext, StageResult
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.pipeline.stages.bc import action_bounds
 from corl.pipeline.stages.vae import task_threshold, train

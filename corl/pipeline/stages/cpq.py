@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from corl.algos.cpq import CPQConfig, CPQLearner
 from corl.pipeline.context import StageContext, StageResult
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.pipeline.stages.bc import action_bounds
 from corl.pipeline.stages.vae import load_vae, task_threshold, train

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corl.data.store import load_task_dataset
 from corl.errors import ConfigError, CorlError, DatasetError, TaskError
-from corl.pipeline.artifacts import cached_file_sha256
-from corl.pipeline.context import FingerprintContext, StageContext, StageResult, read_task_dataset, remember_dataset
+from corl.store.artifacts import cached_file_sha256
+from corl.pipeline.context import FingerprintContext, StageContext, StageResult, remember_dataset
 from corl.pipeline.registry import register_stage
 
 #: Left out of the artifact key while at their defaults, so existing dataset keys stay valid.
@@ -82,7 +83,7 @@ def online_task(task: Any, source: str) -> str:
 
 def _collected(fctx: FingerprintContext) -> dict[str, Any]:
     from corl.errors import did_you_mean
-    from corl.pipeline.runner import RunInterrupted, RunRequest
+    from corl.pipeline.results import RunInterrupted, RunRequest
     from corl.pipeline.spec import load_spec
 
     cfg = fctx.config
@@ -154,8 +155,8 @@ def _export_problem(export: Any, cache_root: Path) -> str | None:
 
 
 def _discard(directory: Path) -> None:
-    from corl.pipeline.artifacts import discard
-    from corl.pipeline.lock import ArtifactLock
+    from corl.store.artifacts import discard
+    from corl.store.lock import ArtifactLock
 
     lock = ArtifactLock(directory)
     lock.acquire(wait=True)
@@ -171,7 +172,7 @@ def _discard(directory: Path) -> None:
 def dataset_stage(ctx: StageContext) -> StageResult:
     fp = ctx.fingerprint
     ctx.progress(0, 1)
-    data = read_task_dataset(ctx.task, fp["path"])
+    data = load_task_dataset(ctx.task, path=fp["path"])
     if data.metadata.get("sha256") != fp["sha256"]:
         raise DatasetError(f"{fp['path']}: file changed while planning (sha256 differs); rerun")
     remember_dataset(data)

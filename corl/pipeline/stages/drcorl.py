@@ -30,11 +30,12 @@ from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, Cr
                                PolicyLearner, build_score_net, initial_observations, iql_reward_scale)
 from corl.algos.drcorl.policy import calibration_rows
 from corl.data.filtering import safe_episodes
+from corl.envs.factory import action_bounds
 from corl.errors import CorlError
 from corl.files import torch_save_atomic
 from corl.nn.diffusion import VPSchedule
 from corl.pipeline.context import StageContext, StageResult
-from corl.pipeline.policies import save_policy
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.pipeline.stages._drcorl_model import IterateSelection, build_estimator, model_estimate_config
 
@@ -94,16 +95,6 @@ def _learner_config(cls, cfg, **overrides):
     values = {k: v for k, v in dataclasses.asdict(cfg).items() if k in names}
     values.update(overrides)
     return cls(**values)
-
-
-def _action_bounds(task) -> tuple[list[float], list[float]]:
-    from corl.envs.factory import make_env
-
-    env = make_env(task)
-    try:
-        return env.action_space.low.tolist(), env.action_space.high.tolist()
-    finally:
-        env.close()
 
 
 def _train(ctx: StageContext, learner, steps: int, sample, selection: IterateSelection | None = None) -> int:
@@ -205,7 +196,7 @@ def policy_stage(ctx: StageContext) -> StageResult:
                              device=ctx.device)
             return float(result.cost.mean())
 
-    low, high = _action_bounds(ctx.task)
+    low, high = action_bounds(ctx.task)
     learner = PolicyLearner(data.obs_dim, data.act_dim, behavior, critics, pcfg, low, high,
                             VPSchedule(bcfg.beta0, bcfg.beta1), ctx.device, seed=ctx.seed,
                             cost_estimator=estimator, initial_observations=initial_observations(data),

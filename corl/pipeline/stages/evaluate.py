@@ -49,7 +49,7 @@ def evaluate_stage(ctx: StageContext) -> StageResult:
         policy_fn = ctx.load_policy("policy")
     else:
         from corl.errors import CorlError
-        from corl.pipeline.policies import load_policy_fn
+        from corl.store.policies import load_policy_fn
 
         spec = policy_art.outputs.get(cfg.policy_output)
         if not isinstance(spec, dict) or "file" not in spec:

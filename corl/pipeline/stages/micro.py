@@ -13,13 +13,13 @@ only the glue: data, task defaults, checkpoints, artifacts).
   robust (conservative) target and SAC (§2.4-2.6); writes the tanh-Gaussian actor for
   ``evaluate`` (builder ``tanh_gaussian``, deterministic = mean action, the §2.9 protocol).
 
-Resume. ``dynamics`` trains until early stopping, so its length is not known in advance and
-it cannot use ``ctx.train_loop`` (a fixed step count). It checkpoints through the engine's
-:class:`~corl.pipeline.checkpoint.Checkpointer` at epoch boundaries instead (``--checkpoint-every
-N`` counts epochs for this stage; the time trigger works as everywhere), because
-``DynamicsLearner.fit`` is resumable exactly at epoch granularity: given the generator in its
-initial state it redraws the same hold-out split and bootstrap and skips finished epochs. A
-Ctrl-C is honoured at the end of the running epoch. ``micro_policy`` uses ``ctx.train_loop``
+Resume. ``dynamics`` trains until early stopping, so its length is not known in advance: it
+drives the engine's one :class:`~corl.pipeline.context.TrainLoop` from ``DynamicsLearner.fit``'s
+epoch hook (``loop.restore()``, then ``loop.step_done`` per epoch; ``--checkpoint-every N``
+counts epochs for this stage; the time trigger works as everywhere), because ``fit`` is
+resumable exactly at epoch granularity: given the generator in its initial state it redraws
+the same hold-out split and bootstrap and skips finished epochs. A Ctrl-C is honoured at the
+end of the running epoch. ``micro_policy`` uses ``ctx.train_loop``
 with the trainer's state (learner, optimizers, scheduler, model buffer) and the batch
 generator; the loop itself saves torch's global RNG, which drives policy sampling and model
 noise, so a resume is exact.
@@ -36,20 +36,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from corl.algos.micro import DynamicsConfig, DynamicsLearner, GaussianEnsembleDynamics, MICROConfig, MICROTrainer
 from corl.algos.micro import paper_config, termination_fn
+from corl.envs.factory import action_bounds
 from corl.errors import CorlError
 from corl.files import torch_save_atomic
-from corl.pipeline.artifacts import METRICS, Artifact
-from corl.pipeline.checkpoint import restore_rng_states
-from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
-from corl.pipeline.policies import save_policy
+from corl.store.artifacts import Artifact
+from corl.pipeline.context import StageContext, StageResult
+from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.tasks import TaskSpec
 
@@ -59,33 +58,23 @@ DYNAMICS_FILE = "dynamics.pt"
 # ----------------------------------------------------------------------------- configs
 @dataclass
 class DynamicsStageConfig(DynamicsConfig):
-    """:class:`corl.algos.micro.DynamicsConfig` (every field is a key of the stage), except:
+    """:class:`corl.algos.micro.DynamicsConfig` (every field is a key of the stage, validated
+    there), except:
 
     ``predict_cost``: None = the task's default (on for safety tasks, whose policies may need
     model costs; off for D4RL, which has none).
     """
 
-    predict_cost: bool | None = None
-
-    def __post_init__(self) -> None:  # spec-time errors instead of a failure deep in the model
-        if len(self.weight_decays) != len(self.hidden) + 1:
-            raise ValueError(f"weight_decays needs {len(self.hidden) + 1} values (one per hidden layer "
-                             f"plus the output layer), got {len(self.weight_decays)}")
-        if not 1 <= self.num_elites <= self.ensemble_size:
-            raise ValueError(f"num_elites must be in [1, ensemble_size={self.ensemble_size}], got {self.num_elites}")
-        if not 0.0 < self.holdout_ratio < 1.0 or self.max_holdout < 1:
-            raise ValueError("holdout_ratio must be in (0, 1) and max_holdout >= 1")
-        if self.max_epochs is not None and self.max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1 (or absent: no cap), got {self.max_epochs}")
+    predict_cost: bool | None = None  # type: ignore[assignment]
 
 
 @dataclass
-class MICROPolicyStageConfig:
-    """The policy half of :class:`corl.algos.micro.MICROConfig` (same names and defaults, the
-    paper's shared settings of algorithms.md §2.8); the dynamics half comes from the input
-    artifact. Total updates = ``epochs x steps_per_epoch``.
+class MICROPolicyStageConfig(MICROConfig):
+    """:class:`corl.algos.micro.MICROConfig` (every field is a key of the stage, with the
+    paper's shared settings of algorithms.md §2.8 and the learner's validation); the dynamics
+    half comes from the input artifact. Total updates = ``epochs x steps_per_epoch``.
 
-    Differences from ``MICROConfig``, all "None = the task's / run's default":
+    Three fields mean "the task's / run's default" when None, so their stage defaults differ:
     ``target_clamp_min`` (None: 0 for D4RL, no clamp for safety tasks; ``-inf``: no clamp),
     ``lr_schedule_epochs`` (None: ``epochs``; 0: constant actor lr), ``episode_length``
     (None: the task's horizon). ``cost_limit`` None is MICRO as published (reward only); a
@@ -93,64 +82,9 @@ class MICROPolicyStageConfig:
     needs a dynamics model that predicts cost.
     """
 
-    # SAC
-    actor_lr: float = 1e-4
-    critic_lr: float = 3e-4
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-    num_critics: int = 2
-    gamma: float = 0.99
-    tau: float = 0.005
-    auto_alpha: bool = True
-    alpha_lr: float = 1e-4
-    initial_log_alpha: float = 0.0
-    alpha: float = 0.1  # fixed alpha when auto_alpha is false
-    target_entropy: float | None = None  # None: -|A|
-    deterministic_backup: bool = False
-    max_q_backup: bool = False
-    max_q_backup_samples: int = 10
-    # conservative (robust) target
-    penalty_coef: float = 0.5  # lambda (the "beta" of some write-ups)
-    num_samples: int = 10  # next-state samples per elite for the uncertainty set
-    robust_target: bool = True  # false: the plain MBPO-style target (the comparison)
     target_clamp_min: float | None = None  # None: task default; -inf: no clamp
-    # rollouts and real/model mixing
-    rollout_freq: int = 1000
-    rollout_batch_size: int = 50_000
-    rollout_length: int = 5
-    model_retain_epochs: int = 5
-    real_ratio: float = 0.05
-    batch_size: int = 256
-    rollout_member_rows: bool = True
-    termination_two_sided_bound: bool = True
-    drop_timeout_transitions: bool = False  # true: D4RL qlearning_dataset semantics
-    # schedule
-    epochs: int = 3000
-    steps_per_epoch: int = 1000
     lr_schedule_epochs: int | None = None  # None: = epochs; 0: constant actor lr
-    # optional cost-awareness
-    cost_limit: float | None = None  # None: reward-only MICRO; a number: cost-aware variant
-    episode_length: int | None = None  # None: the task's horizon
-    cost_critic_lr: float = 3e-4
-    lagrange_lr: float = 1e-3
-    lagrange_init: float = 0.0
-    lagrange_upper_bound: float | None = None
-    cost_penalty_coef: float | None = None  # None: penalty_coef
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.steps_per_epoch < 1:
-            raise ValueError("epochs and steps_per_epoch must be >= 1")
-        if not 0.0 <= self.real_ratio <= 1.0:
-            raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
-        if min(self.rollout_freq, self.rollout_batch_size, self.rollout_length, self.model_retain_epochs,
-               self.batch_size, self.num_samples) < 1:
-            raise ValueError("rollout_freq, rollout_batch_size, rollout_length, model_retain_epochs, "
-                             "batch_size and num_samples must be >= 1")
-        if self.penalty_coef < 0:
-            raise ValueError(f"penalty_coef must be >= 0, got {self.penalty_coef}")
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+    episode_length: int | None = None  # type: ignore[assignment]  # None: the task's horizon
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -164,8 +98,8 @@ def dynamics_config(cfg: DynamicsStageConfig, task: TaskSpec) -> DynamicsConfig:
     return DynamicsConfig(**values)
 
 
-def micro_config(cfg: MICROPolicyStageConfig, task: TaskSpec, dynamics: DynamicsConfig) -> MICROConfig:
-    """The learner's ``MICROConfig``: stage values, task defaults, the artifact's dynamics config."""
+def micro_config(cfg: MICROPolicyStageConfig, task: TaskSpec) -> MICROConfig:
+    """The learner's ``MICROConfig``: stage values with the task defaults filled in."""
     values = dataclasses.asdict(cfg)
     if cfg.target_clamp_min is None:
         values["target_clamp_min"] = paper_config(task.name).target_clamp_min
@@ -178,7 +112,7 @@ def micro_config(cfg: MICROPolicyStageConfig, task: TaskSpec, dynamics: Dynamics
     if cfg.episode_length is None:
         values["episode_length"] = int(task.max_episode_steps)
     values["hidden"] = tuple(cfg.hidden)
-    return MICROConfig(**values, dynamics=dynamics)
+    return MICROConfig(**values)
 
 
 def load_dynamics(artifact: Artifact, device: torch.device | str = "cpu") -> GaussianEnsembleDynamics:
@@ -207,49 +141,6 @@ def _fit_generator(ctx: StageContext) -> torch.Generator:
     return torch.Generator().manual_seed(ctx.generator().initial_seed())
 
 
-class _EpochCheckpoints:
-    """Resume, metrics, progress, checkpoints and Ctrl-C for ``DynamicsLearner.fit`` epochs.
-
-    The counterpart of ``ctx.train_loop`` for a loop of unknown length: ``restore()`` loads the
-    last checkpoint into the learner (and the RNG states), ``__call__`` is ``fit``'s
-    ``on_epoch_end`` hook.
-    """
-
-    def __init__(self, ctx: StageContext, learner: DynamicsLearner, total: int | None) -> None:
-        self.ctx, self.learner, self.total = ctx, learner, total
-        self.resumed_from = 0
-
-    def restore(self) -> int:
-        ctx = self.ctx
-        payload = ctx.load_checkpoint()
-        metrics_path = ctx.out_dir / METRICS
-        if payload is not None and payload["step"] > 0:
-            self.learner.load_state_dict(payload["state"]["learner"])
-            restore_rng_states(payload["rng"])
-            self.resumed_from = int(payload["step"])
-            truncate_metrics(metrics_path, self.resumed_from)
-        else:
-            metrics_path.unlink(missing_ok=True)
-        ctx.resumed_from = self.resumed_from
-        ctx.callbacks.stage_started(ctx.name, ctx.kind, self.total, self.resumed_from)
-        return self.resumed_from
-
-    def _save(self, epoch: int) -> None:
-        self.ctx.checkpointer.save(epoch, {"learner": self.learner.state_dict()})
-
-    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        ctx = self.ctx
-        ctx.log_metrics(epoch, metrics)
-        ctx.last_train_metrics = dict(metrics)
-        ctx.steps_done = epoch
-        ctx.callbacks.stage_progress(ctx.name, epoch, self.total, metrics)
-        if ctx.interrupt.requested:
-            self._save(epoch)
-            raise StageInterrupted(ctx.name, epoch)
-        if ctx.checkpointer.due(epoch):
-            self._save(epoch)
-
-
 # ----------------------------------------------------------------------------- stage 1
 @register_stage("dynamics", config=DynamicsStageConfig, version="1", inputs=("dataset",),
                 description="probabilistic dynamics ensemble (hold-out early stopping, elites)")
@@ -260,9 +151,12 @@ def dynamics_stage(ctx: StageContext) -> StageResult:
     if len(data) < 2:
         raise CorlError(f"dynamics: the dataset has {len(data)} transitions; a hold-out split needs at least 2")
     learner = DynamicsLearner(data.obs_dim, data.act_dim, dcfg, ctx.device)
-    epochs = _EpochCheckpoints(ctx, learner, dcfg.max_epochs)
-    epochs.restore()
-    fit = learner.fit(data, _fit_generator(ctx), on_epoch_end=epochs)
+    # the one training loop, driven by fit's epoch hook (fit stops early, so no fixed total
+    # is iterated); a step is an epoch, each logged on its own line
+    loop = ctx.train_loop(dcfg.max_epochs, lambda: {"learner": learner.state_dict()},
+                          lambda state: learner.load_state_dict(state["learner"]), log_every=1)
+    loop.restore()
+    fit = learner.fit(data, _fit_generator(ctx), on_epoch_end=loop.step_done)
     ctx.steps_done = learner.epoch
 
     torch_save_atomic({"state_dict": {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}},
@@ -279,16 +173,6 @@ def dynamics_stage(ctx: StageContext) -> StageResult:
 
 
 # ----------------------------------------------------------------------------- stage 2
-def _action_bounds(task: TaskSpec) -> tuple[list[float], list[float]]:
-    from corl.envs.factory import make_env
-
-    env = make_env(task)
-    try:
-        return env.action_space.low.tolist(), env.action_space.high.tolist()
-    finally:
-        env.close()
-
-
 @register_stage("micro_policy", config=MICROPolicyStageConfig, version="1", inputs=("dataset", "dynamics"),
                 description="MICRO: SAC on real + model rollouts with the robust (conservative) target")
 def micro_policy_stage(ctx: StageContext) -> StageResult:
@@ -300,12 +184,12 @@ def micro_policy_stage(ctx: StageContext) -> StageResult:
                         f"({dyn_art.outputs['obs_dim']}, {dyn_art.outputs['act_dim']}), the dataset has "
                         f"({data.obs_dim}, {data.act_dim})")
     dynamics = load_dynamics(dyn_art, ctx.device)
-    mcfg = micro_config(cfg, ctx.task, dynamics.config)
+    mcfg = micro_config(cfg, ctx.task)
     if mcfg.cost_limit is not None and not dynamics.config.predict_cost:
         raise CorlError("micro_policy: policy.cost_limit (the cost-aware variant) needs model costs; "
                         "set dynamics.predict_cost=true")
     termination = termination_fn(ctx.task.name, mcfg.termination_two_sided_bound)
-    low, high = _action_bounds(ctx.task)
+    low, high = action_bounds(ctx.task)
     trainer = MICROTrainer(mcfg, data, dynamics, termination, low, high, ctx.device)
     gen = ctx.generator()
 

@@ -40,15 +40,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 
+from corl.algos.base import OnlineAgent
 from corl.algos.cvpo.config import CVPOConfig
+from corl.algos.mice.config import MICEConfig
 from corl.errors import ConfigError, CorlError
 from corl.files import atomic_write, atomic_write_via
-from corl.pipeline.artifacts import METRICS
+from corl.store.artifacts import METRICS
 from corl.pipeline.checkpoint import restore_rng_states
 from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
 from corl.pipeline.registry import register_stage
@@ -91,31 +93,30 @@ class CVPOTrainConfig(CVPOConfig, PeriodicEvalKeys):
     seed: int = field(default=0, metadata={"key": "if_set"})
 
 
+#: ``MICEConfig`` fields that became ``mice_train`` keys after artifacts existed: left out of
+#: the key while at their default (the value those artifacts were trained with).
+_MICE_KEYED_IF_SET = frozenset({
+    "cost_window", "empty_cost_window", "horizon", "activation", "log_std_init", "obs_normalize", "lam", "lam_c",
+    "cg_iters", "cg_damping", "line_search_steps", "line_search_decay", "ppo_clip", "ppo_actor_lr", "lagrange_lr",
+    "lagrange_init", "critic_l2", "max_grad_norm", "emb_dim", "kernel_xi", "kernel_eps", "beta_init", "beta_ema",
+    "beta_lr", "beta_guard", "correction_uses_reward_gamma", "seed"})
+
+
 @dataclass
-class MICETrainConfig(PeriodicEvalKeys):
-    """MICE online training (defaults: the released ``MICE.yaml``, see ``MICEConfig``).
+class MICETrainConfig(MICEConfig, PeriodicEvalKeys):
+    """MICE online training: every ``MICEConfig`` field is a stage key with the learner's
+    default (the released ``MICE.yaml``) and validation, plus the stage's own keys below.
 
     ``steps``, ``num_envs``, ``cost_limit``, ``cost_limits``, ``eval_every`` and ``eval_episodes``
-    as for ``cvpo_train``; the rest are ``MICEConfig`` fields of the same name.
+    as for ``cvpo_train``; ``seed`` follows ``--seed`` as there.
     """
+
+    KEYED_IF_SET: ClassVar[frozenset[str]] = _MICE_KEYED_IF_SET
 
     steps: int = 10_240_000
     num_envs: int = 10
-    cost_limit: float | None = None
+    cost_limit: float | None = None  # type: ignore[assignment]  # None: the task's limit
     cost_limits: list[float] = field(default_factory=list)
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    steps_per_epoch: int = 20_000
-    gamma: float = 0.99
-    cost_gamma: float = 0.99
-    target_kl: float = 0.01
-    critic_lr: float = 1e-3
-    update_iters: int = 10
-    batch_size: int = 128
-    intrinsic_factor: float = 5.0
-    intrinsic_decay: float = 0.99
-    k_knn: int = 10
-    memory_capacity: int = 100
-    base: str = "cpo"
 
 
 @dataclass
@@ -142,9 +143,8 @@ class _Method:
     """How a train stage builds its learner (the only method-specific part of the loop)."""
 
     name: str
-    build: Callable[[StageContext, float, int], Any]  # (ctx, cost_limit, learner index) -> trainer
+    build: Callable[[StageContext, float, int], OnlineAgent]  # (ctx, cost_limit, learner index) -> trainer
     fixed_horizon: bool
-    cut: Callable[[Any, np.ndarray, np.ndarray], None]  # close open episodes' learner state on resume
 
 
 def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float, snapshot: dict[str, Any] | None = None,
@@ -159,7 +159,7 @@ def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float, snapshot
     """
     import copy
 
-    from corl.pipeline.policies import save_policy
+    from corl.store.policies import save_policy
 
     learner = trainer.learner
     cfg = learner.config
@@ -212,28 +212,18 @@ def _build_cvpo(ctx: StageContext, limit: float, index: int) -> Any:
     return CVPOTrainer.for_task(ctx.task, cfg, device=ctx.device)
 
 
-def _cut_cvpo(trainer: Any, open_envs: np.ndarray, last_obs: np.ndarray) -> None:
-    # the open n-step windows belong to episodes that will not continue: drop them
-    trainer._pending = []
-
-
 def _build_mice(ctx: StageContext, limit: float, index: int) -> Any:
-    from corl.algos.mice import MICEConfig, MICETrainer
+    from corl.algos.mice import MICETrainer
 
+    if ctx.config.seed != 0:
+        raise ConfigError(f"{ctx.name}.seed: the learner's seed follows --seed; use --seed instead")
     cfg = _sub_config(MICEConfig, ctx.config, cost_limit=float(limit), seed=ctx.seed + 1000 * index)
     return MICETrainer.for_task(ctx.task, ctx.config.num_envs, cfg, device=ctx.device)
 
 
-def _cut_mice(trainer: Any, open_envs: np.ndarray, last_obs: np.ndarray) -> None:
-    # close each open slice as a time-out at the last observation (what an epoch end does)
-    for j in np.flatnonzero(open_envs):
-        if trainer.slice_start[j] < len(trainer.rows[j]["rewards"]):
-            trainer._finish_slice(int(j), *trainer._bootstrap(last_obs[j]))
-
-
 METHODS = {
-    "cvpo": _Method("cvpo", _build_cvpo, True, _cut_cvpo),
-    "mice": _Method("mice", _build_mice, False, _cut_mice),
+    "cvpo": _Method("cvpo", _build_cvpo, True),
+    "mice": _Method("mice", _build_mice, False),
 }
 
 
@@ -396,26 +386,24 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
             trainer.load_state_dict(resume["trainer"])
             collector.episodes = [EpisodeInfo(**{k: v for k, v in e.items() if k in EpisodeInfo.__dataclass_fields__})
                                   for e in resume["current_episodes"]]
-            collector.env_steps = int(resume["env_steps"])
-            collector._env_episode = [int(x) for x in resume["env_episode"]]
+            collector.load_state_dict(resume)  # env_steps, env_episode
             open_envs = resume["open_envs"].numpy().astype(bool)
             if open_envs.any():
-                method.cut(trainer, open_envs, resume["last_obs"].numpy())
+                trainer.cut_episodes(open_envs, resume["last_obs"].numpy())
             collector.seed = seed + collector.env_steps  # fresh resets, not episode 0's again
             restore_rng_states(payload["rng"])
             resume = None
 
         def get_state() -> dict[str, Any]:
             """Spill the rows recorded since the last save, then the (small) state to checkpoint."""
-            spill.append(collector.buffer.view())
-            collector.buffer.size = 0  # those rows are on disk now
-            open_envs = collector._t > 0
+            spill.append(collector.take_rows())  # those rows are on disk now
+            open_envs = collector.open_episodes()
             last_obs = collector.obs if collector.obs is not None else np.zeros((cfg.num_envs, collector.obs_dim))
             return {
                 "learner": learner_index, "trainer": trainer.state_dict(),
                 "spilled_rows": spill.rows, "pool_episodes": pool_eps,
                 "current_episodes": [_plain(e.as_dict()) for e in collector.episodes],
-                "env_steps": collector.env_steps, "env_episode": list(collector._env_episode),
+                **collector.state_dict(),  # env_steps, env_episode
                 "open_envs": torch.from_numpy(open_envs.copy()),
                 "last_obs": torch.as_tensor(np.asarray(last_obs, dtype=np.float32)),
                 "curve": curve.state(), "eval": evaluator.state(),
@@ -443,7 +431,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
                     ckpt.save(step, get_state())
                     raise StageInterrupted(ctx.name, step)
                 if collector.env_steps < per_learner and ckpt.due(step):
-                    clean = not (collector._t > 0).any()
+                    clean = not collector.open_episodes().any()
                     due_since = step if due_since is None else due_since
                     if clean or step - due_since >= horizon * cfg.num_envs:
                         ckpt.save(step, get_state())

@@ -22,8 +22,8 @@ from typing import Any
 
 from corl.errors import CorlError
 from corl.files import UnreadableFile, read_json
-from corl.pipeline.artifacts import CHECKPOINT, MANIFEST, CorruptArtifact, read_manifest, write_json_atomic
-from corl.pipeline.lock import ArtifactLock, LockHeld
+from corl.store.artifacts import CHECKPOINT, MANIFEST, CorruptArtifact, read_manifest, write_json_atomic
+from corl.store.lock import ArtifactLock, LockHeld
 
 
 class PruneRefused(CorlError):

@@ -72,14 +72,17 @@ def main() -> None:
         for _ in range(n):
             policy_collector.step(lambda obs: policy.sample(obs)[0])
 
-    variants = {"bare simulator loop": bare, "collector (random actions)": collect_random,
-                "collector (torch policy)": collect_policy}
+    variants = {
+        "bare simulator loop": bare,
+        "collector (random actions)": collect_random,
+        "collector (torch policy)": collect_policy,
+    }
     names = list(variants)
     rates: dict[str, list[float]] = {k: [] for k in names}
     cpu_rates: dict[str, list[float]] = {k: [] for k in names}
     bare(10)  # warm-up
     for rep in range(args.reps):
-        order = names[rep % len(names):] + names[:rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             # every block starts from freshly reset envs (untimed); a collector's reset also
             # discards its unfinished episodes, so its records stay consistent on the shared env
@@ -96,8 +99,10 @@ def main() -> None:
     env.close()
 
     base = statistics.median(rates[names[0]])
-    table = Table(title=f"collector throughput: {task.name}, {args.envs} envs, {args.steps} vector steps x "
-                        f"{args.reps} interleaved reps (load {os.getloadavg()[0]:.1f})")
+    table = Table(
+        title=f"collector throughput: {task.name}, {args.envs} envs, {args.steps} vector steps x "
+        f"{args.reps} interleaved reps (load {os.getloadavg()[0]:.1f})"
+    )
     table.add_column("variant")
     table.add_column("env-steps/s (median)", justify="right")
     table.add_column("min..max", justify="right")
@@ -107,12 +112,20 @@ def main() -> None:
     cpu_base = statistics.median(cpu_rates[names[0]])
     for name in names:
         med, cpu = statistics.median(rates[name]), statistics.median(cpu_rates[name])
-        table.add_row(name, f"{med:,.0f}", f"{min(rates[name]):,.0f}..{max(rates[name]):,.0f}", f"{med / base:.3f}",
-                      f"{cpu:,.0f}", f"{cpu / cpu_base:.3f}")
+        table.add_row(
+            name,
+            f"{med:,.0f}",
+            f"{min(rates[name]):,.0f}..{max(rates[name]):,.0f}",
+            f"{med / base:.3f}",
+            f"{cpu:,.0f}",
+            f"{cpu / cpu_base:.3f}",
+        )
     Console(width=140).print(table)
     recorded = random_collector.dataset()
-    print(f"recorded by the random-action collector: {len(recorded)} transitions, "
-          f"{recorded.num_episodes} finished episodes")
+    print(
+        f"recorded by the random-action collector: {len(recorded)} transitions, "
+        f"{recorded.num_episodes} finished episodes"
+    )
 
 
 if __name__ == "__main__":

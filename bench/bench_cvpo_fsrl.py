@@ -101,11 +101,23 @@ def end_to_end(task: str, cfg: CVPOConfig, num_envs: int, steps: int, seed: int)
     wall, cpu = _since(t)
     updates = int(sum(log.get("updates", 0) for log in res.logs))
     last = res.episodes[-num_envs:]
-    return ({"env_steps": res.env_steps, "wall_s": wall, "cpu_s": cpu, "collect_wall_s": collect[0],
-             "collect_cpu_s": collect[1], "updates": updates, "rounds": len(res.logs),
-             "train_last_round": episode_summary(last), "episodes": len(res.episodes),
-             "last_log": {k: res.logs[-1].get(k) for k in ("eta", "lambda", "qc", "kl_mu", "kl_sigma")}
-             if res.logs else {}}, trainer)
+    return (
+        {
+            "env_steps": res.env_steps,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "collect_wall_s": collect[0],
+            "collect_cpu_s": collect[1],
+            "updates": updates,
+            "rounds": len(res.logs),
+            "train_last_round": episode_summary(last),
+            "episodes": len(res.episodes),
+            "last_log": {k: res.logs[-1].get(k) for k in ("eta", "lambda", "qc", "kl_mu", "kl_sigma")}
+            if res.logs
+            else {},
+        },
+        trainer,
+    )
 
 
 def estep_cost(trainer: CVPOTrainer, updates: int, seed: int) -> dict:
@@ -125,8 +137,12 @@ def estep_cost(trainer: CVPOTrainer, updates: int, seed: int) -> dict:
         for b in batches:
             learner.update(b)
         u_wall, u_cpu = _since(t)
-        out[solver] = {"estep_ms_cpu": 1e3 * e_cpu / updates, "estep_ms_wall": 1e3 * e_wall / updates,
-                       "update_ms_cpu": 1e3 * u_cpu / updates, "update_ms_wall": 1e3 * u_wall / updates}
+        out[solver] = {
+            "estep_ms_cpu": 1e3 * e_cpu / updates,
+            "estep_ms_wall": 1e3 * e_wall / updates,
+            "update_ms_cpu": 1e3 * u_cpu / updates,
+            "update_ms_wall": 1e3 * u_wall / updates,
+        }
     return out
 
 
@@ -162,8 +178,11 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("CORL_THREADS", "1")))  # as the CLI does (CPU-time rates)
 
     cfg, num_envs = preset_config(args.task, args.preset, args.seed)
-    print(f"{args.task}, preset {args.preset}: {num_envs} envs, update_per_step {cfg.update_per_step}, batch "
-          f"{cfg.batch_size}, E-step {cfg.estep_solver}, num_q {cfg.num_q}, n_step {cfg.n_step}", flush=True)
+    print(
+        f"{args.task}, preset {args.preset}: {num_envs} envs, update_per_step {cfg.update_per_step}, batch "
+        f"{cfg.batch_size}, E-step {cfg.estep_solver}, num_q {cfg.num_q}, n_step {cfg.n_step}",
+        flush=True,
+    )
     b = bare(args.task, num_envs, args.bare_steps, args.seed)
     e2e, trainer = end_to_end(args.task, cfg, num_envs, args.steps, args.seed)
     cost = estep_cost(trainer, args.estep_updates, args.seed)
@@ -180,19 +199,37 @@ def main() -> None:
     print(f"\n{'':<18} {'steps/s wall':>12} {'steps/s cpu':>12} {'vs bare wall':>12} {'vs bare cpu':>12}")
     for name, (w, c) in rows.items():
         print(f"{name:<18} {w:>12.1f} {c:>12.1f} {w / rows['bare'][0]:>12.3f} {c / rows['bare'][1]:>12.3f}")
-    print(f"collector share of end-to-end time: wall {e2e['collect_wall_s'] / e2e['wall_s']:.3f}, "
-          f"cpu {e2e['collect_cpu_s'] / e2e['cpu_s']:.3f}; {e2e['updates']} updates in {e2e['rounds']} rounds")
+    print(
+        f"collector share of end-to-end time: wall {e2e['collect_wall_s'] / e2e['wall_s']:.3f}, "
+        f"cpu {e2e['collect_cpu_s'] / e2e['cpu_s']:.3f}; {e2e['updates']} updates in {e2e['rounds']} rounds"
+    )
     for solver, r in cost.items():
-        print(f"E-step {solver:<5}: {r['estep_ms_cpu']:.2f} ms cpu per update (whole update {r['update_ms_cpu']:.2f} ms cpu)")
-    print(f"SLSQP / Adam E-step cost: {cost['slsqp']['estep_ms_cpu'] / cost['adam']['estep_ms_cpu']:.1f}x; "
-          f"whole update {cost['slsqp']['update_ms_cpu'] / cost['adam']['update_ms_cpu']:.2f}x")
+        print(
+            f"E-step {solver:<5}: {r['estep_ms_cpu']:.2f} ms cpu per update (whole update {r['update_ms_cpu']:.2f} ms cpu)"
+        )
+    print(
+        f"SLSQP / Adam E-step cost: {cost['slsqp']['estep_ms_cpu'] / cost['adam']['estep_ms_cpu']:.1f}x; "
+        f"whole update {cost['slsqp']['update_ms_cpu'] / cost['adam']['update_ms_cpu']:.2f}x"
+    )
     tr = e2e["train_last_round"]
-    print(f"at {e2e['env_steps']} steps: training episodes of the last round reward {tr['reward']:.1f} cost "
-          f"{tr['cost']:.1f}; deterministic eval ({ev['episodes']} episodes) reward {ev['reward']:.1f} cost {ev['cost']:.1f}")
+    print(
+        f"at {e2e['env_steps']} steps: training episodes of the last round reward {tr['reward']:.1f} cost "
+        f"{tr['cost']:.1f}; deterministic eval ({ev['episodes']} episodes) reward {ev['reward']:.1f} cost {ev['cost']:.1f}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "bare": b,
-                                         "end_to_end": e2e, "estep_cost": cost, "eval": ev,
-                                         "rates": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "bare": b,
+                    "end_to_end": e2e,
+                    "estep_cost": cost,
+                    "eval": ev,
+                    "rates": rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -97,7 +97,11 @@ def measure_memory(which: str, path: Path) -> dict[str, float | str]:
         method = "ru_maxrss (peak mark could not be reset)"
     result = corl_read(path) if which == "corl" else bare_read(path)
     try:
-        _, peak = _rss_mib() if method.startswith("VmHWM") else (0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        _, peak = (
+            _rss_mib()
+            if method.startswith("VmHWM")
+            else (0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        )
     finally:
         del result
     return {"before_mib": before, "peak_mib": peak, "delta_mib": peak - before, "method": method}
@@ -160,17 +164,26 @@ def main() -> None:
         for which in ("corl", "bare"):
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-child", which, "--path", str(path)],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             memory[which] = json.loads(out.stdout.strip().splitlines()[-1])
 
     bare_med = statistics.median(bare_times)
     corl_med = statistics.median(corl_times)
-    table = Table(title=f"DSRL load: {args.transitions:,} transitions, obs 8, act 2, {size_mib:.0f} MiB gzip; median of {args.reps}")
+    table = Table(
+        title=f"DSRL load: {args.transitions:,} transitions, obs 8, act 2, {size_mib:.0f} MiB gzip; median of {args.reps}"
+    )
     for column in ("reader", "wall s", "x bare", "read peak MiB", "RSS MiB before"):
         table.add_column(column, justify="left" if column == "reader" else "right")
-    for name, seconds, mem in (("corl read_dsrl", corl_med, memory["corl"]), ("bare h5py (7 arrays)", bare_med, memory["bare"])):
-        table.add_row(name, f"{seconds:.3f}", f"{seconds / bare_med:.2f}", f"{mem['delta_mib']:.0f}", f"{mem['before_mib']:.0f}")
+    for name, seconds, mem in (
+        ("corl read_dsrl", corl_med, memory["corl"]),
+        ("bare h5py (7 arrays)", bare_med, memory["bare"]),
+    ):
+        table.add_row(
+            name, f"{seconds:.3f}", f"{seconds / bare_med:.2f}", f"{mem['delta_mib']:.0f}", f"{mem['before_mib']:.0f}"
+        )
     console.print(table)
     breakdown = Table(title="read_dsrl stages (separate loop, medians)")
     breakdown.add_column("stage")
@@ -180,7 +193,9 @@ def main() -> None:
         seconds = statistics.median(values)
         breakdown.add_row(name, f"{seconds:.3f}", f"{seconds / bare_med:.2f}")
     console.print(breakdown)
-    console.print(f"memory: fresh subprocess per reader, {memory['corl']['method']}; peak during the read minus RSS before it")
+    console.print(
+        f"memory: fresh subprocess per reader, {memory['corl']['method']}; peak during the read minus RSS before it"
+    )
     console.print(f"ratio corl/bare: {corl_med / bare_med:.2f}")
 
 

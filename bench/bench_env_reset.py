@@ -81,20 +81,34 @@ def main() -> None:
     for env in envs.values():
         env.close()
 
-    table = Table(title=f"Safety-Gymnasium reset: {task.name}, {args.reps} interleaved reps of {args.resets} resets "
-                        f"and one {steps}-step episode per variant (load {os.getloadavg()[0]:.1f})")
+    table = Table(
+        title=f"Safety-Gymnasium reset: {task.name}, {args.reps} interleaved reps of {args.resets} resets "
+        f"and one {steps}-step episode per variant (load {os.getloadavg()[0]:.1f})"
+    )
     for col in ("figure", "stock (median)", "fast (median)", "ratio fast/stock", "stock CPU", "fast CPU", "CPU ratio"):
         table.add_column(col, justify="left" if col == "figure" else "right")
-    for kind, label, fmt in (("reset", "seconds per reset", "{:.4f}"), ("episode", "env steps/s incl. resets", "{:,.0f}")):
+    for kind, label, fmt in (
+        ("reset", "seconds per reset", "{:.4f}"),
+        ("episode", "env steps/s incl. resets", "{:,.0f}"),
+    ):
         s, f = statistics.median(wall[(kind, "stock")]), statistics.median(wall[(kind, "fast")])
         cs, cf = statistics.median(cpu[(kind, "stock")]), statistics.median(cpu[(kind, "fast")])
-        table.add_row(label, fmt.format(s), fmt.format(f), f"{f / s:.4f}" if kind == "reset" else f"{f / s:.2f}",
-                      fmt.format(cs), fmt.format(cf), f"{cf / cs:.4f}" if kind == "reset" else f"{cf / cs:.2f}")
+        table.add_row(
+            label,
+            fmt.format(s),
+            fmt.format(f),
+            f"{f / s:.4f}" if kind == "reset" else f"{f / s:.2f}",
+            fmt.format(cs),
+            fmt.format(cf),
+            f"{cf / cs:.4f}" if kind == "reset" else f"{cf / cs:.2f}",
+        )
     Console(width=150).print(table)
     rs, rf = statistics.median(wall[("reset", "stock")]), statistics.median(wall[("reset", "fast")])
-    print(f"reset speed-up (stock time / fast time): {rs / rf:.1f}x wall, "
-          f"{statistics.median(cpu[('reset', 'stock')]) / statistics.median(cpu[('reset', 'fast')]):.1f}x CPU; "
-          f"fast resets that skipped the compile: {used}")
+    print(
+        f"reset speed-up (stock time / fast time): {rs / rf:.1f}x wall, "
+        f"{statistics.median(cpu[('reset', 'stock')]) / statistics.median(cpu[('reset', 'fast')]):.1f}x CPU; "
+        f"fast resets that skipped the compile: {used}"
+    )
 
 
 if __name__ == "__main__":

@@ -101,15 +101,16 @@ def main() -> None:
     variants: dict[str, Callable[[int], None]] = {
         "bare sim (1 env, random actions; reference)": lambda rep: bare_loop(task, args.episodes, rep, None),
         "bare loop (1 env, policy per step)": lambda rep: bare_loop(task, args.episodes, rep, policy),
-        f"corl eval ({args.envs} vector envs, batched)": lambda rep: rollout(task, policy, args.episodes, seed=rep,
-                                                                              num_envs=args.envs),
+        f"corl eval ({args.envs} vector envs, batched)": lambda rep: rollout(
+            task, policy, args.episodes, seed=rep, num_envs=args.envs
+        ),
     }
     names = list(variants)
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     variants[names[0]](0)  # warm-up: imports, first simulator build
     for rep in range(args.reps):
-        order = names[rep % len(names):] + names[:rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             w0, c0 = time.perf_counter(), time.process_time()
             variants[name](rep)
@@ -117,21 +118,40 @@ def main() -> None:
             cpu[name].append(args.episodes / (time.process_time() - c0))
 
     console = Console()
-    table = Table(title=f"evaluation throughput on {task.name} ({task.max_episode_steps}-step episodes, "
-                        f"{args.episodes} episodes x {args.reps} interleaved reps; policy: {policy_name})",
-                  title_justify="left")
-    for col in ("variant", "episodes/s (wall)", "vs bare loop", "vs bare sim", "episodes/s (CPU)", "vs bare loop (CPU)",
-                "vs bare sim (CPU)"):
+    table = Table(
+        title=f"evaluation throughput on {task.name} ({task.max_episode_steps}-step episodes, "
+        f"{args.episodes} episodes x {args.reps} interleaved reps; policy: {policy_name})",
+        title_justify="left",
+    )
+    for col in (
+        "variant",
+        "episodes/s (wall)",
+        "vs bare loop",
+        "vs bare sim",
+        "episodes/s (CPU)",
+        "vs bare loop (CPU)",
+        "vs bare sim (CPU)",
+    ):
         table.add_column(col)
     med = {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in names}
     sim, loop = med[names[0]], med[names[1]]
     for name in names:
         w, c = med[name]
-        table.add_row(name, f"{w:.2f}", f"{w / loop[0]:.2f}x", f"{w / sim[0]:.2f}x", f"{c:.2f}", f"{c / loop[1]:.2f}x",
-                      f"{c / sim[1]:.2f}x")
+        table.add_row(
+            name,
+            f"{w:.2f}",
+            f"{w / loop[0]:.2f}x",
+            f"{w / sim[0]:.2f}x",
+            f"{c:.2f}",
+            f"{c / loop[1]:.2f}x",
+            f"{c / sim[1]:.2f}x",
+        )
     console.print(table)
-    console.print(f"[dim]torch threads {torch.get_num_threads()}; env construction included in every block; "
-                  f"{Path(__file__).name}[/]", highlight=False)
+    console.print(
+        f"[dim]torch threads {torch.get_num_threads()}; env construction included in every block; "
+        f"{Path(__file__).name}[/]",
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":

@@ -113,17 +113,37 @@ def worker_mice(task: str, num_envs: int, steps: int, seed: int, steps_per_epoch
     res = train_online(trainer, task, steps, num_envs=num_envs, seed=seed, record=False, collector=collector)
     wall, cpu = _since(t)
     last = res.logs[-1] if res.logs else {}
-    return {"env_steps": res.env_steps, "wall_s": wall, "cpu_s": cpu, "reset_wall_s": reset_wall,
-            "reset_cpu_s": reset_cpu, "updates": len(res.logs), "split": split,
-            "last_update": {k: last.get(k) for k in ("cpo_case", "kl", "loss_v_r", "loss_v_c", "constraint")}}
+    return {
+        "env_steps": res.env_steps,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "reset_wall_s": reset_wall,
+        "reset_cpu_s": reset_cpu,
+        "updates": len(res.logs),
+        "split": split,
+        "last_update": {k: last.get(k) for k in ("cpo_case", "kl", "loss_v_r", "loss_v_c", "constraint")},
+    }
 
 
 # ------------------------------------------------------------------------------ driver
 def _start_variant(kind: str, tree: Path, args: argparse.Namespace) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(tree), CORL_THREADS=os.environ.get("CORL_THREADS", "1"))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--task", args.task, "--num-envs",
-           str(args.num_envs), "--steps", str(args.steps), "--steps-per-epoch", str(args.steps_per_epoch),
-           "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--task",
+        args.task,
+        "--num-envs",
+        str(args.num_envs),
+        "--steps",
+        str(args.steps),
+        "--steps-per-epoch",
+        str(args.steps_per_epoch),
+        "--seed",
+        str(args.seed),
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tree)
 
 
@@ -143,8 +163,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-tree", type=Path, default=None, help="another checkout (e.g. main) to time as well")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--parallel", action="store_true",
-                    help="run the variants at once (only the CPU-time rates are then comparable)")
+    ap.add_argument(
+        "--parallel", action="store_true", help="run the variants at once (only the CPU-time rates are then comparable)"
+    )
     ap.add_argument("--worker", choices=["bare", "mice"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker == "bare":
@@ -167,31 +188,42 @@ def main() -> None:
             print(f"running {name} ...", flush=True)
             results[name] = _finish_variant(kind, tree, _start_variant(kind, tree, args))
     bare = results["bare"]
-    print(f"\n{args.task}, {args.num_envs} envs, {args.steps} env steps, CORL_THREADS="
-          f"{os.environ.get('CORL_THREADS', '1')} (first reset excluded from the rates)")
-    print(f"{'variant':<40} {'steps/s wall':>12} {'steps/s cpu':>12} {'vs bare wall':>12} {'vs bare cpu':>12}"
-          f" {'reset cpu s':>11}")
+    print(
+        f"\n{args.task}, {args.num_envs} envs, {args.steps} env steps, CORL_THREADS="
+        f"{os.environ.get('CORL_THREADS', '1')} (first reset excluded from the rates)"
+    )
+    print(
+        f"{'variant':<40} {'steps/s wall':>12} {'steps/s cpu':>12} {'vs bare wall':>12} {'vs bare cpu':>12}"
+        f" {'reset cpu s':>11}"
+    )
     for name, r in results.items():
         r["rate_wall"] = r["env_steps"] / r["wall_s"]
         r["rate_cpu"] = r["env_steps"] / r["cpu_s"]
         r["ratio_wall"] = r["rate_wall"] / (bare["env_steps"] / bare["wall_s"])
         r["ratio_cpu"] = r["rate_cpu"] / (bare["env_steps"] / bare["cpu_s"])
-        print(f"{name:<40} {r['rate_wall']:>12.1f} {r['rate_cpu']:>12.1f} {r['ratio_wall']:>12.3f}"
-              f" {r['ratio_cpu']:>12.3f} {r['reset_cpu_s']:>11.1f}")
+        print(
+            f"{name:<40} {r['rate_wall']:>12.1f} {r['rate_cpu']:>12.1f} {r['ratio_wall']:>12.3f}"
+            f" {r['ratio_cpu']:>12.3f} {r['reset_cpu_s']:>11.1f}"
+        )
     for name, r in results.items():
         if "split" in r:
             s = r["split"]
-            print(f"  {name}: cpu s  collect {s['collect'][1]:.1f}  observe {s['observe'][1]:.1f}  "
-                  f"update {s['update'][1]:.1f}  (updates: {r['updates']})")
+            print(
+                f"  {name}: cpu s  collect {s['collect'][1]:.1f}  observe {s['observe'][1]:.1f}  "
+                f"update {s['update'][1]:.1f}  (updates: {r['updates']})"
+            )
     if args.compare_tree is not None:
         new, old = results["mice (this tree)"], results[f"mice ({args.compare_tree})"]
-        print(f"this tree / {args.compare_tree}: wall {new['rate_wall'] / old['rate_wall']:.2f}x, "
-              f"cpu {new['rate_cpu'] / old['rate_cpu']:.2f}x; MICE-side cpu s (observe + update): "
-              f"{sum(new['split'][k][1] for k in ('observe', 'update')):.1f} vs "
-              f"{sum(old['split'][k][1] for k in ('observe', 'update')):.1f}")
+        print(
+            f"this tree / {args.compare_tree}: wall {new['rate_wall'] / old['rate_wall']:.2f}x, "
+            f"cpu {new['rate_cpu'] / old['rate_cpu']:.2f}x; MICE-side cpu s (observe + update): "
+            f"{sum(new['split'][k][1] for k in ('observe', 'update')):.1f} vs "
+            f"{sum(old['split'][k][1] for k in ('observe', 'update')):.1f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,18 @@ from rich.console import Console
 from rich.table import Table
 from torch.nn import functional as F
 
-from corl.algos.micro import (DynamicsConfig, DynamicsLearner, MICROConfig, MICROPolicyLearner, model_rollout,
-                              sample_mixed_batch, termination_fn)
-from corl.data.replay import TensorReplayBuffer
+from corl.algos.micro import (
+    DynamicsConfig,
+    DynamicsLearner,
+    MICROConfig,
+    MICROPolicyLearner,
+    model_rollout,
+    sample_mixed_batch,
+    termination_fn,
+)
 from corl.algos.micro.dynamics import dynamics_targets
 from corl.data.dataset import TransitionDataset
+from corl.data.replay import TensorReplayBuffer
 from corl.envs import make_env
 from corl.nn.mlp import MLP
 
@@ -55,8 +62,9 @@ class LoopEnsemble:
 
     def __init__(self, in_dim: int, target_dim: int, cfg: DynamicsConfig, device: torch.device) -> None:
         self.cfg = cfg
-        self.members = [MLP(in_dim, 2 * target_dim, cfg.hidden, cfg.activation).to(device)
-                        for _ in range(cfg.ensemble_size)]
+        self.members = [
+            MLP(in_dim, 2 * target_dim, cfg.hidden, cfg.activation).to(device) for _ in range(cfg.ensemble_size)
+        ]
         self.max_logvar = torch.nn.Parameter(torch.full((target_dim,), cfg.init_max_logvar, device=device))
         self.min_logvar = torch.nn.Parameter(torch.full((target_dim,), cfg.init_min_logvar, device=device))
         params = [p for m in self.members for p in m.parameters()] + [self.max_logvar, self.min_logvar]
@@ -83,8 +91,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_speed(data: TransitionDataset, cfg: DynamicsConfig, device: torch.device, rounds: int,
-                steps: int) -> dict[str, float]:
+def bench_speed(
+    data: TransitionDataset, cfg: DynamicsConfig, device: torch.device, rounds: int, steps: int
+) -> dict[str, float]:
     data = data.to(device)
     learner = DynamicsLearner(data.obs_dim, data.act_dim, cfg, device)
     fields = {k: getattr(data, k) for k in ("observations", "actions", "rewards", "costs", "next_observations")}
@@ -95,8 +104,10 @@ def bench_speed(data: TransitionDataset, cfg: DynamicsConfig, device: torch.devi
     for _ in range(steps):  # the same bootstrap batches (E, B) for both
         rows = torch.randint(0, len(data), (cfg.ensemble_size, cfg.batch_size), generator=gen).to(device)
         batches.append({k: v[rows] for k, v in fields.items()})
-    loop_inputs = [(learner.model.normalize_inputs(b["observations"], b["actions"]),
-                    dynamics_targets(b, cfg.predict_cost)) for b in batches]
+    loop_inputs = [
+        (learner.model.normalize_inputs(b["observations"], b["actions"]), dynamics_targets(b, cfg.predict_cost))
+        for b in batches
+    ]
     learner.update(batches[0]), loop.update(*loop_inputs[0])  # warm-up
     batched_rates, loop_rates = [], []
     for _ in range(rounds):
@@ -120,8 +131,9 @@ def bench_quality(data: TransitionDataset, cfg: DynamicsConfig, device: torch.de
     t = time.perf_counter()
     metrics = learner.fit(data, torch.Generator().manual_seed(0))
     fit_s = time.perf_counter() - t
-    fields = {k: getattr(data, k).to(device) for k in ("observations", "actions", "rewards", "costs",
-                                                       "next_observations")}
+    fields = {
+        k: getattr(data, k).to(device) for k in ("observations", "actions", "rewards", "costs", "next_observations")
+    }
     hold = learner.holdout_rows.to(device)
     train_mask = torch.ones(len(data), dtype=torch.bool, device=device)
     train_mask[hold] = False
@@ -129,16 +141,30 @@ def bench_quality(data: TransitionDataset, cfg: DynamicsConfig, device: torch.de
     constant = y[train_mask].mean(0)
     const_mse = float((y[hold] - constant).pow(2).mean())
     with torch.no_grad():
-        mean, _ = learner.model.predict(fields["observations"][hold], fields["actions"][hold],
-                                        members=learner.model.elites)
+        mean, _ = learner.model.predict(
+            fields["observations"][hold], fields["actions"][hold], members=learner.model.elites
+        )
     elite_mse = float((mean - y[hold]).pow(2).mean())
-    return {"elite_mse": elite_mse, "const_mse": const_mse, "epochs": metrics["dynamics/epochs"],
-            "fit_s": fit_s, "n_train": float(len(data) - len(hold)), "n_holdout": float(len(hold)),
-            "learner": learner}
+    return {
+        "elite_mse": elite_mse,
+        "const_mse": const_mse,
+        "epochs": metrics["dynamics/epochs"],
+        "fit_s": fit_s,
+        "n_train": float(len(data) - len(hold)),
+        "n_holdout": float(len(hold)),
+        "learner": learner,
+    }
 
 
-def bench_rollout_and_update(data: TransitionDataset, learner: DynamicsLearner, device: torch.device,
-                             rounds: int, starts: int, updates: int, task: str) -> dict[str, float]:
+def bench_rollout_and_update(
+    data: TransitionDataset,
+    learner: DynamicsLearner,
+    device: torch.device,
+    rounds: int,
+    starts: int,
+    updates: int,
+    task: str,
+) -> dict[str, float]:
     data = data.to(device)
     model = learner.model.eval()
     cfg = MICROConfig()  # paper sizes: batch 256, 12 real + 244 model, N = 10
@@ -191,11 +217,14 @@ def main() -> None:
     cfg = DynamicsConfig(max_epochs=args.max_epochs)  # paper sizes: 7 members, 4x200 Swish, batch 256
     speed = bench_speed(data, cfg, device, args.rounds, args.steps)
     quality = bench_quality(data, cfg, device)
-    loop = bench_rollout_and_update(data, quality["learner"], device, args.rounds, args.rollout_starts,
-                                    args.updates, args.task)
+    loop = bench_rollout_and_update(
+        data, quality["learner"], device, args.rounds, args.rollout_starts, args.updates, args.task
+    )
 
-    table = Table(title=f"MICRO dynamics ensemble ({args.task} random actions, device {device}, "
-                        f"{torch.get_num_threads()} thread(s))")
+    table = Table(
+        title=f"MICRO dynamics ensemble ({args.task} random actions, device {device}, "
+        f"{torch.get_num_threads()} thread(s))"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("batched ensemble (one EnsembleMLP) steps/s", f"{speed['batched']:.1f}")
@@ -211,7 +240,9 @@ def main() -> None:
     table.add_row("[bold]rollout speed-up (own rows / all rows)", f"[bold]{loop['rows'] / loop['all']:.2f}x")
     table.add_row("policy updates/s, robust target (N=10, 5 elites)", f"{loop['robust']:.1f}")
     table.add_row("policy updates/s, plain target", f"{loop['plain']:.1f}")
-    table.add_row("[bold]cost of the conservative target (plain / robust)", f"[bold]{loop['plain'] / loop['robust']:.2f}x")
+    table.add_row(
+        "[bold]cost of the conservative target (plain / robust)", f"[bold]{loop['plain'] / loop['robust']:.2f}x"
+    )
     console.print(table)
 
 

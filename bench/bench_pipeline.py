@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
 
 from corl.algos.baselines.bc import BCConfig, BCLearner  # noqa: E402
+from corl.cli.progress import RichCallbacks  # noqa: E402
 from corl.pipeline.checkpoint import Checkpointer  # noqa: E402
 from corl.pipeline.context import InterruptFlag, RunOptions, StageContext  # noqa: E402
-from corl.cli.progress import RichCallbacks  # noqa: E402
 from corl.pipeline.runner import RunRequest, run_pipeline  # noqa: E402
 from corl.tasks import get_task  # noqa: E402
 
@@ -61,8 +61,22 @@ def cached_rerun(root: Path, e2e: bool) -> list[tuple[str, float, float]]:
     rows.append(("in-process (engine only)", t_first, t_cached))
     if e2e:
         env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160"}
-        cmd = [sys.executable, "-m", "corl", "run", "bc", "--task", TASK, "--preset", "quick", "--offline",
-               "--device", "cpu", "--checkpoints", str(root / "b")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "corl",
+            "run",
+            "bc",
+            "--task",
+            TASK,
+            "--preset",
+            "quick",
+            "--offline",
+            "--device",
+            "cpu",
+            "--checkpoints",
+            str(root / "b"),
+        ]
         walls = []
         for _ in range(2):
             t0 = time.perf_counter()
@@ -100,8 +114,21 @@ def per_step(steps: int, repeats: int, root: Path) -> tuple[float, float, dict]:
         console = Console(file=io.StringIO(), force_terminal=True, width=160)
         callbacks = RichCallbacks(console)
         ck = Checkpointer(out, every_steps=1000, every_seconds=60.0)
-        ctx = StageContext("bc", "bc", task, cfg, 0, torch.device("cpu"), out, {}, RunOptions(), ck, callbacks,
-                           InterruptFlag(), log_every=100)
+        ctx = StageContext(
+            "bc",
+            "bc",
+            task,
+            cfg,
+            0,
+            torch.device("cpu"),
+            out,
+            {},
+            RunOptions(),
+            ck,
+            callbacks,
+            InterruptFlag(),
+            log_every=100,
+        )
         callbacks.stage_started("bc", "bc", steps, 0)
         loop = ctx.train_loop(steps, lambda: {"learner": learner.state_dict(), "gen": gen.get_state()}, lambda s: None)
         t0 = time.perf_counter()
@@ -116,9 +143,21 @@ def per_step(steps: int, repeats: int, root: Path) -> tuple[float, float, dict]:
         out = root / f"noop{i}"
         out.mkdir(parents=True)
         callbacks = RichCallbacks(Console(file=io.StringIO(), force_terminal=True, width=160))
-        ctx = StageContext("noop", "noop", task, cfg, 0, torch.device("cpu"), out, {}, RunOptions(),
-                           Checkpointer(out, every_steps=10**9, every_seconds=1e9), callbacks, InterruptFlag(),
-                           log_every=100)
+        ctx = StageContext(
+            "noop",
+            "noop",
+            task,
+            cfg,
+            0,
+            torch.device("cpu"),
+            out,
+            {},
+            RunOptions(),
+            Checkpointer(out, every_steps=10**9, every_seconds=1e9),
+            callbacks,
+            InterruptFlag(),
+            log_every=100,
+        )
         callbacks.stage_started("noop", "noop", n, 0)
         loop = ctx.train_loop(n, lambda: {}, lambda s: None)
         metrics = {"bc/nll": 0.5}
@@ -158,16 +197,23 @@ def main() -> None:
         console.print(table)
 
         b, r, info = per_step(args.steps, args.repeats, root)
-        table = Table(title=f"per-step training overhead (BC, {args.steps} steps, median of {args.repeats})",
-                      title_justify="left")
+        table = Table(
+            title=f"per-step training overhead (BC, {args.steps} steps, median of {args.repeats})", title_justify="left"
+        )
         for col in ("loop", "ms/step", "ratio"):
             table.add_column(col)
         table.add_row("bare learner loop", f"{b * 1e3:.3f}", "1.000")
-        table.add_row(f"runner TrainLoop (rich bar, metrics every {info['log_every']}, "
-                      f"{info['checkpoints']} checkpoints)", f"{r * 1e3:.3f}", f"{r / b:.3f}")
+        table.add_row(
+            f"runner TrainLoop (rich bar, metrics every {info['log_every']}, {info['checkpoints']} checkpoints)",
+            f"{r * 1e3:.3f}",
+            f"{r / b:.3f}",
+        )
         machinery = per_step.machinery  # type: ignore[attr-defined]
-        table.add_row("loop machinery alone (no-op update), per step", f"{machinery * 1e3:.4f}",
-                      f"{machinery / b:.4f} of a bare BC step")
+        table.add_row(
+            "loop machinery alone (no-op update), per step",
+            f"{machinery * 1e3:.4f}",
+            f"{machinery / b:.4f} of a bare BC step",
+        )
         console.print(table)
 
 

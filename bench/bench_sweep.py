@@ -45,9 +45,16 @@ TASK = "OfflineCarCircle-v0"
 
 def sweep_spec(steps: int, episodes: int):
     raw = {
-        "tasks": [TASK], "seeds": "0-1", "datasets": [str(REPO / "datasets" / "samples" / f"{TASK}.hdf5")],
-        "set": [f"bc.steps={steps}", "bc.batch_size=256", "bc.hidden=[64, 64]", f"evaluate.episodes={episodes}",
-                "evaluate.num_envs=2"],
+        "tasks": [TASK],
+        "seeds": "0-1",
+        "datasets": [str(REPO / "datasets" / "samples" / f"{TASK}.hdf5")],
+        "set": [
+            f"bc.steps={steps}",
+            "bc.batch_size=256",
+            "bc.hidden=[64, 64]",
+            f"evaluate.episodes={episodes}",
+            "evaluate.num_envs=2",
+        ],
         "grid": {"evaluate.cost_limit": [10.0, 20.0]},
         "methods": [{"label": "BC-Safe", "pipeline": "bc"}],
     }
@@ -82,36 +89,47 @@ def main() -> None:
                 graph, wall = run_once(spec, workers, root)
                 walls[workers].append(wall)
                 if saved is None:  # stage work from the manifests of this sweep
-                    node_wall = {nid: json.loads((root / nid / "manifest.json").read_text())["wall_time"]
-                                 for nid in graph.nodes}
+                    node_wall = {
+                        nid: json.loads((root / nid / "manifest.json").read_text())["wall_time"] for nid in graph.nodes
+                    }
                     per_node = sum(node_wall.values())
                     per_run = sum(node_wall[nid] for ids in graph.run_nodes for nid in ids.values())
                     saved = (graph, per_run, per_node)
 
     console = Console(width=120)
     n_runs = len(spec.expand())
-    table = Table(title=f"corl sweep: {n_runs} runs (bc {args.steps} steps, evaluate {args.episodes} episodes), "
-                        f"median of {args.repeats}", title_justify="left")
+    table = Table(
+        title=f"corl sweep: {n_runs} runs (bc {args.steps} steps, evaluate {args.episodes} episodes), "
+        f"median of {args.repeats}",
+        title_justify="left",
+    )
     for col in ("executor", "wall (s)", "runs/hour", "ratio vs 1 worker"):
         table.add_column(col, justify="right")
     base = min(walls[1])
     for workers in (1, 2):
         wall = min(walls[workers])
         label = "--workers 1 (in the driver)" if workers == 1 else f"--workers {workers} (process pool)"
-        table.add_row(label, f"{wall:.1f} ({', '.join(f'{w:.1f}' for w in walls[workers])})",
-                      f"{n_runs * 3600 / wall:.0f}", f"{base / wall:.2f}x")
+        table.add_row(
+            label,
+            f"{wall:.1f} ({', '.join(f'{w:.1f}' for w in walls[workers])})",
+            f"{n_runs * 3600 / wall:.0f}",
+            f"{base / wall:.2f}x",
+        )
     console.print(table)
     graph, per_run, per_node = saved
-    work = Table(title="stage work: runs one by one vs one deduplicated graph (manifest wall times)",
-                 title_justify="left")
+    work = Table(
+        title="stage work: runs one by one vs one deduplicated graph (manifest wall times)", title_justify="left"
+    )
     for col in ("", "stages", "stage work (s)"):
         work.add_column(col, justify="right")
     work.add_row("runs one by one", str(graph.stage_count), f"{per_run:.1f}")
     work.add_row("one graph", str(len(graph.nodes)), f"{per_node:.1f}")
     console.print(work)
-    console.print(f"deduplication saves {1 - per_node / per_run:.0%} of the stage work "
-                  f"({per_run / per_node:.2f}x less); 2 workers run {base / min(walls[2]):.2f}x the "
-                  f"runs/hour of 1 on this machine ({os.cpu_count()} CPUs, shared)")
+    console.print(
+        f"deduplication saves {1 - per_node / per_run:.0%} of the stage work "
+        f"({per_run / per_node:.2f}x less); 2 workers run {base / min(walls[2]):.2f}x the "
+        f"runs/hour of 1 on this machine ({os.cpu_count()} CPUs, shared)"
+    )
 
 
 if __name__ == "__main__":

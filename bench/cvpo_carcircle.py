@@ -48,8 +48,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
 
 from corl.eval.rollout import rollout  # noqa: E402
-from corl.store.policies import load_policy_fn  # noqa: E402
 from corl.pipeline.runner import RunRequest, run_pipeline  # noqa: E402
+from corl.store.policies import load_policy_fn  # noqa: E402
 from corl.tasks import get_task  # noqa: E402
 
 TASK = "SafetyCarCircle-v0"
@@ -76,8 +76,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="carcircle")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--limit", type=float, default=10.0,
-                        help="evaluate the learner trained at this cost limit (with train.cost_limits=[...])")
+    parser.add_argument(
+        "--limit",
+        type=float,
+        default=10.0,
+        help="evaluate the learner trained at this cost limit (with train.cost_limits=[...])",
+    )
     parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes per policy")
     parser.add_argument("--eval-seed", type=int, default=10_000)
     parser.add_argument("--eval-envs", type=int, default=5)
@@ -94,8 +98,16 @@ def main() -> None:
 
     rows = []
     for seed in args.seeds:
-        req = RunRequest(pipeline="cvpo", task=TASK, preset=args.preset, seed=seed, overrides=list(args.overrides),
-                         device="cpu", offline=True, checkpoints=root)
+        req = RunRequest(
+            pipeline="cvpo",
+            task=TASK,
+            preset=args.preset,
+            seed=seed,
+            overrides=list(args.overrides),
+            device="cpu",
+            offline=True,
+            checkpoints=root,
+        )
         console.print(f"[bold]train[/]: {req.command()}")
         t0 = time.perf_counter()
         result = run_pipeline(req)
@@ -108,26 +120,63 @@ def main() -> None:
         policy_spec = next((s for s in specs if float(s["cost_limit"]) == args.limit), specs[-1])
         limit = float(policy_spec["cost_limit"])
         cvpo_fn = load_policy_fn(train.dir, policy_spec)
-        console.print(f"[bold]evaluate[/]: {args.episodes} episodes, env seeds from {args.eval_seed} "
-                      f"(CVPO final and best, deterministic; then uniform random on the same seeds)")
+        console.print(
+            f"[bold]evaluate[/]: {args.episodes} episodes, env seeds from {args.eval_seed} "
+            f"(CVPO final and best, deterministic; then uniform random on the same seeds)"
+        )
         ev = rollout(spec, cvpo_fn, args.episodes, seed=args.eval_seed, num_envs=args.eval_envs)
         best_path = train.dir / f"policy-{limit:g}-best.json"
         best = None
         if best_path.exists():
             best_spec = json.loads(best_path.read_text())
-            best = (rollout(spec, load_policy_fn(train.dir, best_spec), args.episodes, seed=args.eval_seed,
-                            num_envs=args.eval_envs), int(best_spec["learner_step"]))
+            best = (
+                rollout(
+                    spec,
+                    load_policy_fn(train.dir, best_spec),
+                    args.episodes,
+                    seed=args.eval_seed,
+                    num_envs=args.eval_envs,
+                ),
+                int(best_spec["learner_step"]),
+            )
         last = _last_evaluations(train.dir, limit)
         rnd_low, rnd_high = _action_box(spec)
-        rd = rollout(spec, _random_policy(rnd_low, rnd_high, args.eval_seed), args.episodes, seed=args.eval_seed,
-                     num_envs=args.eval_envs)
-        rows.append({"seed": seed, "limit": limit, "final": ev, "best": best, "last": last, "random": rd,
-                     "wall": train_wall, "status": train.status, "steps": float(train.metrics.get("env_steps", 0))})
+        rd = rollout(
+            spec,
+            _random_policy(rnd_low, rnd_high, args.eval_seed),
+            args.episodes,
+            seed=args.eval_seed,
+            num_envs=args.eval_envs,
+        )
+        rows.append(
+            {
+                "seed": seed,
+                "limit": limit,
+                "final": ev,
+                "best": best,
+                "last": last,
+                "random": rd,
+                "wall": train_wall,
+                "status": train.status,
+                "steps": float(train.metrics.get("env_steps", 0)),
+            }
+        )
 
-    table = Table(title=f"CVPO on {TASK} (preset {args.preset}; {args.episodes} evaluation episodes per policy, "
-                        "reward / cost, mean ± std over episodes)")
-    for col in ("seed", "env steps", "final", "best feasible (at step)", "last 3 evaluations", "random",
-                "cost limit", "final meets limit", "train wall-clock"):
+    table = Table(
+        title=f"CVPO on {TASK} (preset {args.preset}; {args.episodes} evaluation episodes per policy, "
+        "reward / cost, mean ± std over episodes)"
+    )
+    for col in (
+        "seed",
+        "env steps",
+        "final",
+        "best feasible (at step)",
+        "last 3 evaluations",
+        "random",
+        "cost limit",
+        "final meets limit",
+        "train wall-clock",
+    ):
         table.add_column(col, justify="right")
 
     def pair(r) -> str:
@@ -138,10 +187,19 @@ def main() -> None:
         best = f"{pair(row['best'][0])} ({row['best'][1]:,})" if row["best"] else "none"
         last = row["last"]
         last_txt = f"{last[0]:.1f} / {last[1]:.1f}" if last else "-"
-        table.add_row(str(row["seed"]), f"{row['steps']:,.0f}", pair(row["final"]), best, last_txt, pair(row["random"]),
-                      f"{row['limit']:g}", "[green]yes[/]" if met else "[red]no[/]",
-                      f"{row['wall'] / 60:.1f} min" + (" (cached)" if row["status"] == "cached" else ""))
+        table.add_row(
+            str(row["seed"]),
+            f"{row['steps']:,.0f}",
+            pair(row["final"]),
+            best,
+            last_txt,
+            pair(row["random"]),
+            f"{row['limit']:g}",
+            "[green]yes[/]" if met else "[red]no[/]",
+            f"{row['wall'] / 60:.1f} min" + (" (cached)" if row["status"] == "cached" else ""),
+        )
     if len(rows) > 1:  # mean ± std over seeds of the per-seed means
+
         def over(values) -> str:
             return _fmt(np.array(values, dtype=float))
 
@@ -150,13 +208,19 @@ def main() -> None:
         bests = [r["best"][0] for r in rows if r["best"]]
         lasts = [r["last"] for r in rows if r["last"]]
         limit = rows[0]["limit"]
-        table.add_row("over seeds", "", f"{over(final_r)} / {over(final_c)}",
-                      f"{over([b.reward.mean() for b in bests])} / {over([b.cost.mean() for b in bests])} "
-                      f"({len(bests)} seeds)" if bests else "none",
-                      f"{over([x[0] for x in lasts])} / {over([x[1] for x in lasts])}" if lasts else "-",
-                      f"{over([r['random'].reward.mean() for r in rows])} / {over([r['random'].cost.mean() for r in rows])}",
-                      f"{limit:g}", f"{int((np.array(final_c) <= limit).sum())}/{len(rows)}",
-                      f"{np.mean([r['wall'] for r in rows]) / 60:.1f} min")
+        table.add_row(
+            "over seeds",
+            "",
+            f"{over(final_r)} / {over(final_c)}",
+            f"{over([b.reward.mean() for b in bests])} / {over([b.cost.mean() for b in bests])} ({len(bests)} seeds)"
+            if bests
+            else "none",
+            f"{over([x[0] for x in lasts])} / {over([x[1] for x in lasts])}" if lasts else "-",
+            f"{over([r['random'].reward.mean() for r in rows])} / {over([r['random'].cost.mean() for r in rows])}",
+            f"{limit:g}",
+            f"{int((np.array(final_c) <= limit).sum())}/{len(rows)}",
+            f"{np.mean([r['wall'] for r in rows]) / 60:.1f} min",
+        )
     console.print(table)
     console.print(f"torch threads: {torch.get_num_threads()}; checkpoints: {root}")
     tmp.cleanup()

@@ -36,9 +36,17 @@ TASK = "OfflineCarCircle-v0"
 def run(pipeline: str, args, overrides: list[str]):
     from corl.pipeline.runner import RunRequest, run_pipeline
 
-    req = RunRequest(pipeline=pipeline, task=args.task, preset=args.preset or None, seed=args.seed,
-                     overrides=[f"evaluate.episodes={args.episodes}", *overrides], device="cpu",
-                     dataset=str(args.dataset), offline=True, checkpoints=args.checkpoints)
+    req = RunRequest(
+        pipeline=pipeline,
+        task=args.task,
+        preset=args.preset or None,
+        seed=args.seed,
+        overrides=[f"evaluate.episodes={args.episodes}", *overrides],
+        device="cpu",
+        dataset=str(args.dataset),
+        offline=True,
+        checkpoints=args.checkpoints,
+    )
     return run_pipeline(req)
 
 
@@ -97,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     ep_r = np.array([rew[s:e].sum() for s, e in zip(starts, ends)])
     ep_c = np.array([cost[s:e].sum() for s, e in zip(starts, ends)])
     rows: list[tuple[str, str, str]] = []
-    out: dict = {"dataset": str(args.dataset), "seed": args.seed, "preset": args.preset,
-                 "overrides": args.overrides}
+    out: dict = {"dataset": str(args.dataset), "seed": args.seed, "preset": args.preset, "overrides": args.overrides}
     d_nr, d_nc = float(np.mean(normalized_reward(spec, ep_r))), float(np.mean(normalized_cost(ep_c, limit)))
-    rows.append(("dataset average episode", f"{d_nr:.3f} / {d_nc:.2f}",
-                 f"{len(ep_r)} episodes, {np.mean(ep_c <= limit):.0%} safe at {limit:g}"))
+    rows.append(
+        (
+            "dataset average episode",
+            f"{d_nr:.3f} / {d_nc:.2f}",
+            f"{len(ep_r)} episodes, {np.mean(ep_c <= limit):.0%} safe at {limit:g}",
+        )
+    )
     out["dataset"] = {"nr": d_nr, "nc": d_nc}
 
     t0 = time.perf_counter()
@@ -112,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     # (a) behaviour model sampler in the simulator
     b = stage(full, "behavior")
     bman = json.loads((b.dir / "manifest.json").read_text())
-    bcfg = BehaviorConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                             for k, v in bman["outputs"]["config"].items()})
+    bcfg = BehaviorConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in bman["outputs"]["config"].items()})
     net = build_score_net(data.obs_dim, data.act_dim, bcfg)
     net.load_state_dict(torch.load(b.dir / "behavior.pt", weights_only=True)["net"])
     net.eval()
@@ -123,8 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     res = rollout(spec, sampler, args.episodes, seed=args.seed, num_envs=2)
     a_nr = float(np.mean(normalized_reward(spec, res.reward)))
     a_nc = float(np.mean(normalized_cost(res.cost, limit)))
-    rows.append((f"(a) behaviour sampler, {args.sampler_steps} steps", f"{a_nr:.3f} / {a_nc:.2f}",
-                 f"val loss {stage(full, 'behavior').metrics.get('behavior/val_loss', float('nan')):.3f}"))
+    rows.append(
+        (
+            f"(a) behaviour sampler, {args.sampler_steps} steps",
+            f"{a_nr:.3f} / {a_nc:.2f}",
+            f"val loss {stage(full, 'behavior').metrics.get('behavior/val_loss', float('nan')):.3f}",
+        )
+    )
     out["sampler"] = {"nr": a_nr, "nc": a_nc, **action_stats(sampler, data, 3000)}
 
     # (b) warm start vs BC-All
@@ -134,16 +150,26 @@ def main(argv: list[str] | None = None) -> int:
     wman = json.loads((wp.dir / "manifest.json").read_text())
     wfn = load_policy_fn(wp.dir, wman["outputs"]["policy"])
     ws = action_stats(wfn, data)
-    rows.append(("(b) warm-start policy", f"{w_nr:.3f} / {w_nc:.2f}",
-                 f"sat {ws['throttle_sat']:.0%} corr {ws['corr0']:.2f}/{ws['corr1']:.2f} std {ws['std0']:.2f}/{ws['std1']:.2f}"))
+    rows.append(
+        (
+            "(b) warm-start policy",
+            f"{w_nr:.3f} / {w_nc:.2f}",
+            f"sat {ws['throttle_sat']:.0%} corr {ws['corr0']:.2f}/{ws['corr1']:.2f} std {ws['std0']:.2f}/{ws['std1']:.2f}",
+        )
+    )
     bc = run("bc", args, ["bc.mode=all"])
     bc_nr, bc_nc = scores(bc)
     bp = stage(bc, "policy") if any(o.name == "policy" for o in bc.stages) else stage(bc, "bc")
     bman2 = json.loads((bp.dir / "manifest.json").read_text())
     bfn = load_policy_fn(bp.dir, bman2["outputs"]["policy"])
     bs = action_stats(bfn, data)
-    rows.append(("(b) BC-All", f"{bc_nr:.3f} / {bc_nc:.2f}",
-                 f"sat {bs['throttle_sat']:.0%} corr {bs['corr0']:.2f}/{bs['corr1']:.2f} std {bs['std0']:.2f}/{bs['std1']:.2f}"))
+    rows.append(
+        (
+            "(b) BC-All",
+            f"{bc_nr:.3f} / {bc_nc:.2f}",
+            f"sat {bs['throttle_sat']:.0%} corr {bs['corr0']:.2f}/{bs['corr1']:.2f} std {bs['std0']:.2f}/{bs['std1']:.2f}",
+        )
+    )
     out["warm"] = {"nr": w_nr, "nc": w_nc, **ws}
     out["bc_all"] = {"nr": bc_nr, "nc": bc_nc, **bs}
 
@@ -165,8 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     cc = float(np.corrcoef(qc, mc_c[i])[0, 1])
     rows.append(("(c) Q_r vs MC reward-to-go", f"corr {cr:.2f}", f"mean Q {qr.mean():.1f} vs MC {mc_r[i].mean():.1f}"))
     rows.append(("(c) Q_c vs MC cost-to-go", f"corr {cc:.2f}", f"mean Q {qc.mean():.1f} vs MC {mc_c[i].mean():.1f}"))
-    out["critics"] = {"corr_r": cr, "corr_c": cc, "q_r": float(qr.mean()), "mc_r": float(mc_r[i].mean()),
-                      "q_c": float(qc.mean()), "mc_c": float(mc_c[i].mean())}
+    out["critics"] = {
+        "corr_r": cr,
+        "corr_c": cc,
+        "q_r": float(qr.mean()),
+        "mc_r": float(mc_r[i].mean()),
+        "q_c": float(qc.mean()),
+        "mc_c": float(mc_c[i].mean()),
+    }
 
     # (d) the switch's estimate of the final policy vs the simulator
     p = stage(full, "policy")
@@ -175,17 +207,28 @@ def main(argv: list[str] | None = None) -> int:
     fs = action_stats(pfn, data)
     est = float(p.metrics.get("cost_estimate", float("nan")))
     from corl.store.policies import load_policy_module
+
     module, _, _ = load_policy_module(p.dir, pman["outputs"]["policy"])
     obs = data.observations[idx]
-    crit_est = normalised_cost(float(critic_episodic_cost(critics.q_c_target, module, obs, ccfg.gamma,
-                                                          int(spec.max_episode_steps))), limit)
-    rows.append(("final policy (simulator)", f"{f_nr:.3f} / {f_nc:.2f}",
-                 f"sat {fs['throttle_sat']:.0%} corr {fs['corr0']:.2f}/{fs['corr1']:.2f}"))
-    rows.append(("(d) switch estimate at the end", f"{est:.2f}", f"pre-TD critics: {crit_est:.2f}; simulator nC {f_nc:.2f}"))
+    crit_est = normalised_cost(
+        float(critic_episodic_cost(critics.q_c_target, module, obs, ccfg.gamma, int(spec.max_episode_steps))), limit
+    )
+    rows.append(
+        (
+            "final policy (simulator)",
+            f"{f_nr:.3f} / {f_nc:.2f}",
+            f"sat {fs['throttle_sat']:.0%} corr {fs['corr0']:.2f}/{fs['corr1']:.2f}",
+        )
+    )
+    rows.append(
+        ("(d) switch estimate at the end", f"{est:.2f}", f"pre-TD critics: {crit_est:.2f}; simulator nC {f_nc:.2f}")
+    )
     out["final"].update(fs)
     out["switch"] = {"final_estimate": est, "pretd_critic_estimate": crit_est}
 
-    table = Table(title=f"DRCORL diagnosis: {args.dataset.name} seed {args.seed} preset {args.preset} {' '.join(args.overrides)}")
+    table = Table(
+        title=f"DRCORL diagnosis: {args.dataset.name} seed {args.seed} preset {args.preset} {' '.join(args.overrides)}"
+    )
     for col in ("check", "nR / nC (or value)", "detail"):
         table.add_column(col)
     for r in rows:

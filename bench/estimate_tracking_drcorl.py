@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -40,15 +39,21 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
-    from corl.algos.drcorl import CriticConfig, CriticLearner, critic_episodic_cost, initial_observations, normalised_cost
+    from corl.algos.drcorl import (
+        CriticConfig,
+        CriticLearner,
+        critic_episodic_cost,
+        initial_observations,
+        normalised_cost,
+    )
     from corl.algos.drcorl.model_estimate import ModelEstimateConfig, PolicyModelEstimator
     from corl.eval.iterates import pick_iterates, spearman
     from corl.eval.rollout import rollout
     from corl.eval.scores import normalized_reward
-    from corl.store.artifacts import verify
     from corl.pipeline.context import read_task_dataset
-    from corl.store.policies import load_policy_module
     from corl.pipeline.stages.micro import load_dynamics
+    from corl.store.artifacts import verify
+    from corl.store.policies import load_policy_module
     from corl.tasks import get_task
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -84,16 +89,29 @@ def main() -> None:
     gamma, T = float(pcfg["gamma"]), int(pcfg["episode_len"] or task.max_episode_steps)
     init_obs = initial_observations(data)
     estimators = {
-        "model/dataset": PolicyModelEstimator(dynamics, ModelEstimateConfig(
-            horizon=args.horizon, num_starts=args.num_starts, pessimism=args.pessimism), gamma, T,
-            data.observations, init_obs, critics, seed=args.seed),
-        "model/initial": PolicyModelEstimator(dynamics, ModelEstimateConfig(
-            start_states="initial", num_starts=args.num_starts, pessimism=args.pessimism), gamma, T,
-            data.observations, init_obs, critics, seed=args.seed),
+        "model/dataset": PolicyModelEstimator(
+            dynamics,
+            ModelEstimateConfig(horizon=args.horizon, num_starts=args.num_starts, pessimism=args.pessimism),
+            gamma,
+            T,
+            data.observations,
+            init_obs,
+            critics,
+            seed=args.seed,
+        ),
+        "model/initial": PolicyModelEstimator(
+            dynamics,
+            ModelEstimateConfig(start_states="initial", num_starts=args.num_starts, pessimism=args.pessimism),
+            gamma,
+            T,
+            data.observations,
+            init_obs,
+            critics,
+            seed=args.seed,
+        ),
     }
     doc = json.loads((policy_art.dir / policy_art.outputs["iterates_file"]).read_text())
-    chosen = pick_iterates(doc["iterates"], args.max_iterates,
-                           [doc["final_iteration"], doc["best_offline_iteration"]])
+    chosen = pick_iterates(doc["iterates"], args.max_iterates, [doc["final_iteration"], doc["best_offline_iteration"]])
     gen = torch.Generator().manual_seed(args.seed)
     states = data.observations[torch.randperm(len(data), generator=gen)[:4096]]
     spec = policy_art.outputs["policy"]
@@ -101,9 +119,11 @@ def main() -> None:
     for label in chosen:
         module, _, _ = load_policy_module(policy_art.dir, dict(spec, file=label["file"]))
         t0 = time.perf_counter()
-        row = {"iteration": int(label["iteration"]),
-               "critic/batch": float(critic_episodic_cost(critics.q_c_target, module, states, gamma, T)),
-               "critic/initial": float(critic_episodic_cost(critics.q_c_target, module, init_obs, gamma, T, True))}
+        row = {
+            "iteration": int(label["iteration"]),
+            "critic/batch": float(critic_episodic_cost(critics.q_c_target, module, states, gamma, T)),
+            "critic/initial": float(critic_episodic_cost(critics.q_c_target, module, init_obs, gamma, T, True)),
+        }
         for name, est in estimators.items():
             e = est.estimate(module)
             row[name], row[name + ":reward"] = e.cost, e.reward
@@ -111,19 +131,29 @@ def main() -> None:
         res = rollout(task, torch.no_grad()(module), args.episodes, seed=args.seed, num_envs=args.num_envs)
         row["simulator"], row["simulator:reward"] = float(res.cost.mean()), float(res.reward.mean())
         rows.append(row)
-        console.print(f"[dim]iteration {row['iteration']}: " + ", ".join(
-            f"{k} {v:.1f}" for k, v in row.items() if k != "iteration") + "[/]", highlight=False)
+        console.print(
+            f"[dim]iteration {row['iteration']}: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k != "iteration")
+            + "[/]",
+            highlight=False,
+        )
 
     names = ["critic/batch", "critic/initial", "model/dataset", "model/initial", "simulator"]
-    table = Table(title=f"normalized episodic cost by estimate, {task.name} (kappa {kappa:g}), "
-                        f"{args.episodes} simulator episodes per iterate", title_justify="left")
+    table = Table(
+        title=f"normalized episodic cost by estimate, {task.name} (kappa {kappa:g}), "
+        f"{args.episodes} simulator episodes per iterate",
+        title_justify="left",
+    )
     table.add_column("safe iteration")
     for name in names:
         table.add_column(name, justify="right")
     table.add_column("sim. norm. reward", justify="right")
     for row in rows:
-        table.add_row(str(row["iteration"]), *[f"{normalised_cost(row[n], kappa):.2f}" for n in names],
-                      f"{float(normalized_reward(task, [row['simulator:reward']])[0]):.3f}")
+        table.add_row(
+            str(row["iteration"]),
+            *[f"{normalised_cost(row[n], kappa):.2f}" for n in names],
+            f"{float(normalized_reward(task, [row['simulator:reward']])[0]):.3f}",
+        )
     console.print(table)
     sim_c, sim_r = [r["simulator"] for r in rows], [r["simulator:reward"] for r in rows]
     corr = {}
@@ -138,9 +168,14 @@ def main() -> None:
         console.print(line, highlight=False)
     import tempfile
 
-    out = Path(args.json) if args.json else Path(tempfile.gettempdir()) / f"estimate_tracking_drcorl-{policy_art.key}.json"
-    out.write_text(json.dumps({"artifact": str(policy_art.dir), "args": vars(args), "rows": rows,
-                               "spearman": corr}, indent=1))
+    out = (
+        Path(args.json)
+        if args.json
+        else Path(tempfile.gettempdir()) / f"estimate_tracking_drcorl-{policy_art.key}.json"
+    )
+    out.write_text(
+        json.dumps({"artifact": str(policy_art.dir), "args": vars(args), "rows": rows, "spearman": corr}, indent=1)
+    )
     console.print(f"json: {out}")
 
 

@@ -73,8 +73,12 @@ def actor_grads_osrl(actor) -> list[torch.Tensor]:
     out = []
     for m in (m for m in actor.net if isinstance(m, torch.nn.Linear)):
         out += [m.weight.grad, m.bias.grad]
-    return out + [actor.mu_layer.weight.grad, actor.mu_layer.bias.grad, actor.log_std_layer.weight.grad,
-                  actor.log_std_layer.bias.grad]
+    return out + [
+        actor.mu_layer.weight.grad,
+        actor.mu_layer.bias.grad,
+        actor.log_std_layer.weight.grad,
+        actor.log_std_layer.bias.grad,
+    ]
 
 
 def record(optimizer, store: dict, name: str, grads_fn) -> None:
@@ -164,13 +168,21 @@ def batches(data, arrays: dict, batch: int, init: np.ndarray | None = None) -> t
     """(OSRL's batch list, corl's batch dict) of the same rows."""
     idx = np.random.default_rng(0).integers(0, len(data), batch)
     done = np.logical_or(arrays["terminals"], arrays["timeouts"]).astype(np.float32)
-    cols = [arrays["observations"][idx], arrays["next_observations"][idx], arrays["actions"][idx],
-            arrays["rewards"][idx] * 0.1, arrays["costs"][idx], done[idx]]
+    cols = [
+        arrays["observations"][idx],
+        arrays["next_observations"][idx],
+        arrays["actions"][idx],
+        arrays["rewards"][idx] * 0.1,
+        arrays["costs"][idx],
+        done[idx],
+    ]
     if init is not None:
         cols.append(init[idx])
     ob = [torch.as_tensor(x, dtype=torch.float32) for x in cols]
-    cb = {k: getattr(data, k)[torch.as_tensor(idx)] for k in
-          ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")}
+    cb = {
+        k: getattr(data, k)[torch.as_tensor(idx)]
+        for k in ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")
+    }
     if init is not None:
         cb["is_init"] = torch.as_tensor(init[idx])
     return ob, cb
@@ -192,8 +204,15 @@ def set_threshold(model, corl, thres: float) -> None:
 
 
 def _lag_common(data) -> dict:
-    return {"state_dim": data.obs_dim, "action_dim": data.act_dim, "max_action": 1.0, "a_hidden_sizes": [256, 256],
-            "c_hidden_sizes": [256, 256], "cost_limit": 10, "episode_len": 300}
+    return {
+        "state_dim": data.obs_dim,
+        "action_dim": data.act_dim,
+        "max_action": 1.0,
+        "a_hidden_sizes": [256, 256],
+        "c_hidden_sizes": [256, 256],
+        "cost_limit": 10,
+        "episode_len": 300,
+    }
 
 
 def bcql(data, arrays: dict, batch: int, pid_active: bool = False) -> list[tuple[str, float, float]]:
@@ -205,22 +224,37 @@ def bcql(data, arrays: dict, batch: int, pid_active: bool = False) -> list[tuple
     torch.manual_seed(0)
     model = oa.BCQL(**_lag_common(data), vae_hidden_sizes=400, num_q=2, num_qc=2)
     trainer = oa.BCQLTrainer(model, None, actor_lr=1e-3, critic_lr=1e-3, vae_lr=1e-3, reward_scale=0.1)
-    corl = BCQLLearner(BCQLConfig(batch_size=batch, vae_joint=True), data.obs_dim, data.act_dim,
-                       build_vae(data.obs_dim, data.act_dim, [400, 400], None), model.qc_thres)
+    corl = BCQLLearner(
+        BCQLConfig(batch_size=batch, vae_joint=True),
+        data.obs_dim,
+        data.act_dim,
+        build_vae(data.obs_dim, data.act_dim, [400, 400], None),
+        model.qc_thres,
+    )
     copy_vae(model.vae, corl.vae)
     copy_linears(linears(model.actor), linears(corl.actor))
     copy_linears(linears(model.actor_old), linears(corl.actor_target))
-    for crit, dst in (((model.critic, model.cost_critic), corl.critic),
-                      ((model.critic_old, model.cost_critic_old), corl.critic_target)):
+    for crit, dst in (
+        ((model.critic, model.cost_critic), corl.critic),
+        ((model.critic_old, model.cost_critic_old), corl.critic_target),
+    ):
         copy_mlps_into_ensemble(double_q_nets(crit[0]) + double_q_nets(crit[1]), dst)
     if pid_active:
         set_threshold(model, corl, -1.0)
     o, c, o_out = {}, {}, {}
     record(model.vae_optim, o, "vae", lambda: vae_grads_osrl(model.vae))
-    record(model.critic_optim, o, "critic", lambda: [g for q in double_q_nets(model.critic)
-                                                     for g in linear_grads(linears(q))])
-    record(model.cost_critic_optim, o, "cost critic", lambda: [g for q in double_q_nets(model.cost_critic)
-                                                               for g in linear_grads(linears(q))])
+    record(
+        model.critic_optim,
+        o,
+        "critic",
+        lambda: [g for q in double_q_nets(model.critic) for g in linear_grads(linears(q))],
+    )
+    record(
+        model.cost_critic_optim,
+        o,
+        "cost critic",
+        lambda: [g for q in double_q_nets(model.cost_critic) for g in linear_grads(linears(q))],
+    )
     record(model.actor_optim, o, "actor", lambda: linear_grads(linears(model.actor)))
     record(corl.vae_opt, c, "vae", lambda: vae_grads_corl(corl.vae))
     record(corl.critic_opt, c, "critic", lambda: [g for e in range(8) for g in ensemble_grads(corl.critic, e)])
@@ -237,14 +271,19 @@ def bcql(data, arrays: dict, batch: int, pid_active: bool = False) -> list[tuple
     trainer.train_one_step(*ob)
     torch.manual_seed(1)
     logs = corl.update(cb)
-    c["cost critic"] = c["critic"][len(c["critic"]) // 2:]
-    c["critic"] = c["critic"][:len(c["critic"]) // 2]
+    c["cost critic"] = c["critic"][len(c["critic"]) // 2 :]
+    c["critic"] = c["critic"][: len(c["critic"]) // 2]
     rows = grad_rows(o, c)
     o_critic = float(o_out["critic_loss"][0]) + float(o_out["cost_critic_loss"][0])
     rows.append(loss_row("critic + cost critic", o_critic, logs["critic/loss"]))
     rows.append(loss_row("actor", o_out["actor_loss"][0], logs["actor/loss"]))
-    rows.append(("PID lambda", abs(o_out["actor_loss"][1]["loss/lagrangian"] - logs["actor/lambda"]),
-                 abs(o_out["actor_loss"][1]["loss/lagrangian"])))
+    rows.append(
+        (
+            "PID lambda",
+            abs(o_out["actor_loss"][1]["loss/lagrangian"] - logs["actor/lambda"]),
+            abs(o_out["actor_loss"][1]["loss/lagrangian"]),
+        )
+    )
     return rows
 
 
@@ -257,22 +296,37 @@ def bearl(data, arrays: dict, batch: int, pid_active: bool = False) -> list[tupl
     torch.manual_seed(0)
     model = oa.BEARL(**_lag_common(data), vae_hidden_sizes=400, num_q=2, num_qc=2, start_update_policy_step=0)
     trainer = oa.BEARLTrainer(model, None, actor_lr=1e-3, critic_lr=1e-3, vae_lr=1e-3, reward_scale=0.1)
-    corl = BEARLLearner(BEARLConfig(batch_size=batch, vae_joint=True), data.obs_dim, data.act_dim,
-                        build_vae(data.obs_dim, data.act_dim, [400, 400], None), model.qc_thres)
+    corl = BEARLLearner(
+        BEARLConfig(batch_size=batch, vae_joint=True),
+        data.obs_dim,
+        data.act_dim,
+        build_vae(data.obs_dim, data.act_dim, [400, 400], None),
+        model.qc_thres,
+    )
     copy_vae(model.vae, corl.vae)
     copy_actor(model.actor, corl.actor)
     copy_actor(model.actor_old, corl.actor_target)
-    for crit, dst in (((model.critic, model.cost_critic), corl.critic),
-                      ((model.critic_old, model.cost_critic_old), corl.critic_target)):
+    for crit, dst in (
+        ((model.critic, model.cost_critic), corl.critic),
+        ((model.critic_old, model.cost_critic_old), corl.critic_target),
+    ):
         copy_mlps_into_ensemble(double_q_nets(crit[0]) + double_q_nets(crit[1]), dst)
     if pid_active:
         set_threshold(model, corl, -1.0)
     o, c, o_out = {}, {}, {}
     record(model.vae_optim, o, "vae", lambda: vae_grads_osrl(model.vae))
-    record(model.critic_optim, o, "critic", lambda: [g for q in double_q_nets(model.critic)
-                                                     for g in linear_grads(linears(q))])
-    record(model.cost_critic_optim, o, "cost critic", lambda: [g for q in double_q_nets(model.cost_critic)
-                                                               for g in linear_grads(linears(q))])
+    record(
+        model.critic_optim,
+        o,
+        "critic",
+        lambda: [g for q in double_q_nets(model.critic) for g in linear_grads(linears(q))],
+    )
+    record(
+        model.cost_critic_optim,
+        o,
+        "cost critic",
+        lambda: [g for q in double_q_nets(model.cost_critic) for g in linear_grads(linears(q))],
+    )
     record(model.actor_optim, o, "actor", lambda: actor_grads_osrl(model.actor))
     record(corl.vae_opt, c, "vae", lambda: vae_grads_corl(corl.vae))
     record(corl.critic_opt, c, "critic", lambda: [g for e in range(8) for g in ensemble_grads(corl.critic, e)])
@@ -289,8 +343,8 @@ def bearl(data, arrays: dict, batch: int, pid_active: bool = False) -> list[tupl
     trainer.train_one_step(*ob)
     torch.manual_seed(1)
     logs = corl.update(cb)
-    c["cost critic"] = c["critic"][len(c["critic"]) // 2:]
-    c["critic"] = c["critic"][:len(c["critic"]) // 2]
+    c["cost critic"] = c["critic"][len(c["critic"]) // 2 :]
+    c["critic"] = c["critic"][: len(c["critic"]) // 2]
     rows = grad_rows(o, c)
     o_critic = float(o_out["critic_loss"][0]) + float(o_out["cost_critic_loss"][0])
     rows.append(loss_row("critic + cost critic", o_critic, logs["critic/loss"]))
@@ -310,25 +364,36 @@ def cpq(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
 
     torch.manual_seed(0)
     model = oa.CPQ(**_lag_common(data), vae_hidden_sizes=400, num_q=2, num_qc=2, beta=0.5)
-    trainer = oa.CPQTrainer(model, None, actor_lr=1e-4, critic_lr=1e-3, alpha_lr=1e-4, vae_lr=1e-3,
-                            reward_scale=0.1)
-    corl = CPQLearner(CPQConfig(batch_size=batch, vae_joint=True), data.obs_dim, data.act_dim,
-                      build_vae(data.obs_dim, data.act_dim, [400, 400], None), model.q_thres)
+    trainer = oa.CPQTrainer(model, None, actor_lr=1e-4, critic_lr=1e-3, alpha_lr=1e-4, vae_lr=1e-3, reward_scale=0.1)
+    corl = CPQLearner(
+        CPQConfig(batch_size=batch, vae_joint=True),
+        data.obs_dim,
+        data.act_dim,
+        build_vae(data.obs_dim, data.act_dim, [400, 400], None),
+        model.q_thres,
+    )
     copy_vae(model.vae, corl.vae)
     copy_actor(model.actor, corl.actor)
-    for src, dst in ((model.critic, corl.critic), (model.critic_old, corl.critic_target),
-                     (model.cost_critic, corl.cost_critic), (model.cost_critic_old, corl.cost_critic_target)):
+    for src, dst in (
+        (model.critic, corl.critic),
+        (model.critic_old, corl.critic_target),
+        (model.cost_critic, corl.cost_critic),
+        (model.cost_critic_old, corl.cost_critic_target),
+    ):
         copy_mlps_into_ensemble(src.q_nets, dst)
     o, c, o_out = {}, {}, {}
     record(model.vae_optim, o, "vae", lambda: vae_grads_osrl(model.vae))
     record(model.critic_optim, o, "critic", lambda: [g for q in model.critic.q_nets for g in linear_grads(linears(q))])
-    record(model.cost_critic_optim, o, "cost critic",
-           lambda: [g for q in model.cost_critic.q_nets for g in linear_grads(linears(q))])
+    record(
+        model.cost_critic_optim,
+        o,
+        "cost critic",
+        lambda: [g for q in model.cost_critic.q_nets for g in linear_grads(linears(q))],
+    )
     record(model.actor_optim, o, "actor", lambda: actor_grads_osrl(model.actor))
     record(corl.vae_opt, c, "vae", lambda: vae_grads_corl(corl.vae))
     record(corl.critic_opt, c, "critic", lambda: [g for e in range(2) for g in ensemble_grads(corl.critic, e)])
-    record(corl.cost_opt, c, "cost critic",
-           lambda: [g for e in range(2) for g in ensemble_grads(corl.cost_critic, e)])
+    record(corl.cost_opt, c, "cost critic", lambda: [g for e in range(2) for g in ensemble_grads(corl.cost_critic, e)])
     record(corl.actor_opt, c, "actor", lambda: actor_grads_corl(corl.actor))
     for name in ("critic_loss", "cost_critic_loss", "actor_loss"):
         captured(model, name, o_out)
@@ -363,8 +428,12 @@ def cpq(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-CDT_NAMES = {"attention.": "attn.", "action_head.mu.": "mu.", "action_head.log_std.": "log_std.",
-             "cost_pred_head.": "cost_head."}
+CDT_NAMES = {
+    "attention.": "attn.",
+    "action_head.mu.": "mu.",
+    "action_head.log_std.": "log_std.",
+    "cost_pred_head.": "cost_head.",
+}
 
 
 def _cdt_name(name: str) -> str | None:
@@ -383,13 +452,39 @@ def cdt(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
 
     torch.manual_seed(0)
     a = data.act_dim
-    model = oa.CDT(data.obs_dim, a, 1.0, seq_len=10, episode_len=300, embedding_dim=128, num_layers=3,
-                   num_heads=8, attention_dropout=0.1, residual_dropout=0.1, embedding_dropout=0.1,
-                   use_rew=True, use_cost=True, cost_transform=True, action_head_layers=1, stochastic=True,
-                   init_temperature=0.1, target_entropy=-a)
-    trainer = oa.CDTTrainer(model, None, learning_rate=1e-4, weight_decay=1e-4, betas=(0.9, 0.999), clip_grad=0.25,
-                            lr_warmup_steps=500, reward_scale=0.1, cost_scale=1.0, loss_cost_weight=0.02,
-                            loss_state_weight=0.0)
+    model = oa.CDT(
+        data.obs_dim,
+        a,
+        1.0,
+        seq_len=10,
+        episode_len=300,
+        embedding_dim=128,
+        num_layers=3,
+        num_heads=8,
+        attention_dropout=0.1,
+        residual_dropout=0.1,
+        embedding_dropout=0.1,
+        use_rew=True,
+        use_cost=True,
+        cost_transform=True,
+        action_head_layers=1,
+        stochastic=True,
+        init_temperature=0.1,
+        target_entropy=-a,
+    )
+    trainer = oa.CDTTrainer(
+        model,
+        None,
+        learning_rate=1e-4,
+        weight_decay=1e-4,
+        betas=(0.9, 0.999),
+        clip_grad=0.25,
+        lr_warmup_steps=500,
+        reward_scale=0.1,
+        cost_scale=1.0,
+        loss_cost_weight=0.02,
+        loss_state_weight=0.0,
+    )
     net = CDTModel(data.obs_dim, a, seq_len=10, episode_len=300)
     corl = CDTLearner(CDTConfig(batch_size=batch), net)
     c_params = dict(net.named_parameters())
@@ -408,8 +503,9 @@ def cdt(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
     sampler = WindowSampler(split_trajectories(data), 10, 0.1, 1.0)
     b = sampler.sample(batch, torch.Generator().manual_seed(0))
     torch.manual_seed(1)
-    trainer.train_one_step(b["obs"], b["act"], b["rtg"], b["ctg"], b["timesteps"], b["mask"].float(),
-                           torch.zeros(batch), b["cost"])
+    trainer.train_one_step(
+        b["obs"], b["act"], b["rtg"], b["ctg"], b["timesteps"], b["mask"].float(), torch.zeros(batch), b["cost"]
+    )
     torch.manual_seed(1)
     corl.update(b)
     return grad_rows(o, c)
@@ -423,12 +519,31 @@ def coptidice(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
     init = initial_flags(data.episode_ends)
     p_init = float(init.mean())
     torch.manual_seed(0)
-    model = oa.COptiDICE(data.obs_dim, data.act_dim, 1.0, "softchi", p_init,
-                         arrays["observations"].std(0, keepdims=True), arrays["actions"].std(0, keepdims=True),
-                         [256, 256], [256, 256], num_nu=2, num_chi=2, cost_limit=10, episode_len=300)
+    model = oa.COptiDICE(
+        data.obs_dim,
+        data.act_dim,
+        1.0,
+        "softchi",
+        p_init,
+        arrays["observations"].std(0, keepdims=True),
+        arrays["actions"].std(0, keepdims=True),
+        [256, 256],
+        [256, 256],
+        num_nu=2,
+        num_chi=2,
+        cost_limit=10,
+        episode_len=300,
+    )
     model.setup_optimizers(1e-4, 1e-4, 1e-4)
-    corl = COptiDICELearner(COptiDICEConfig(), data.obs_dim, data.act_dim, model.qc_thres, p_init,
-                            data.observations.std(0, unbiased=False), data.actions.std(0, unbiased=False))
+    corl = COptiDICELearner(
+        COptiDICEConfig(),
+        data.obs_dim,
+        data.act_dim,
+        model.qc_thres,
+        p_init,
+        data.observations.std(0, unbiased=False),
+        data.actions.std(0, unbiased=False),
+    )
     copy_mlps_into_ensemble(model.nu_network.q_nets, corl.nu)
     copy_mlps_into_ensemble(model.chi_network.q_nets, corl.chi)
     copy_actor(model.actor, corl.actor)
@@ -445,11 +560,22 @@ def coptidice(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
     record(corl.tau_opt, c, "tau", lambda: [corl.tau_raw.grad.reshape(1)])
     idx = np.random.default_rng(0).integers(0, len(data), batch)
     done = np.logical_or(arrays["terminals"], arrays["timeouts"]).astype(np.float32)
-    ob = [torch.as_tensor(x, dtype=torch.float32) for x in (
-        arrays["observations"][idx], arrays["next_observations"][idx], arrays["actions"][idx],
-        arrays["rewards"][idx] * 0.1, arrays["costs"][idx], done[idx], init.numpy()[idx])]
-    cb = {k: getattr(data, k)[torch.as_tensor(idx)] for k in
-          ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")}
+    ob = [
+        torch.as_tensor(x, dtype=torch.float32)
+        for x in (
+            arrays["observations"][idx],
+            arrays["next_observations"][idx],
+            arrays["actions"][idx],
+            arrays["rewards"][idx] * 0.1,
+            arrays["costs"][idx],
+            done[idx],
+            init.numpy()[idx],
+        )
+    ]
+    cb = {
+        k: getattr(data, k)[torch.as_tensor(idx)]
+        for k in ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")
+    }
     cb["is_init"] = init[torch.as_tensor(idx)]
     torch.manual_seed(1)
     o_logs = model.update(ob)
@@ -467,8 +593,9 @@ def main() -> None:
     parser.add_argument("--dataset", default="datasets/samples/OfflineCarCircle-v0.hdf5")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--cdt-batch", type=int, default=256, help="CDT windows per batch (OSRL: 2048)")
-    parser.add_argument("--methods", nargs="+",
-                        default=["bcql", "bearl", "bcql-pid", "bearl-pid", "cpq", "coptidice", "cdt"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["bcql", "bearl", "bcql-pid", "bearl-pid", "cpq", "coptidice", "cdt"]
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     from corl.pipeline.context import read_task_dataset
@@ -479,10 +606,15 @@ def main() -> None:
     table = Table(title="corl vs osrl-lib 0.1.0: one update, same weights, batch and RNG")
     for col in ("method", "quantity", "max |corl - OSRL|", "max |OSRL|"):
         table.add_column(col)
-    methods = {"bcql": ("BCQ-Lag", bcql), "bearl": ("BEAR-Lag", bearl),
-               "bcql-pid": ("BCQ-Lag, threshold -1", lambda *a: bcql(*a, pid_active=True)),
-               "bearl-pid": ("BEAR-Lag, threshold -1", lambda *a: bearl(*a, pid_active=True)), "cpq": ("CPQ", cpq),
-               "coptidice": ("COptiDICE", coptidice), "cdt": ("CDT", cdt)}
+    methods = {
+        "bcql": ("BCQ-Lag", bcql),
+        "bearl": ("BEAR-Lag", bearl),
+        "bcql-pid": ("BCQ-Lag, threshold -1", lambda *a: bcql(*a, pid_active=True)),
+        "bearl-pid": ("BEAR-Lag, threshold -1", lambda *a: bearl(*a, pid_active=True)),
+        "cpq": ("CPQ", cpq),
+        "coptidice": ("COptiDICE", coptidice),
+        "cdt": ("CDT", cdt),
+    }
     worst = 0.0
     for key in args.methods:
         label, fn = methods[key]

@@ -36,16 +36,33 @@ TASK = "OfflineCarCircle-v0"
 # kind -> list of (policy, episodes, aggressiveness range)
 RECIPES: dict[str, list[tuple[str, int, str]]] = {
     "scripted": [("scripted", 200, "0,1")],
-    "mixture": [("random", 100, "0,1")] + [("scripted", 60, f"{lo:.1f},{lo + 0.2:.1f}")
-                                           for lo in (0.0, 0.2, 0.4, 0.6, 0.8)],
+    "mixture": [("random", 100, "0,1")]
+    + [("scripted", 60, f"{lo:.1f},{lo + 0.2:.1f}") for lo in (0.0, 0.2, 0.4, 0.6, 0.8)],
     "unsafe": [("random", 40, "0,1"), ("scripted", 260, "0.5,1")],
     "safe": [("random", 40, "0,1"), ("scripted", 260, "0,0.45")],
 }
 
 
 def collect(policy: str, episodes: int, aggr: str, seed: int, out: Path) -> None:
-    cmd = [sys.executable, "-m", "corl.cli", "datasets", "collect", "--task", TASK, "--policy", policy,
-           "--episodes", str(episodes), "--seed", str(seed), "--aggressiveness", aggr, "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "corl.cli",
+        "datasets",
+        "collect",
+        "--task",
+        TASK,
+        "--policy",
+        policy,
+        "--episodes",
+        str(episodes),
+        "--seed",
+        str(seed),
+        "--aggressiveness",
+        aggr,
+        "-o",
+        str(out),
+    ]
     print("  $", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
@@ -56,8 +73,11 @@ def concatenate(parts: list[Path], out: Path, kind: str, seed: int) -> None:
 
     arrays = [read_dsrl(p).to_numpy() for p in parts]
     merged = {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
-    meta = {"task": TASK, "source": f"corl bench/make_carcircle_datasets.py kind={kind} seed={seed}",
-            "collector": "corl datasets collect (random + planar-pursuit)"}
+    meta = {
+        "task": TASK,
+        "source": f"corl bench/make_carcircle_datasets.py kind={kind} seed={seed}",
+        "collector": "corl datasets collect (random + planar-pursuit)",
+    }
     write_dsrl(TransitionDataset.from_numpy(merged, meta), out)
 
 

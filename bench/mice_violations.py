@@ -99,9 +99,11 @@ def _plot(per_run: list[dict], limit: float, title: str, out: Path) -> None:
     import numpy as np
 
     colors = {name: c for name, c in zip(VARIANTS, ("tab:red", "tab:blue"))}
-    panels = [("cum_violations", "cumulative violating episodes"),
-              ("cum_violation_excess", "cumulative violation excess Σ max(J_c − d, 0)"),
-              ("episode_cost", "episode cost (moving average of 10)")]
+    panels = [
+        ("cum_violations", "cumulative violating episodes"),
+        ("cum_violation_excess", "cumulative violation excess Σ max(J_c − d, 0)"),
+        ("episode_cost", "episode cost (moving average of 10)"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0))
     for ax, (key, label) in zip(axes, panels):
         for name in VARIANTS:
@@ -114,14 +116,19 @@ def _plot(per_run: list[dict], limit: float, title: str, out: Path) -> None:
                 if key == "episode_cost" and len(vals) >= 10:
                     vals = np.convolve(vals, np.ones(10) / 10, mode="valid")
                     steps = steps[9:]
-                ax.plot(steps, vals, "-", color=colors[name], alpha=0.3, linewidth=0.8,
-                        label=None)
+                ax.plot(steps, vals, "-", color=colors[name], alpha=0.3, linewidth=0.8, label=None)
                 if len(steps):
                     grid = np.linspace(min(steps), max(steps), 200) if grid is None else grid
                     stack.append(np.interp(grid, steps, vals, left=np.nan if key == "episode_cost" else 0.0))
             if stack:
-                ax.plot(grid, np.nanmean(np.vstack(stack), 0), "-", color=colors[name], linewidth=2.0,
-                        label=f"{name} (mean of {len(stack)} seeds)")
+                ax.plot(
+                    grid,
+                    np.nanmean(np.vstack(stack), 0),
+                    "-",
+                    color=colors[name],
+                    linewidth=2.0,
+                    label=f"{name} (mean of {len(stack)} seeds)",
+                )
         if key == "episode_cost":
             ax.axhline(limit, color="k", linestyle="--", linewidth=0.8, label=f"cost limit {limit:g}")
         ax.set_xlabel("env steps")
@@ -153,24 +160,46 @@ def main() -> None:
     env = {**os.environ, "CORL_THREADS": os.environ.get("CORL_THREADS", "1")}
     log = root / "mice_violations.log"
     console = Console(width=200)
-    common = ["--set", f"train.steps={args.steps}", "--set", f"train.num_envs={args.num_envs}",
-              "--set", f"train.steps_per_epoch={args.steps_per_epoch}", "--set", f"train.base=\"{args.base}\""]
+    common = [
+        "--set",
+        f"train.steps={args.steps}",
+        "--set",
+        f"train.num_envs={args.num_envs}",
+        "--set",
+        f"train.steps_per_epoch={args.steps_per_epoch}",
+        "--set",
+        f'train.base="{args.base}"',
+    ]
     if args.update_iters is not None:
         common += ["--set", f"train.update_iters={args.update_iters}"]
     if args.cost_limit is not None:
         common += ["--set", f"train.cost_limit={args.cost_limit}"]
     path = Path(args.json) if args.json else root / "mice_violations.json"
     partial = path.with_suffix(".partial.json")
-    console.print(f"bench: CORL_THREADS={env['CORL_THREADS']} "
-                  f"CORL_DATASETS={env.get('CORL_DATASETS', '(unset: ./datasets)')} "
-                  f"{' '.join([os.path.relpath(sys.executable, ROOT), os.path.relpath(__file__, ROOT), *sys.argv[1:]])}")
+    console.print(
+        f"bench: CORL_THREADS={env['CORL_THREADS']} "
+        f"CORL_DATASETS={env.get('CORL_DATASETS', '(unset: ./datasets)')} "
+        f"{' '.join([os.path.relpath(sys.executable, ROOT), os.path.relpath(__file__, ROOT), *sys.argv[1:]])}"
+    )
     t_bench = time.time()
     per_run: list[dict] = []
     limit = float("nan")
     for seed in args.seeds:
         for name, factor in VARIANTS.items():
-            cmd = [CORL, "run", "mice", "--task", args.task, "--seed", str(seed), *common,
-                   "--set", f"train.intrinsic_factor={factor}", "--checkpoints", str(root)]
+            cmd = [
+                CORL,
+                "run",
+                "mice",
+                "--task",
+                args.task,
+                "--seed",
+                str(seed),
+                *common,
+                "--set",
+                f"train.intrinsic_factor={factor}",
+                "--checkpoints",
+                str(root),
+            ]
             console.print(f"[dim]$ {' '.join(cmd)}[/]")
             stdout, wall = _run(cmd, env, log)
             train_dir, stage_metrics = _train_dir(stdout, root)
@@ -178,69 +207,134 @@ def main() -> None:
             if not eps:
                 sys.exit(f"{train_dir}: no episodes in metrics.jsonl")
             limit = float(eps[-1]["cost_limit"])
-            tail = eps[-args.final_episodes:]
+            tail = eps[-args.final_episodes :]
             row = {
-                "variant": name, "seed": seed, "command": " ".join(cmd), "train_dir": str(train_dir),
-                "wall_s": wall, "stage_wall_s": float(stage_metrics.get("wall_s", wall)),
-                "episodes": len(eps), "env_steps": int(eps[-1]["step"]),
+                "variant": name,
+                "seed": seed,
+                "command": " ".join(cmd),
+                "train_dir": str(train_dir),
+                "wall_s": wall,
+                "stage_wall_s": float(stage_metrics.get("wall_s", wall)),
+                "episodes": len(eps),
+                "env_steps": int(eps[-1]["step"]),
                 "cum_violations": float(eps[-1]["cum_violations"]),
                 "cum_violation_excess": float(eps[-1]["cum_violation_excess"]),
                 "violation_rate": float(eps[-1]["cum_violations"]) / len(eps),
                 "final_reward": statistics.mean(e["episode_reward"] for e in tail),
                 "final_cost": statistics.mean(e["episode_cost"] for e in tail),
-                "final_episodes": len(tail), "cost_limit": limit,
-                "curve": {k: [e[k] for e in eps] for k in ("step", "cum_violations", "cum_violation_excess",
-                                                            "episode_cost", "episode_reward")},
+                "final_episodes": len(tail),
+                "cost_limit": limit,
+                "curve": {
+                    k: [e[k] for e in eps]
+                    for k in ("step", "cum_violations", "cum_violation_excess", "episode_cost", "episode_reward")
+                },
             }
             per_run.append(row)
             partial.write_text(json.dumps({"runs": per_run}, indent=1))  # survives an interrupted bench
-            console.print(f"[dim]seed {seed} {name}: {wall:.0f}s, {row['episodes']} episodes, violations "
-                          f"{row['cum_violations']:.0f} (excess {row['cum_violation_excess']:.0f}), final reward "
-                          f"{row['final_reward']:.2f} cost {row['final_cost']:.2f}[/]")
+            console.print(
+                f"[dim]seed {seed} {name}: {wall:.0f}s, {row['episodes']} episodes, violations "
+                f"{row['cum_violations']:.0f} (excess {row['cum_violation_excess']:.0f}), final reward "
+                f"{row['final_reward']:.2f} cost {row['final_cost']:.2f}[/]"
+            )
     bench_wall = time.time() - t_bench
 
-    title = (f"MICE vs CPO without intrinsic cost on {args.task} (base {args.base}, limit {limit:g}, "
-             f"{args.steps} env steps x seeds {' '.join(map(str, args.seeds))}, {args.num_envs} envs, "
-             f"{args.steps_per_epoch} steps/epoch)")
+    title = (
+        f"MICE vs CPO without intrinsic cost on {args.task} (base {args.base}, limit {limit:g}, "
+        f"{args.steps} env steps x seeds {' '.join(map(str, args.seeds))}, {args.num_envs} envs, "
+        f"{args.steps_per_epoch} steps/epoch)"
+    )
     table = Table(title=title, title_justify="left")
-    for col in ("variant", "violating episodes", "violation excess", "violating / episodes",
-                f"final reward (last {args.final_episodes})", f"final cost (last {args.final_episodes})",
-                "train wall s / run", "per-seed violations", "per-seed excess"):
+    for col in (
+        "variant",
+        "violating episodes",
+        "violation excess",
+        "violating / episodes",
+        f"final reward (last {args.final_episodes})",
+        f"final cost (last {args.final_episodes})",
+        "train wall s / run",
+        "per-seed violations",
+        "per-seed excess",
+    ):
         table.add_column(col)
     summary: list[dict] = []
     for name in VARIANTS:
         runs = [r for r in per_run if r["variant"] == name]
-        col = {k: [r[k] for r in runs] for k in ("cum_violations", "cum_violation_excess", "violation_rate",
-                                                 "final_reward", "final_cost", "wall_s", "stage_wall_s", "episodes")}
-        table.add_row(name, _agg(col["cum_violations"]), _agg(col["cum_violation_excess"]),
-                      _agg(col["violation_rate"], "{:.2f}"), _agg(col["final_reward"], "{:.2f}"),
-                      _agg(col["final_cost"], "{:.2f}"), _agg(col["stage_wall_s"], "{:.0f}"),
-                      " ".join(f"{x:.0f}" for x in col["cum_violations"]),
-                      " ".join(f"{x:.0f}" for x in col["cum_violation_excess"]))
+        col = {
+            k: [r[k] for r in runs]
+            for k in (
+                "cum_violations",
+                "cum_violation_excess",
+                "violation_rate",
+                "final_reward",
+                "final_cost",
+                "wall_s",
+                "stage_wall_s",
+                "episodes",
+            )
+        }
+        table.add_row(
+            name,
+            _agg(col["cum_violations"]),
+            _agg(col["cum_violation_excess"]),
+            _agg(col["violation_rate"], "{:.2f}"),
+            _agg(col["final_reward"], "{:.2f}"),
+            _agg(col["final_cost"], "{:.2f}"),
+            _agg(col["stage_wall_s"], "{:.0f}"),
+            " ".join(f"{x:.0f}" for x in col["cum_violations"]),
+            " ".join(f"{x:.0f}" for x in col["cum_violation_excess"]),
+        )
         summary.append({"variant": name, **col})
     console.print(table)
     base = {r["seed"]: r for r in per_run if r["variant"] != "MICE"}
-    diffs = [r["cum_violations"] - base[r["seed"]]["cum_violations"] for r in per_run
-             if r["variant"] == "MICE" and r["seed"] in base]
-    ex_diffs = [r["cum_violation_excess"] - base[r["seed"]]["cum_violation_excess"] for r in per_run
-                if r["variant"] == "MICE" and r["seed"] in base]
-    console.print(f"paired MICE − CPO per seed: violating episodes {diffs}, excess {[round(x, 1) for x in ex_diffs]}; "
-                  f"bench wall {bench_wall / 60:.1f} min (training, cached or not: "
-                  f"{sum(r['stage_wall_s'] for r in per_run) / 60:.1f} min)")
+    diffs = [
+        r["cum_violations"] - base[r["seed"]]["cum_violations"]
+        for r in per_run
+        if r["variant"] == "MICE" and r["seed"] in base
+    ]
+    ex_diffs = [
+        r["cum_violation_excess"] - base[r["seed"]]["cum_violation_excess"]
+        for r in per_run
+        if r["variant"] == "MICE" and r["seed"] in base
+    ]
+    console.print(
+        f"paired MICE − CPO per seed: violating episodes {diffs}, excess {[round(x, 1) for x in ex_diffs]}; "
+        f"bench wall {bench_wall / 60:.1f} min (training, cached or not: "
+        f"{sum(r['stage_wall_s'] for r in per_run) / 60:.1f} min)"
+    )
 
     plot = path.with_suffix(".png")
     _plot(per_run, limit, title, plot)
-    payload = {"task": args.task, "seeds": args.seeds, "steps": args.steps, "num_envs": args.num_envs,
-               "steps_per_epoch": args.steps_per_epoch, "update_iters": args.update_iters, "base": args.base,
-               "cost_limit": limit, "final_episodes": args.final_episodes,
-               "bench_command": " ".join([sys.executable, *sys.argv]), "bench_wall_s": bench_wall,
-               # Σ of the train stages' own wall_s: the training cost even when this run found them cached
-               "train_wall_total_s": sum(r["stage_wall_s"] for r in per_run),
-               "summary": summary, "paired_diff_violations": diffs, "paired_diff_excess": ex_diffs,
-               "plot": str(plot), "runs": per_run}
+    payload = {
+        "task": args.task,
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "num_envs": args.num_envs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "update_iters": args.update_iters,
+        "base": args.base,
+        "cost_limit": limit,
+        "final_episodes": args.final_episodes,
+        "bench_command": " ".join([sys.executable, *sys.argv]),
+        "bench_wall_s": bench_wall,
+        # Σ of the train stages' own wall_s: the training cost even when this run found them cached
+        "train_wall_total_s": sum(r["stage_wall_s"] for r in per_run),
+        "summary": summary,
+        "paired_diff_violations": diffs,
+        "paired_diff_excess": ex_diffs,
+        "plot": str(plot),
+        "runs": per_run,
+    }
     path.write_text(json.dumps(payload, indent=2))
-    print(json.dumps({"json": str(path), "plot": str(plot), "bench_wall_s": round(bench_wall, 1),
-                      "summary": [{k: v for k, v in s.items()} for s in summary]}))
+    print(
+        json.dumps(
+            {
+                "json": str(path),
+                "plot": str(plot),
+                "bench_wall_s": round(bench_wall, 1),
+                "summary": [{k: v for k, v in s.items()} for s in summary],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -64,9 +64,17 @@ def run_job(job: dict) -> dict:
         return {**job, **_random_scores(job), "wall_s": time.perf_counter() - t0}
     from corl.pipeline.runner import RunRequest, run_pipeline
 
-    req = RunRequest(pipeline=job["pipeline"], task=job["task"], preset=job["preset"], seed=job["seed"],
-                     overrides=job["overrides"], device="cpu", dataset=job["dataset"], offline=True,
-                     checkpoints=job["checkpoints"])
+    req = RunRequest(
+        pipeline=job["pipeline"],
+        task=job["task"],
+        preset=job["preset"],
+        seed=job["seed"],
+        overrides=job["overrides"],
+        device="cpu",
+        dataset=job["dataset"],
+        offline=True,
+        checkpoints=job["checkpoints"],
+    )
     try:
         result = run_pipeline(req)
     except Exception as exc:  # a failed cell is reported, the bench goes on
@@ -77,15 +85,24 @@ def run_job(job: dict) -> dict:
         for k, v in o.metrics.items():
             if isinstance(v, (int, float)):
                 metrics[f"{o.name}/{k}"] = float(v)
-    row = {**job, "normalized_reward": float(final["evaluate/normalized_reward"]),
-           "normalized_cost": float(final["evaluate/normalized_cost"]),
-           "reward": float(final["evaluate/reward"]), "cost": float(final["evaluate/cost"]),
-           "wall_s": time.perf_counter() - t0, "ran": result.ran, "command": req.command(),
-           "record": str(result.record_path) if result.record_path else None,
-           "stage_wall_s": {o.name: o.wall_time for o in result.stages}}
+    row = {
+        **job,
+        "normalized_reward": float(final["evaluate/normalized_reward"]),
+        "normalized_cost": float(final["evaluate/normalized_cost"]),
+        "reward": float(final["evaluate/reward"]),
+        "cost": float(final["evaluate/cost"]),
+        "wall_s": time.perf_counter() - t0,
+        "ran": result.ran,
+        "command": req.command(),
+        "record": str(result.record_path) if result.record_path else None,
+        "stage_wall_s": {o.name: o.wall_time for o in result.stages},
+    }
     # scores labelled best_offline/... (DRCORL's evaluate_best_offline stage), keyed by score name
-    best = {k.rsplit("/", 1)[1]: float(v) for k, v in (result.scores.get("best_offline") or {}).items()
-            if k.startswith("evaluate") and isinstance(v, (int, float))}
+    best = {
+        k.rsplit("/", 1)[1]: float(v)
+        for k, v in (result.scores.get("best_offline") or {}).items()
+        if k.startswith("evaluate") and isinstance(v, (int, float))
+    }
     if best:
         row["best_offline"] = best
     row["estimates"] = {k: metrics[k] for k in metrics if k in ESTIMATE_KEYS or "model_" in k}
@@ -113,9 +130,12 @@ def _random_scores(job: dict) -> dict:
         return low + torch.rand(obs.shape[0], low.numel(), generator=gen) * (high - low)
 
     res = rollout(spec, policy_fn, job["episodes"], seed=job["seed"], num_envs=4)
-    return {"normalized_reward": float(np.mean(normalized_reward(spec, res.reward))),
-            "normalized_cost": float(np.mean(normalized_cost(res.cost, job["limit"]))),
-            "reward": float(res.reward.mean()), "cost": float(res.cost.mean())}
+    return {
+        "normalized_reward": float(np.mean(normalized_reward(spec, res.reward))),
+        "normalized_cost": float(np.mean(normalized_cost(res.cost, job["limit"]))),
+        "reward": float(res.reward.mean()),
+        "cost": float(res.cost.mean()),
+    }
 
 
 def _parse_variant(text: str) -> tuple[str, list[str]]:
@@ -134,19 +154,34 @@ def _correlations(xs: list[float], ys: list[float]) -> tuple[float, float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--datasets", nargs="+", required=True, type=Path)
     ap.add_argument("--task", default="OfflineCarCircle-v0")
     ap.add_argument("--preset", default="quick", help="preset of every spec ('' for none)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per run (every method)")
-    ap.add_argument("--methods", nargs="+", default=["drcorl", "bc-safe", "bc-all", "micro", "random"],
-                    choices=["drcorl", "bc-safe", "bc-all", "micro", "random"])
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=stage.key=value,...",
-                    help="a DRCORL variant (repeatable); default: one variant 'DRCORL', the preset as shipped")
-    ap.add_argument("--extra", action="append", default=[], metavar="LABEL=PIPELINE[:k=v,...]",
-                    help="another pipeline as a row (repeatable)")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=["drcorl", "bc-safe", "bc-all", "micro", "random"],
+        choices=["drcorl", "bc-safe", "bc-all", "micro", "random"],
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=stage.key=value,...",
+        help="a DRCORL variant (repeatable); default: one variant 'DRCORL', the preset as shipped",
+    )
+    ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="LABEL=PIPELINE[:k=v,...]",
+        help="another pipeline as a row (repeatable)",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--checkpoints", default=os.environ.get("CORL_QUALITY_CHECKPOINTS", "/tmp/corl-quality"))
     ap.add_argument("--json", default=None, help="JSON output (default: CHECKPOINTS/quality_drcorl.json)")
@@ -185,9 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     for ds in args.datasets:
         for label, (pipeline, overrides) in rows.items():
             for seed in args.seeds:
-                jobs.append({"label": label, "pipeline": pipeline, "overrides": overrides, "seed": seed,
-                             "dataset": str(ds.resolve()), "task": args.task, "preset": preset,
-                             "checkpoints": args.checkpoints, "episodes": args.episodes, "limit": limit})
+                jobs.append(
+                    {
+                        "label": label,
+                        "pipeline": pipeline,
+                        "overrides": overrides,
+                        "seed": seed,
+                        "dataset": str(ds.resolve()),
+                        "task": args.task,
+                        "preset": preset,
+                        "checkpoints": args.checkpoints,
+                        "episodes": args.episodes,
+                        "limit": limit,
+                    }
+                )
     t_start = time.perf_counter()
     results: list[dict] = []
     partial = Path(args.checkpoints) / "quality_drcorl.partial.jsonl"  # every finished cell, as it lands
@@ -200,20 +246,26 @@ def main(argv: list[str] | None = None) -> int:
             with open(partial, "a") as handle:
                 handle.write(json.dumps(row, default=str) + "\n")
             tail = row.get("error") or f"nR {row['normalized_reward']:.3f} nC {row['normalized_cost']:.2f}"
-            console.print(f"[{len(results)}/{len(jobs)}] {Path(row['dataset']).stem} {row['label']} "
-                          f"seed {row['seed']}: {tail} ({row['wall_s']:.0f}s)")
+            console.print(
+                f"[{len(results)}/{len(jobs)}] {Path(row['dataset']).stem} {row['label']} "
+                f"seed {row['seed']}: {tail} ({row['wall_s']:.0f}s)"
+            )
 
     summary: dict = {}
     for ds in args.datasets:
         key = str(ds.resolve())
-        table = Table(title=f"{ds.name}: {args.task}, cost limit {limit:g}, preset {preset or '-'}, "
-                            f"seeds {' '.join(map(str, args.seeds))}, {args.episodes} episodes per run")
+        table = Table(
+            title=f"{ds.name}: {args.task}, cost limit {limit:g}, preset {preset or '-'}, "
+            f"seeds {' '.join(map(str, args.seeds))}, {args.episodes} episodes per run"
+        )
         for col in ("method", "norm. reward", "norm. cost", "safe seeds", "per seed (reward/cost)", "wall/seed"):
             table.add_column(col, justify="left" if col in ("method", "per seed (reward/cost)") else "right")
         summary[ds.name] = {}
         for label in rows:
-            cell = sorted((r for r in results if r["dataset"] == key and r["label"] == label and "error" not in r),
-                          key=lambda r: r["seed"])
+            cell = sorted(
+                (r for r in results if r["dataset"] == key and r["label"] == label and "error" not in r),
+                key=lambda r: r["seed"],
+            )
             errors = [r for r in results if r["dataset"] == key and r["label"] == label and "error" in r]
             rm, rs = _mean_std([r["normalized_reward"] for r in cell])
             cm, cs = _mean_std([r["normalized_cost"] for r in cell])
@@ -222,22 +274,51 @@ def main(argv: list[str] | None = None) -> int:
             per_seed = " ".join(f"{r['normalized_reward']:.2f}/{r['normalized_cost']:.2f}" for r in cell)
             if errors:
                 per_seed += f" ({len(errors)} failed: {errors[0]['error'][:60]})"
-            table.add_row(label, f"{rm:.3f} ± {rs:.3f}", f"{cm:.2f} ± {cs:.2f}", f"{safe}/{len(cell)}", per_seed,
-                          f"{wall:.0f}s", style=None if cm <= 1.0 else "red")
-            summary[ds.name][label] = {"reward_mean": rm, "reward_std": rs, "cost_mean": cm, "cost_std": cs,
-                                       "safe": safe, "seeds": len(cell), "wall_s": wall, "failed": len(errors)}
+            table.add_row(
+                label,
+                f"{rm:.3f} ± {rs:.3f}",
+                f"{cm:.2f} ± {cs:.2f}",
+                f"{safe}/{len(cell)}",
+                per_seed,
+                f"{wall:.0f}s",
+                style=None if cm <= 1.0 else "red",
+            )
+            summary[ds.name][label] = {
+                "reward_mean": rm,
+                "reward_std": rs,
+                "cost_mean": cm,
+                "cost_std": cs,
+                "safe": safe,
+                "seeds": len(cell),
+                "wall_s": wall,
+                "failed": len(errors),
+            }
             best = [r["best_offline"] for r in cell if r.get("best_offline")]
             if best:
                 bl = f"{label} best_offline"
                 brm, brs = _mean_std([b.get("normalized_reward", float("nan")) for b in best])
                 bcm, bcs = _mean_std([b.get("normalized_cost", float("nan")) for b in best])
                 bsafe = sum(b.get("normalized_cost", 99) <= 1.0 for b in best)
-                table.add_row(bl, f"{brm:.3f} ± {brs:.3f}", f"{bcm:.2f} ± {bcs:.2f}", f"{bsafe}/{len(best)}",
-                              " ".join(f"{b.get('normalized_reward', float('nan')):.2f}/"
-                                       f"{b.get('normalized_cost', float('nan')):.2f}" for b in best), "",
-                              style=None if bcm <= 1.0 else "red")
-                summary[ds.name][bl] = {"reward_mean": brm, "reward_std": brs, "cost_mean": bcm,
-                                        "cost_std": bcs, "safe": bsafe, "seeds": len(best)}
+                table.add_row(
+                    bl,
+                    f"{brm:.3f} ± {brs:.3f}",
+                    f"{bcm:.2f} ± {bcs:.2f}",
+                    f"{bsafe}/{len(best)}",
+                    " ".join(
+                        f"{b.get('normalized_reward', float('nan')):.2f}/{b.get('normalized_cost', float('nan')):.2f}"
+                        for b in best
+                    ),
+                    "",
+                    style=None if bcm <= 1.0 else "red",
+                )
+                summary[ds.name][bl] = {
+                    "reward_mean": brm,
+                    "reward_std": brs,
+                    "cost_mean": bcm,
+                    "cost_std": bcs,
+                    "safe": bsafe,
+                    "seeds": len(best),
+                }
         console.print(table)
 
     # DRCORL against the targets of issue 13, per variant
@@ -248,25 +329,51 @@ def main(argv: list[str] | None = None) -> int:
     for label in drcorl_labels:
         cells = [r for r in results if r["label"] == label and "error" not in r]
         safe = sum(r["normalized_cost"] <= 1.0 for r in cells)
-        better = sum(1 for ds in summary if label in summary[ds] and "BC-Safe" in summary[ds]
-                     and summary[ds][label]["reward_mean"] >= summary[ds]["BC-Safe"]["reward_mean"])
+        better = sum(
+            1
+            for ds in summary
+            if label in summary[ds]
+            and "BC-Safe" in summary[ds]
+            and summary[ds][label]["reward_mean"] >= summary[ds]["BC-Safe"]["reward_mean"]
+        )
         keys = sorted({k for r in cells for k in r.get("estimates", {})})
         if not keys:
             target.add_row(label, f"{safe}/{len(cells)}", f"{better}/{len(summary)}", "-", "", "", "")
         for i, k in enumerate(keys):
-            sp, pe, n = _correlations([r["estimates"].get(k, float("nan")) for r in cells],
-                                      [r["normalized_cost"] for r in cells])
-            target.add_row(label if i == 0 else "", f"{safe}/{len(cells)}" if i == 0 else "",
-                           f"{better}/{len(summary)}" if i == 0 else "", k, f"{sp:.2f}", f"{pe:.2f}", str(n))
+            sp, pe, n = _correlations(
+                [r["estimates"].get(k, float("nan")) for r in cells], [r["normalized_cost"] for r in cells]
+            )
+            target.add_row(
+                label if i == 0 else "",
+                f"{safe}/{len(cells)}" if i == 0 else "",
+                f"{better}/{len(summary)}" if i == 0 else "",
+                k,
+                f"{sp:.2f}",
+                f"{pe:.2f}",
+                str(n),
+            )
     console.print(target)
 
     import torch
 
-    out = {"task": args.task, "cost_limit": limit, "preset": preset, "seeds": args.seeds,
-           "episodes": args.episodes, "datasets": [str(d) for d in args.datasets], "rows": rows,
-           "threads": int(os.environ["CORL_THREADS"]), "jobs": args.jobs, "checkpoints": args.checkpoints,
-           "host": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
-           "total_wall_s": time.perf_counter() - t_start, "summary": summary, "runs": results}
+    out = {
+        "task": args.task,
+        "cost_limit": limit,
+        "preset": preset,
+        "seeds": args.seeds,
+        "episodes": args.episodes,
+        "datasets": [str(d) for d in args.datasets],
+        "rows": rows,
+        "threads": int(os.environ["CORL_THREADS"]),
+        "jobs": args.jobs,
+        "checkpoints": args.checkpoints,
+        "host": platform.node(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "total_wall_s": time.perf_counter() - t_start,
+        "summary": summary,
+        "runs": results,
+    }
     path = Path(args.json) if args.json else Path(args.checkpoints) / "quality_drcorl.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str))

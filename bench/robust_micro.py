@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import CORL, ROOT, finished_stage, run_logged  # noqa: E402
+from _cli import CORL, finished_stage, run_logged  # noqa: E402
 
 _run = run_logged
 
@@ -75,11 +75,21 @@ def main() -> None:
     ap.add_argument("--sim2real", default=None, help="e.g. mass=0.5,1,1.5 (off by default)")
     ap.add_argument("--checkpoints", default="/tmp/corl_robust_micro")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--variants", nargs="+", default=["robust", "plain"], choices=["robust", "plain"],
-                    help="which targets to train (default both)")
-    ap.add_argument("--plain-set", action="append", default=[], metavar="STAGE.KEY=VALUE",
-                    help="extra --set for the plain-target runs only (repeatable), e.g. policy.penalty_coef=15: "
-                         "the plain target may need its own conservatism to learn at all; the row is labelled")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["robust", "plain"],
+        choices=["robust", "plain"],
+        help="which targets to train (default both)",
+    )
+    ap.add_argument(
+        "--plain-set",
+        action="append",
+        default=[],
+        metavar="STAGE.KEY=VALUE",
+        help="extra --set for the plain-target runs only (repeatable), e.g. policy.penalty_coef=15: "
+        "the plain target may need its own conservatism to learn at all; the row is labelled",
+    )
     args = ap.parse_args()
 
     root = Path(args.checkpoints)
@@ -97,8 +107,19 @@ def main() -> None:
         variants.append((label, ["policy.robust_target=false", *args.plain_set]))
     for seed in args.seeds:
         for method, sets in variants:
-            cmd = [CORL, "run", "micro", "--task", args.task, "--preset", args.preset, "--seed", str(seed),
-                   "--checkpoints", str(root)]
+            cmd = [
+                CORL,
+                "run",
+                "micro",
+                "--task",
+                args.task,
+                "--preset",
+                args.preset,
+                "--seed",
+                str(seed),
+                "--checkpoints",
+                str(root),
+            ]
             for item in sets:
                 cmd += ["--set", item]
             stdout, train_wall = _run(cmd, env, log)
@@ -110,20 +131,40 @@ def main() -> None:
                 evals.append(["--sim2real", args.sim2real])
             for i, extra in enumerate(evals):
                 out = pol / f"bench_eval_{i}"
-                ecmd = [CORL, "eval", "--task", args.task, "--artifact", str(pol), "--episodes", str(args.episodes),
-                        "--seed", "1000", "--out", str(out), "--checkpoints", str(root), *extra]
+                ecmd = [
+                    CORL,
+                    "eval",
+                    "--task",
+                    args.task,
+                    "--artifact",
+                    str(pol),
+                    "--episodes",
+                    str(args.episodes),
+                    "--seed",
+                    "1000",
+                    "--out",
+                    str(out),
+                    "--checkpoints",
+                    str(root),
+                    *extra,
+                ]
                 _, ewall = _run(ecmd, env, log)
                 ev = json.loads((out / "eval.json").read_text())
                 key = ev.get("score_key", "normalized_reward")
                 key = "normalized_reward" if key == "reward" else key
                 for cond, cell in _cells(ev):
-                    conds[cond] = {"normalized_reward": cell.get(key, cell.get("normalized_reward")),
-                                   "normalized_cost": cell.get("normalized_cost"),
-                                   "reward": cell.get("reward"), "cost": cell.get("cost")}
+                    conds[cond] = {
+                        "normalized_reward": cell.get(key, cell.get("normalized_reward")),
+                        "normalized_cost": cell.get("normalized_cost"),
+                        "reward": cell.get("reward"),
+                        "cost": cell.get("cost"),
+                    }
                 info["evals"].append({"command": " ".join(ecmd), "wall_s": ewall, "out": str(out)})
-            console.print(f"[dim]seed {seed} {method}: train {train_wall:.0f}s, clean "
-                          f"norm. reward {conds['clean']['normalized_reward']:.3f}, "
-                          f"norm. cost {conds['clean']['normalized_cost']:.3f}[/]")
+            console.print(
+                f"[dim]seed {seed} {method}: train {train_wall:.0f}s, clean "
+                f"norm. reward {conds['clean']['normalized_reward']:.3f}, "
+                f"norm. cost {conds['clean']['normalized_cost']:.3f}[/]"
+            )
             results.setdefault(method, {})[str(seed)] = conds
             runs.append(info)
 
@@ -133,9 +174,11 @@ def main() -> None:
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         return f"{statistics.mean(vals):.3f} ± {sd:.3f}"
 
-    table = Table(title=f"MICRO robust vs plain target on {args.task} (preset {args.preset}, "
-                        f"seeds {' '.join(map(str, args.seeds))}, {args.episodes} episodes/cell)",
-                  title_justify="left")
+    table = Table(
+        title=f"MICRO robust vs plain target on {args.task} (preset {args.preset}, "
+        f"seeds {' '.join(map(str, args.seeds))}, {args.episodes} episodes/cell)",
+        title_justify="left",
+    )
     for col in ("method", "condition", "norm. reward", "norm. cost", "per-seed reward", "per-seed cost"):
         table.add_column(col)
     summary: list[dict] = []
@@ -144,15 +187,25 @@ def main() -> None:
         for cond in conditions:
             r = [s[cond]["normalized_reward"] for s in per_seed.values() if cond in s]
             c = [s[cond]["normalized_cost"] for s in per_seed.values() if cond in s]
-            table.add_row(method, cond, agg(r), agg(c), " ".join(f"{x:.3f}" for x in r),
-                          " ".join(f"{x:.2f}" for x in c))
+            table.add_row(
+                method, cond, agg(r), agg(c), " ".join(f"{x:.3f}" for x in r), " ".join(f"{x:.2f}" for x in c)
+            )
             summary.append({"method": method, "condition": cond, "normalized_reward": r, "normalized_cost": c})
         table.add_section()
     console.print(table)
-    payload = {"task": args.task, "preset": args.preset, "seeds": args.seeds, "episodes": args.episodes,
-               "variants": {label: sets for label, sets in variants},
-               "eps": args.eps, "attacks": args.attacks, "sim2real": args.sim2real, "summary": summary,
-               "per_seed": results, "runs": runs}
+    payload = {
+        "task": args.task,
+        "preset": args.preset,
+        "seeds": args.seeds,
+        "episodes": args.episodes,
+        "variants": {label: sets for label, sets in variants},
+        "eps": args.eps,
+        "attacks": args.attacks,
+        "sim2real": args.sim2real,
+        "summary": summary,
+        "per_seed": results,
+        "runs": runs,
+    }
     path = Path(args.json) if args.json else root / "robust_micro.json"
     path.write_text(json.dumps(payload, indent=2))
     print(json.dumps({"json": str(path), "summary": summary}))

@@ -52,8 +52,14 @@ def _load(path: str):
 
 def _osrl_batch(arrays: dict, idx: np.ndarray, init: np.ndarray | None = None) -> list[torch.Tensor]:
     done = np.logical_or(arrays["terminals"], arrays["timeouts"]).astype(np.float32)
-    out = [arrays["observations"][idx], arrays["next_observations"][idx], arrays["actions"][idx],
-           arrays["rewards"][idx] * 0.1, arrays["costs"][idx], done[idx]]
+    out = [
+        arrays["observations"][idx],
+        arrays["next_observations"][idx],
+        arrays["actions"][idx],
+        arrays["rewards"][idx] * 0.1,
+        arrays["costs"][idx],
+        done[idx],
+    ]
     if init is not None:
         out.append(init[idx])
     return [torch.as_tensor(x, dtype=torch.float32) for x in out]
@@ -95,19 +101,56 @@ def build_cdt(data, batch: int):
     from corl.algos.cdt.data import WindowSampler, split_trajectories
 
     a = data.act_dim
-    model = oa.CDT(data.obs_dim, a, 1.0, seq_len=10, episode_len=300, embedding_dim=128, num_layers=3,
-                   num_heads=8, attention_dropout=0.1, residual_dropout=0.1, embedding_dropout=0.1,
-                   use_rew=True, use_cost=True, cost_transform=True, action_head_layers=1, stochastic=True,
-                   init_temperature=0.1, target_entropy=-a)
-    trainer = oa.CDTTrainer(model, None, learning_rate=1e-4, weight_decay=1e-4, betas=(0.9, 0.999), clip_grad=0.25,
-                            lr_warmup_steps=500, reward_scale=0.1, cost_scale=1.0, loss_cost_weight=0.02,
-                            loss_state_weight=0.0)
+    model = oa.CDT(
+        data.obs_dim,
+        a,
+        1.0,
+        seq_len=10,
+        episode_len=300,
+        embedding_dim=128,
+        num_layers=3,
+        num_heads=8,
+        attention_dropout=0.1,
+        residual_dropout=0.1,
+        embedding_dropout=0.1,
+        use_rew=True,
+        use_cost=True,
+        cost_transform=True,
+        action_head_layers=1,
+        stochastic=True,
+        init_temperature=0.1,
+        target_entropy=-a,
+    )
+    trainer = oa.CDTTrainer(
+        model,
+        None,
+        learning_rate=1e-4,
+        weight_decay=1e-4,
+        betas=(0.9, 0.999),
+        clip_grad=0.25,
+        lr_warmup_steps=500,
+        reward_scale=0.1,
+        cost_scale=1.0,
+        loss_cost_weight=0.02,
+        loss_state_weight=0.0,
+    )
     corl = CDTLearner(CDTConfig(batch_size=batch), CDTModel(data.obs_dim, a, seq_len=10, episode_len=300))
     arrays = {k: v.copy() for k, v in data.to_numpy().items()}
     arrays["terminals"] = arrays["terminals"].astype(np.float32)
     arrays["timeouts"] = arrays["timeouts"].astype(np.float32)
-    seq = SequenceDataset(arrays, seq_len=10, reward_scale=0.1, cost_scale=1.0, deg=4, max_rew_decrease=100,
-                          beta=1.0, augment_percent=0.0, max_reward=600.0, min_reward=1.0, cost_sample=True)
+    seq = SequenceDataset(
+        arrays,
+        seq_len=10,
+        reward_scale=0.1,
+        cost_scale=1.0,
+        deg=4,
+        max_rew_decrease=100,
+        beta=1.0,
+        augment_percent=0.0,
+        max_reward=600.0,
+        min_reward=1.0,
+        cost_sample=True,
+    )
     loader = iter(DataLoader(seq, batch_size=batch, num_workers=0))
     sampler = WindowSampler(split_trajectories(data), 10, 0.1, 1.0)
     return corl, trainer, loader, sampler
@@ -119,8 +162,15 @@ def build(method: str, data, arrays: dict, batch: int):
 
     obs_dim, act_dim = data.obs_dim, data.act_dim
     vae = build_vae(obs_dim, act_dim, [400, 400], None)
-    common = dict(state_dim=obs_dim, action_dim=act_dim, max_action=1.0, a_hidden_sizes=[256, 256],
-                  c_hidden_sizes=[256, 256], cost_limit=10, episode_len=300)
+    common = dict(
+        state_dim=obs_dim,
+        action_dim=act_dim,
+        max_action=1.0,
+        a_hidden_sizes=[256, 256],
+        c_hidden_sizes=[256, 256],
+        cost_limit=10,
+        episode_len=300,
+    )
     if method == "bcql":
         from corl.algos.bcql import BCQLConfig, BCQLLearner
 
@@ -138,17 +188,31 @@ def build(method: str, data, arrays: dict, batch: int):
 
         corl = CPQLearner(CPQConfig(batch_size=batch, vae_joint=True), obs_dim, act_dim, vae, 3.17)
         model = oa.CPQ(**common, vae_hidden_sizes=400, num_q=2, num_qc=2, beta=0.5)
-        trainer = oa.CPQTrainer(model, None, actor_lr=1e-4, critic_lr=1e-3, alpha_lr=1e-4, vae_lr=1e-3,
-                                reward_scale=0.1)
+        trainer = oa.CPQTrainer(
+            model, None, actor_lr=1e-4, critic_lr=1e-3, alpha_lr=1e-4, vae_lr=1e-3, reward_scale=0.1
+        )
     elif method == "coptidice":
         from corl.algos.coptidice import COptiDICEConfig, COptiDICELearner, initial_flags
 
         init = initial_flags(data.episode_ends)
-        corl = COptiDICELearner(COptiDICEConfig(batch_size=batch), obs_dim, act_dim, 3.17, float(init.mean()),
-                                data.observations.std(0, unbiased=False), data.actions.std(0, unbiased=False))
-        model = oa.COptiDICE(**common, f_type="softchi", init_state_propotion=float(init.mean()),
-                             observations_std=arrays["observations"].std(0, keepdims=True),
-                             actions_std=arrays["actions"].std(0, keepdims=True), num_nu=2, num_chi=2)
+        corl = COptiDICELearner(
+            COptiDICEConfig(batch_size=batch),
+            obs_dim,
+            act_dim,
+            3.17,
+            float(init.mean()),
+            data.observations.std(0, unbiased=False),
+            data.actions.std(0, unbiased=False),
+        )
+        model = oa.COptiDICE(
+            **common,
+            f_type="softchi",
+            init_state_propotion=float(init.mean()),
+            observations_std=arrays["observations"].std(0, keepdims=True),
+            actions_std=arrays["actions"].std(0, keepdims=True),
+            num_nu=2,
+            num_chi=2,
+        )
         trainer = oa.COptiDICETrainer(model, None, actor_lr=1e-4, critic_lr=1e-4, scalar_lr=1e-4, reward_scale=0.1)
         return corl, (lambda b: trainer.train_one_step(b)), init.numpy()
     else:
@@ -178,8 +242,10 @@ def main() -> None:
 
     data = _load(args.dataset)
     arrays = {k: v.astype(np.float32) if v.dtype != bool else v for k, v in data.to_numpy().items()}
-    table = Table(title=f"steps/s ({args.clock} clock), OSRL sizes (batch {args.batch}, 256x256 nets, VAE 400; "
-                        f"CDT batch {args.cdt_batch}), 1 torch thread")
+    table = Table(
+        title=f"steps/s ({args.clock} clock), OSRL sizes (batch {args.batch}, 256x256 nets, VAE 400; "
+        f"CDT batch {args.cdt_batch}), 1 torch thread"
+    )
     for col in ("method", "row", "corl", "OSRL", "corl / OSRL"):
         table.add_column(col)
     if args.profile:
@@ -192,19 +258,28 @@ def main() -> None:
         corl, osrl_step, init = build(method, data, arrays, args.batch)
         idx = np.random.randint(0, len(data), args.batch)
         o_batch = _osrl_batch(arrays, idx, init)
-        c_batch = {k: getattr(data, k)[torch.as_tensor(idx)] for k in
-                   ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")}
+        c_batch = {
+            k: getattr(data, k)[torch.as_tensor(idx)]
+            for k in ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")
+        }
         if init is not None:
             c_batch["is_init"] = torch.as_tensor(init[idx])
         odict = {k: arrays[k].copy() for k in arrays}
-        loader = iter(DataLoader(OSRLDataset(odict, reward_scale=0.1, cost_scale=1.0, state_init=init is not None),
-                                 batch_size=args.batch, num_workers=0))
+        loader = iter(
+            DataLoader(
+                OSRLDataset(odict, reward_scale=0.1, cost_scale=1.0, state_init=init is not None),
+                batch_size=args.batch,
+                num_workers=0,
+            )
+        )
         init_t = None if init is None else torch.as_tensor(init)
 
         def corl_loop() -> None:
             i = torch.randint(0, len(data), (args.batch,), generator=gen)
-            b = {k: getattr(data, k)[i] for k in ("observations", "actions", "rewards", "costs",
-                                                  "next_observations", "terminals", "timeouts")}
+            b = {
+                k: getattr(data, k)[i]
+                for k in ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")
+            }
             if init_t is not None:
                 b["is_init"] = init_t[i]
             corl.update(b)
@@ -215,8 +290,10 @@ def main() -> None:
 
         rows = {"update": ([], []), "loop": ([], [])}
         for r in range(args.rounds):
-            pairs = [("update", lambda: corl.update(c_batch), lambda: osrl_step(o_batch)),
-                     ("loop", corl_loop, osrl_loop)]
+            pairs = [
+                ("update", lambda: corl.update(c_batch), lambda: osrl_step(o_batch)),
+                ("loop", corl_loop, osrl_loop),
+            ]
             for name, c_fn, o_fn in pairs:
                 if r % 2 == 0:
                     rows[name][0].append(_time(c_fn, args.iters, args.warmup))
@@ -226,8 +303,10 @@ def main() -> None:
                     rows[name][0].append(_time(c_fn, args.iters, args.warmup))
         share = None
         if args.profile:
-            share = (matmul_share(lambda: corl.update(c_batch), args.profile),
-                     matmul_share(lambda: osrl_step(o_batch), args.profile))
+            share = (
+                matmul_share(lambda: corl.update(c_batch), args.profile),
+                matmul_share(lambda: osrl_step(o_batch), args.profile),
+            )
         _add_rows(table, method, rows, share)
     Console().print(table)
 
@@ -244,18 +323,36 @@ def _add_rows(table: Table, method: str, rows: dict, share: tuple[float, float] 
 def _bench_cdt(table: Table, data, args, gen: torch.Generator) -> None:
     corl, trainer, loader, sampler = build_cdt(data, args.cdt_batch)
     b = sampler.sample(args.cdt_batch, gen)
-    o_args = (b["obs"], b["act"], b["rtg"], b["ctg"], b["timesteps"], b["mask"].float(),
-              torch.zeros(args.cdt_batch), b["cost"])
+    o_args = (
+        b["obs"],
+        b["act"],
+        b["rtg"],
+        b["ctg"],
+        b["timesteps"],
+        b["mask"].float(),
+        torch.zeros(args.cdt_batch),
+        b["cost"],
+    )
 
     def osrl_loop() -> None:
         states, actions, returns, costs_return, time_steps, mask, episode_cost, costs = next(loader)
-        trainer.train_one_step(states.float(), actions.float(), returns.float(), costs_return.float(), time_steps,
-                               mask.float(), episode_cost.float(), costs.float())
+        trainer.train_one_step(
+            states.float(),
+            actions.float(),
+            returns.float(),
+            costs_return.float(),
+            time_steps,
+            mask.float(),
+            episode_cost.float(),
+            costs.float(),
+        )
 
     rows = {"update": ([], []), "loop": ([], [])}
     for r in range(args.rounds):
-        pairs = [("update", lambda: corl.update(b), lambda: trainer.train_one_step(*o_args)),
-                 ("loop", lambda: corl.update(sampler.sample(args.cdt_batch, gen)), osrl_loop)]
+        pairs = [
+            ("update", lambda: corl.update(b), lambda: trainer.train_one_step(*o_args)),
+            ("loop", lambda: corl.update(sampler.sample(args.cdt_batch, gen)), osrl_loop),
+        ]
         for name, c_fn, o_fn in pairs:
             first, second = (c_fn, o_fn) if r % 2 == 0 else (o_fn, c_fn)
             a = _time(first, args.iters, args.warmup)
@@ -264,8 +361,10 @@ def _bench_cdt(table: Table, data, args, gen: torch.Generator) -> None:
             rows[name][1].append(z if r % 2 == 0 else a)
     share = None
     if args.profile:
-        share = (matmul_share(lambda: corl.update(b), args.profile),
-                 matmul_share(lambda: trainer.train_one_step(*o_args), args.profile))
+        share = (
+            matmul_share(lambda: corl.update(b), args.profile),
+            matmul_share(lambda: trainer.train_one_step(*o_args), args.profile),
+        )
     _add_rows(table, "cdt", rows, share)
 
 

@@ -38,8 +38,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig,
-                               PolicyLearner)
+from corl.algos.drcorl import BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig, PolicyLearner
 from corl.data.dataset import TransitionDataset
 from corl.nn.critics import soft_update
 
@@ -47,11 +46,17 @@ from corl.nn.critics import soft_update
 def synthetic(n: int, obs_dim: int, act_dim: int, device: str) -> TransitionDataset:
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
-    return TransitionDataset.from_numpy(dict(
-        observations=obs, actions=rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-        rewards=rng.normal(size=n).astype(np.float32), costs=(rng.random(n) < 0.1).astype(np.float32),
-        next_observations=np.roll(obs, -1, 0), terminals=np.zeros(n, bool),
-        timeouts=np.arange(n) % 300 == 299)).to(device)
+    return TransitionDataset.from_numpy(
+        dict(
+            observations=obs,
+            actions=rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+            rewards=rng.normal(size=n).astype(np.float32),
+            costs=(rng.random(n) < 0.1).astype(np.float32),
+            next_observations=np.roll(obs, -1, 0),
+            terminals=np.zeros(n, bool),
+            timeouts=np.arange(n) % 300 == 299,
+        )
+    ).to(device)
 
 
 def sync(device: torch.device) -> None:
@@ -82,6 +87,7 @@ def bare_behavior(net: torch.nn.Module, cfg: BehaviorConfig, obs, act, device) -
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -110,11 +116,13 @@ def bare_critics(critics: CriticLearner, obs, act, required: bool = False) -> Ca
         if required:
             soft_update(t_r, q_r, 0.005)
             soft_update(t_c, q_c, 0.005)
+
     return step
 
 
-def bare_policy(policy: torch.nn.Module, obs, lr: float, frozen_eps: torch.nn.Module | None = None
-                ) -> Callable[[int], None]:
+def bare_policy(
+    policy: torch.nn.Module, obs, lr: float, frozen_eps: torch.nn.Module | None = None
+) -> Callable[[int], None]:
     """Policy step on a fixed vector; with ``frozen_eps`` the vector is the frozen ScoreNet's
     output at pre-made inputs (the one forward L_bc cannot avoid)."""
     policy = copy.deepcopy(policy)
@@ -131,6 +139,7 @@ def bare_policy(policy: torch.nn.Module, obs, lr: float, frozen_eps: torch.nn.Mo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -169,11 +178,22 @@ def main() -> None:
 
     behavior = BehaviorLearner(od, ad, bcfg, device)
     critics = CriticLearner(od, ad, ccfg, device=device)
-    warm = PolicyLearner(od, ad, copy.deepcopy(behavior.net), copy.deepcopy(critics),
-                         PolicyConfig(**{**pcfg.__dict__, "pretrain_epochs": big}), device=device)
-    safe = PolicyLearner(od, ad, copy.deepcopy(behavior.net), copy.deepcopy(critics),
-                         PolicyConfig(**{**pcfg.__dict__, "pretrain_epochs": 0, "train_epochs": big,
-                                         "warmup_iters": big}), device=device)
+    warm = PolicyLearner(
+        od,
+        ad,
+        copy.deepcopy(behavior.net),
+        copy.deepcopy(critics),
+        PolicyConfig(**{**pcfg.__dict__, "pretrain_epochs": big}),
+        device=device,
+    )
+    safe = PolicyLearner(
+        od,
+        ad,
+        copy.deepcopy(behavior.net),
+        copy.deepcopy(critics),
+        PolicyConfig(**{**pcfg.__dict__, "pretrain_epochs": 0, "train_epochs": big, "warmup_iters": big}),
+        device=device,
+    )
     b0, p0 = b_batches[0], batches[0]
     bare_p = bare_policy(warm.policy, p0["observations"], pcfg.lr)
     bare_c = bare_critics(critics, p0["observations"], p0["actions"])
@@ -183,14 +203,23 @@ def main() -> None:
         bare_c(i)
 
     rows: list[tuple[str, Callable[[int], None], Callable[[int], None]]] = [
-        ("behavior (L_diff)", lambda i: behavior.update(b_batches[i % nb]),
-         bare_behavior(behavior.net, bcfg, b0["observations"], b0["actions"], device)),
+        (
+            "behavior (L_diff)",
+            lambda i: behavior.update(b_batches[i % nb]),
+            bare_behavior(behavior.net, bcfg, b0["observations"], b0["actions"], device),
+        ),
         ("critics (IQL)", lambda i: critics.update(batches[i % nb]), bare_c),
-        ("  same vs bare + target/V(s') fwd + Polyak", lambda i: critics.update(batches[i % nb]),
-         bare_critics(critics, p0["observations"], p0["actions"], required=True)),
+        (
+            "  same vs bare + target/V(s') fwd + Polyak",
+            lambda i: critics.update(batches[i % nb]),
+            bare_critics(critics, p0["observations"], p0["actions"], required=True),
+        ),
         ("policy warm start (L_bc)", lambda i: warm.update(batches[i % nb]), bare_p),
-        ("  same vs bare + frozen eps fwd", lambda i: warm.update(batches[i % nb]),
-         bare_policy(warm.policy, p0["observations"], pcfg.lr, warm.behavior)),
+        (
+            "  same vs bare + frozen eps fwd",
+            lambda i: warm.update(batches[i % nb]),
+            bare_policy(warm.policy, p0["observations"], pcfg.lr, warm.behavior),
+        ),
         ("policy safe it. (TD + L_rew)", lambda i: safe.update(batches[i % nb]), bare_safe),
     ]
     results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _, _ in rows}
@@ -206,8 +235,10 @@ def main() -> None:
                 results[name][1].append(timed(bare_fn, args.iters, device))
                 results[name][0].append(timed(learner_fn, args.iters, device))
 
-    table = Table(title=f"DRCORL learners vs bare loops ({device.type}, threads {args.threads}, "
-                        f"batch {args.behavior_batch}/{args.batch}, {'small' if args.small else 'paper'} nets)")
+    table = Table(
+        title=f"DRCORL learners vs bare loops ({device.type}, threads {args.threads}, "
+        f"batch {args.behavior_batch}/{args.batch}, {'small' if args.small else 'paper'} nets)"
+    )
     table.add_column("update")
     table.add_column("learner steps/s", justify="right")
     table.add_column("bare steps/s", justify="right")

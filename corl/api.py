@@ -62,18 +62,38 @@ def overrides_list(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[
     return [str(item) for item in overrides]
 
 
-def request(pipeline: str, task: str, *, preset: str | None = None, seed: int = 0,
-            overrides: Mapping[str, Any] | Sequence[str] | None = None, device: str = "auto",
-            dataset: str | Path | None = None, offline: bool | None = None, checkpoints: str | Path | None = None,
-            wait: bool = True, checkpoint_every: int | None = None,
-            checkpoint_seconds: float | None = None) -> "RunRequest":
+def request(
+    pipeline: str,
+    task: str,
+    *,
+    preset: str | None = None,
+    seed: int = 0,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    device: str = "auto",
+    dataset: str | Path | None = None,
+    offline: bool | None = None,
+    checkpoints: str | Path | None = None,
+    wait: bool = True,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = None,
+) -> "RunRequest":
     """The :class:`~corl.pipeline.runner.RunRequest` that ``run`` and ``plan`` execute."""
     from corl.pipeline.results import RunRequest
 
-    return RunRequest(pipeline=pipeline, task=task, preset=preset, seed=int(seed), overrides=overrides_list(overrides),
-                      device=device, dataset=str(dataset) if dataset else None, offline=offline,
-                      checkpoints=str(checkpoints) if checkpoints else None, wait=wait,
-                      checkpoint_every_steps=checkpoint_every, checkpoint_every_seconds=checkpoint_seconds)
+    return RunRequest(
+        pipeline=pipeline,
+        task=task,
+        preset=preset,
+        seed=int(seed),
+        overrides=overrides_list(overrides),
+        device=device,
+        dataset=str(dataset) if dataset else None,
+        offline=offline,
+        checkpoints=str(checkpoints) if checkpoints else None,
+        wait=wait,
+        checkpoint_every_steps=checkpoint_every,
+        checkpoint_every_seconds=checkpoint_seconds,
+    )
 
 
 @dataclass
@@ -114,18 +134,41 @@ def _as_run(result: "RunResult") -> Run:
 
     record = {"_path": str(result.record_path)}
     scores = result.scores
-    return Run(id=short_id(record), record_id=record_id(record), record_path=Path(result.record_path),
-               pipeline=result.pipeline, task=result.task, seed=result.seed, preset=result.preset,
-               status=result.status, wall_time=result.wall_time,
-               artifacts={o.name: o.dir for o in result.stages}, final=dict(scores.get("final", {})),
-               best=dict(scores.get("best", {})), dataset=dict(result.dataset), result=result)
+    return Run(
+        id=short_id(record),
+        record_id=record_id(record),
+        record_path=Path(result.record_path),
+        pipeline=result.pipeline,
+        task=result.task,
+        seed=result.seed,
+        preset=result.preset,
+        status=result.status,
+        wall_time=result.wall_time,
+        artifacts={o.name: o.dir for o in result.stages},
+        final=dict(scores.get("final", {})),
+        best=dict(scores.get("best", {})),
+        dataset=dict(result.dataset),
+        result=result,
+    )
 
 
-def run(pipeline: str, task: str, *, preset: str | None = None, seed: int = 0,
-        overrides: Mapping[str, Any] | Sequence[str] | None = None, device: str = "auto",
-        dataset: str | Path | None = None, offline: bool | None = None, checkpoints: str | Path | None = None,
-        logger: str | Sequence[str] | None = None, callbacks: "RunCallbacks | None" = None, wait: bool = True,
-        checkpoint_every: int | None = None, checkpoint_seconds: float | None = None) -> Run:
+def run(
+    pipeline: str,
+    task: str,
+    *,
+    preset: str | None = None,
+    seed: int = 0,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    device: str = "auto",
+    dataset: str | Path | None = None,
+    offline: bool | None = None,
+    checkpoints: str | Path | None = None,
+    logger: str | Sequence[str] | None = None,
+    callbacks: "RunCallbacks | None" = None,
+    wait: bool = True,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = None,
+) -> Run:
     """Run (or resume, or find cached) a pipeline on a task, as ``corl run`` does.
 
     ``overrides``: ``{"bc.mode": "all"}`` or ``["bc.mode=all"]`` (``--set``). ``logger``:
@@ -135,9 +178,20 @@ def run(pipeline: str, task: str, *, preset: str | None = None, seed: int = 0,
     from corl.pipeline.loggers import with_loggers
     from corl.pipeline.runner import run_pipeline
 
-    req = request(pipeline, task, preset=preset, seed=seed, overrides=overrides, device=device, dataset=dataset,
-                  offline=offline, checkpoints=checkpoints, wait=wait, checkpoint_every=checkpoint_every,
-                  checkpoint_seconds=checkpoint_seconds)
+    req = request(
+        pipeline,
+        task,
+        preset=preset,
+        seed=seed,
+        overrides=overrides,
+        device=device,
+        dataset=dataset,
+        offline=offline,
+        checkpoints=checkpoints,
+        wait=wait,
+        checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds,
+    )
     with with_loggers(logger, req, callbacks) as cbs:
         result = run_pipeline(req, cbs)
     return _as_run(result)
@@ -151,15 +205,34 @@ def plan(pipeline: str, task: str, *, callbacks: "RunCallbacks | None" = None, *
 
 
 # ------------------------------------------------------------------------------ evaluate
-def evaluate(target: "str | Sequence[str] | Run | None" = None, *, task: str | None = None, run: str | None = None,
-             artifact: str | Path | None = None, episodes: int | None = None, num_envs: int | None = None,
-             seed: int | None = None, cost_limit: float | None = None,
-             cost_limits: str | Sequence[float] | None = None, sim2real: Sequence[str] = (),
-             attack: str | None = None, eps: str | Sequence[float] | None = None, attack_steps: int = 0,
-             candidates: int = 50, critic: str | None = None, out: str | Path | None = None,
-             checkpoints: str | Path | None = None, device: str = "cpu", video: int = 0, video_every: int = 1,
-             video_size: str | tuple[int, int] | None = None, video_perturbed: bool = False, iterates: int = 0,
-             progress: Callable[[str], None] | None = None, command: str = "") -> "EvalSession":
+def evaluate(
+    target: "str | Sequence[str] | Run | None" = None,
+    *,
+    task: str | None = None,
+    run: str | None = None,
+    artifact: str | Path | None = None,
+    episodes: int | None = None,
+    num_envs: int | None = None,
+    seed: int | None = None,
+    cost_limit: float | None = None,
+    cost_limits: str | Sequence[float] | None = None,
+    sim2real: Sequence[str] = (),
+    attack: str | None = None,
+    eps: str | Sequence[float] | None = None,
+    attack_steps: int = 0,
+    candidates: int = 50,
+    critic: str | None = None,
+    out: str | Path | None = None,
+    checkpoints: str | Path | None = None,
+    device: str = "cpu",
+    video: int = 0,
+    video_every: int = 1,
+    video_size: str | tuple[int, int] | None = None,
+    video_perturbed: bool = False,
+    iterates: int = 0,
+    progress: Callable[[str], None] | None = None,
+    command: str = "",
+) -> "EvalSession":
     """Evaluate trained policies, as ``corl eval`` does; returns the session (``.evals``,
     ``.scores()``, ``.videos``, ``.written``).
 
@@ -189,19 +262,41 @@ def evaluate(target: "str | Sequence[str] | Run | None" = None, *, task: str | N
         raise CorlError("--eps needs --attack (random, action_diff or min_Q)")
     if attack:
         from corl.eval import DEFAULT_EPS
-        budgets = report.parse_eps(eps if isinstance(eps, str) else DEFAULT_EPS) if (eps is None or isinstance(eps, str)) \
+
+        budgets = (
+            report.parse_eps(eps if isinstance(eps, str) else DEFAULT_EPS)
+            if (eps is None or isinstance(eps, str))
             else tuple(float(v) for v in eps)
+        )
     else:
         budgets = (0.0,)
     opts = report.EvalOptions(
-        episodes=episodes, num_envs=num_envs, seed=seed, cost_limit=cost_limit, cost_limits=limits,
-        sim2real=tuple(sim2real), attack=attack, eps=budgets, attack_steps=attack_steps, candidates=candidates,
-        device=device, command=command or "corl.evaluate(...)")
+        episodes=episodes,
+        num_envs=num_envs,
+        seed=seed,
+        cost_limit=cost_limit,
+        cost_limits=limits,
+        sim2real=tuple(sim2real),
+        attack=attack,
+        eps=budgets,
+        attack_steps=attack_steps,
+        candidates=candidates,
+        device=device,
+        command=command or "corl.evaluate(...)",
+    )
     size = parse_size(video_size) if isinstance(video_size, str) or video_size is None else tuple(video_size)
-    req = EvalRequest(pipelines=names, task=task, run_id=run, artifact=artifact, options=opts, critic=critic, out=out,
-                      iterates=iterates,
-                      checkpoints=checkpoints,
-                      video=VideoOptions(int(video), int(video_every), size, bool(video_perturbed)))  # type: ignore[arg-type]
+    req = EvalRequest(
+        pipelines=names,
+        task=task,
+        run_id=run,
+        artifact=artifact,
+        options=opts,
+        critic=critic,
+        out=out,
+        iterates=iterates,
+        checkpoints=checkpoints,
+        video=VideoOptions(int(video), int(video_every), size, bool(video_perturbed)),
+    )  # type: ignore[arg-type]
     return evaluate_session(req, progress)
 
 
@@ -234,19 +329,25 @@ class Policy:
         if single:
             x = x[None]
         if x.ndim != 2 or x.shape[1] != self.loaded.obs_dim:
-            raise CorlError(f"policy of {self.task} takes observations of shape ({self.loaded.obs_dim},) or "
-                            f"(B, {self.loaded.obs_dim}), got {tuple(np.shape(obs))}")
+            raise CorlError(
+                f"policy of {self.task} takes observations of shape ({self.loaded.obs_dim},) or "
+                f"(B, {self.loaded.obs_dim}), got {tuple(np.shape(obs))}"
+            )
         with torch.no_grad():
             action = self.module(x).numpy()
         return action[0] if single else action
 
     def __repr__(self) -> str:
-        return (f"Policy({self.label!r} [{self.checkpoint}] on {self.task}, "
-                f"artifact {self.selected.artifact.dir.name})")
+        return f"Policy({self.label!r} [{self.checkpoint}] on {self.task}, artifact {self.selected.artifact.dir.name})"
 
 
-def select_policy(source: "Run | str | Path", *, task: str | None = None, checkpoint: str = "final",
-                  checkpoints: str | Path | None = None) -> "SelectedPolicy":
+def select_policy(
+    source: "Run | str | Path",
+    *,
+    task: str | None = None,
+    checkpoint: str = "final",
+    checkpoints: str | Path | None = None,
+) -> "SelectedPolicy":
     """Resolve a run (a :class:`Run`, a run id or record path), an artifact directory, or a
     pipeline name with ``task`` (its latest finished run) to one policy checkpoint."""
     from corl.eval import select
@@ -270,15 +371,21 @@ def select_policy(source: "Run | str | Path", *, task: str | None = None, checkp
     raise CorlError(f"{source}: no {checkpoint!r} policy (has {', '.join(s.checkpoint for s in found)})")
 
 
-def load_policy(source: "Run | str | Path", *, task: str | None = None, checkpoint: str = "final",
-                checkpoints: str | Path | None = None) -> Policy:
+def load_policy(
+    source: "Run | str | Path",
+    *,
+    task: str | None = None,
+    checkpoint: str = "final",
+    checkpoints: str | Path | None = None,
+) -> Policy:
     """A trained policy as ``obs -> action`` (numpy in, numpy out); see :func:`select_policy`."""
     return Policy(select_policy(source, task=task, checkpoint=checkpoint, checkpoints=checkpoints))
 
 
 # ------------------------------------------------------------------------------ data and envs
-def load_dataset(task_or_path: str | Path, *, task: str | None = None, offline: bool | None = None
-                 ) -> "TransitionDataset":
+def load_dataset(
+    task_or_path: str | Path, *, task: str | None = None, offline: bool | None = None
+) -> "TransitionDataset":
     """A task's dataset by the documented lookup (``--dataset``, the store, DSRL's cache, the
     bundled sample), or a DSRL/D4RL HDF5 file by path (``task`` checks its dims)."""
     from corl.tasks import get_task
@@ -314,9 +421,16 @@ def _short(record_path: str | None) -> str | None:
     return short_id({"_path": record_path}) if record_path else None
 
 
-def export_policy(source: "Run | str | Path", fmt: str = "torchscript", out: str | Path = "export", *,
-           task: str | None = None, checkpoint: str = "final", checkpoints: str | Path | None = None,
-           name: str | None = None) -> tuple[Path, Path]:
+def export_policy(
+    source: "Run | str | Path",
+    fmt: str = "torchscript",
+    out: str | Path = "export",
+    *,
+    task: str | None = None,
+    checkpoint: str = "final",
+    checkpoints: str | Path | None = None,
+    name: str | None = None,
+) -> tuple[Path, Path]:
     """Write a policy as a standalone TorchScript (``.pt``) or ONNX file plus its JSON card
     (``corl export``); returns (file, card)."""
     from corl.export.writer import export as write
@@ -324,22 +438,55 @@ def export_policy(source: "Run | str | Path", fmt: str = "torchscript", out: str
     selected = select_policy(source, task=task, checkpoint=checkpoint, checkpoints=checkpoints)
     policy = Policy(selected)
     about = {
-        "task": selected.task.name, "label": selected.label, "checkpoint": selected.checkpoint,
-        "pipeline": selected.pipeline, "run_id": selected.run_id, "seed": selected.seed,
+        "task": selected.task.name,
+        "label": selected.label,
+        "checkpoint": selected.checkpoint,
+        "pipeline": selected.pipeline,
+        "run_id": selected.run_id,
+        "seed": selected.seed,
         "run_short_id": _short(selected.run_path),
         "cost_limit": selected.trained_cost_limit,
         "dataset": {k: selected.dataset.get(k) for k in ("sha256", "path", "origin") if k in selected.dataset},
-        "training": {"artifact": selected.artifact.dir.name, "kind": selected.artifact.kind,
-                     "key": selected.artifact.key, "config": selected.artifact.manifest.get("config", {})},
-        "scores_at_export": {k: v for k, v in selected.recorded_scores.items()
-                             if k.split("/")[-1] in ("normalized_reward", "normalized_cost", "normalized_score",
-                                                     "normalized_reward_std", "normalized_cost_std", "reward",
-                                                     "cost", "episodes", "safe")},
+        "training": {
+            "artifact": selected.artifact.dir.name,
+            "kind": selected.artifact.kind,
+            "key": selected.artifact.key,
+            "config": selected.artifact.manifest.get("config", {}),
+        },
+        "scores_at_export": {
+            k: v
+            for k, v in selected.recorded_scores.items()
+            if k.split("/")[-1]
+            in (
+                "normalized_reward",
+                "normalized_cost",
+                "normalized_score",
+                "normalized_reward_std",
+                "normalized_cost_std",
+                "reward",
+                "cost",
+                "episodes",
+                "safe",
+            )
+        },
     }
     stem = name or f"{selected.pipeline or selected.artifact.kind}-{selected.task.name}-s{selected.seed}" + (
-        "" if checkpoint == "final" else f"-{checkpoint}")
+        "" if checkpoint == "final" else f"-{checkpoint}"
+    )
     return write(policy.loaded, fmt, Path(out), stem, about)
 
 
-__all__ = ["Run", "Policy", "run", "plan", "request", "evaluate", "load_policy", "select_policy", "load_dataset",
-           "make_env", "export_policy", "overrides_list"]
+__all__ = [
+    "Run",
+    "Policy",
+    "run",
+    "plan",
+    "request",
+    "evaluate",
+    "load_policy",
+    "select_policy",
+    "load_dataset",
+    "make_env",
+    "export_policy",
+    "overrides_list",
+]

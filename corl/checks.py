@@ -25,19 +25,73 @@ from corl.errors import ConfigError
 #: The seed range every consumer accepts (numpy's legacy seed, env resets, torch generators).
 SEED_MAX = 2**32 - 1
 #: Int config fields that count or size something and must be >= 1.
-POSITIVE_INTS = frozenset({
-    "steps", "batch_size", "episodes", "num_envs", "ensemble_size", "num_elites", "epochs", "n_policy_epochs",
-    "train_epochs", "steps_per_epoch", "steps_per_pretrain_epoch", "episodes_per_round", "buffer_size",
-    "sample_action_num", "num_q", "num_qc", "num_critics", "num_samples", "width", "time_dim", "memory_capacity",
-    "k_knn", "update_iters", "estimate_episodes", "estimate_every", "estimate_num_envs", "eval_episodes",
-    "max_holdout", "n_step", "mstep_iter_num", "estep_iter_num", "slsqp_maxiter", "rollout_length",
-    "rollout_batch_size", "rollout_freq", "blocks", "expansion", "model_retain_epochs",
-    "reward_scale_episode_steps", "max_q_backup_samples", "max_epochs_since_update", "episode_len",
-    "episode_length", "horizon", "max_epochs", "episode_rerun_num",
-})
+POSITIVE_INTS = frozenset(
+    {
+        "steps",
+        "batch_size",
+        "episodes",
+        "num_envs",
+        "ensemble_size",
+        "num_elites",
+        "epochs",
+        "n_policy_epochs",
+        "train_epochs",
+        "steps_per_epoch",
+        "steps_per_pretrain_epoch",
+        "episodes_per_round",
+        "buffer_size",
+        "sample_action_num",
+        "num_q",
+        "num_qc",
+        "num_critics",
+        "num_samples",
+        "width",
+        "time_dim",
+        "memory_capacity",
+        "k_knn",
+        "update_iters",
+        "estimate_episodes",
+        "estimate_every",
+        "estimate_num_envs",
+        "eval_episodes",
+        "max_holdout",
+        "n_step",
+        "mstep_iter_num",
+        "estep_iter_num",
+        "slsqp_maxiter",
+        "rollout_length",
+        "rollout_batch_size",
+        "rollout_freq",
+        "blocks",
+        "expansion",
+        "model_retain_epochs",
+        "reward_scale_episode_steps",
+        "max_q_backup_samples",
+        "max_epochs_since_update",
+        "episode_len",
+        "episode_length",
+        "horizon",
+        "max_epochs",
+        "episode_rerun_num",
+    }
+)
 #: Float fields that are probabilities or discounts, in [0, 1].
-UNIT_FLOATS = frozenset({"gamma", "cost_gamma", "tau", "expectile", "cost_expectile", "dropout", "holdout_ratio", "real_ratio",
-                         "density", "intrinsic_decay", "t_min", "t_max"})
+UNIT_FLOATS = frozenset(
+    {
+        "gamma",
+        "cost_gamma",
+        "tau",
+        "expectile",
+        "cost_expectile",
+        "dropout",
+        "holdout_ratio",
+        "real_ratio",
+        "density",
+        "intrinsic_decay",
+        "t_min",
+        "t_max",
+    }
+)
 
 
 #: Float fields where an infinity is a documented setting (``-inf``: no clamp); bounds named

@@ -126,10 +126,10 @@ def import_dsrl():
         import bullet_safety_gym  # noqa: F401  registers Safety*-v0 bullet tasks
 
         install_bullet_stream_fix()
-        import safety_gymnasium  # noqa: F401  registers Safety* gymnasium tasks
         import dsrl  # noqa: F401
         import dsrl.offline_bullet_safety_gym  # noqa: F401
         import dsrl.offline_safety_gymnasium  # noqa: F401
+        import safety_gymnasium  # noqa: F401  registers Safety* gymnasium tasks
     import dsrl as module
 
     return module

@@ -104,8 +104,9 @@ def check_free_space(path: str | Path, needed: int) -> None:
     except OSError:
         return  # cannot tell: the write itself will say
     if free < needed + SPACE_MARGIN + needed // 64:
-        raise DiskError(f"{path}: no space left on device (needs about {_human(needed)}, "
-                        f"{_human(free)} free on {directory})")
+        raise DiskError(
+            f"{path}: no space left on device (needs about {_human(needed)}, {_human(free)} free on {directory})"
+        )
 
 
 def _human(n: float) -> str:
@@ -202,7 +203,9 @@ def read_json(path: str | Path, expect: type | tuple[type, ...] = dict, what: st
     except IsADirectoryError:
         raise UnreadableFile(f"{path}: unreadable {what}: is a directory") from None
     except OSError as exc:
-        raise UnreadableFile(f"{path}: unreadable {what}: {ENVIRONMENT_ERRNOS.get(exc.errno or -1, exc.strerror)}") from None
+        raise UnreadableFile(
+            f"{path}: unreadable {what}: {ENVIRONMENT_ERRNOS.get(exc.errno or -1, exc.strerror)}"
+        ) from None
     try:
         value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -213,10 +216,18 @@ def read_json(path: str | Path, expect: type | tuple[type, ...] = dict, what: st
         raise UnreadableFile(f"{path}: unreadable {what}: nested too deeply") from None
     if not isinstance(value, expect):
         names = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
-        raise UnreadableFile(f"{path}: unreadable {what}: expected a JSON {_json_name(names)}, got {_json_name(type(value).__name__)}")
+        raise UnreadableFile(
+            f"{path}: unreadable {what}: expected a JSON {_json_name(names)}, got {_json_name(type(value).__name__)}"
+        )
     return value
 
 
 def _json_name(py: str) -> str:
-    return {"dict": "object", "list": "array", "str": "string", "NoneType": "null", "int": "number",
-            "float": "number"}.get(py, py)
+    return {
+        "dict": "object",
+        "list": "array",
+        "str": "string",
+        "NoneType": "null",
+        "int": "number",
+        "float": "number",
+    }.get(py, py)

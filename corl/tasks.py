@@ -44,14 +44,34 @@ D4RL_DATASETS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
 #: DSRL datasheet dims (observation, action) for the offline tasks corl supports.
 DSRL_DIMS: dict[str, tuple[int, int]] = {
-    "BallRun": (7, 2), "CarRun": (7, 2), "DroneRun": (17, 4), "AntRun": (33, 8),
-    "BallCircle": (8, 2), "CarCircle": (8, 2), "DroneCircle": (18, 4), "AntCircle": (34, 8),
-    "PointGoal1": (60, 2), "PointGoal2": (60, 2), "PointButton1": (76, 2),
-    "PointButton2": (76, 2), "PointPush1": (76, 2), "PointPush2": (76, 2),
-    "PointCircle1": (28, 2), "PointCircle2": (28, 2), "CarGoal1": (72, 2), "CarGoal2": (72, 2),
-    "CarButton1": (88, 2), "CarButton2": (88, 2), "CarPush1": (88, 2), "CarPush2": (88, 2),
-    "CarCircle1": (40, 2), "CarCircle2": (40, 2), "SwimmerVelocity": (8, 2),
-    "HopperVelocity": (11, 3), "HalfCheetahVelocity": (17, 6), "Walker2dVelocity": (17, 6),
+    "BallRun": (7, 2),
+    "CarRun": (7, 2),
+    "DroneRun": (17, 4),
+    "AntRun": (33, 8),
+    "BallCircle": (8, 2),
+    "CarCircle": (8, 2),
+    "DroneCircle": (18, 4),
+    "AntCircle": (34, 8),
+    "PointGoal1": (60, 2),
+    "PointGoal2": (60, 2),
+    "PointButton1": (76, 2),
+    "PointButton2": (76, 2),
+    "PointPush1": (76, 2),
+    "PointPush2": (76, 2),
+    "PointCircle1": (28, 2),
+    "PointCircle2": (28, 2),
+    "CarGoal1": (72, 2),
+    "CarGoal2": (72, 2),
+    "CarButton1": (88, 2),
+    "CarButton2": (88, 2),
+    "CarPush1": (88, 2),
+    "CarPush2": (88, 2),
+    "CarCircle1": (40, 2),
+    "CarCircle2": (40, 2),
+    "SwimmerVelocity": (8, 2),
+    "HopperVelocity": (11, 3),
+    "HalfCheetahVelocity": (17, 6),
+    "Walker2dVelocity": (17, 6),
     "AntVelocity": (27, 8),
 }
 BULLET_AGENTS = ("Ball", "Car", "Drone", "Ant")
@@ -144,8 +164,14 @@ def _online_tasks() -> list[TaskSpec]:
         limits = GYMNASIUM_COST_LIMITS if family == "safety-gymnasium" else BULLET_COST_LIMITS
         specs.append(
             TaskSpec(
-                name=name, kind="online", family=family, env_id=env_id,  # type: ignore[arg-type]
-                obs_dim=obs, act_dim=act, max_episode_steps=steps, cost_limits=limits,
+                name=name,
+                kind="online",
+                family=family,
+                env_id=env_id,  # type: ignore[arg-type]
+                obs_dim=obs,
+                act_dim=act,
+                max_episode_steps=steps,
+                cost_limits=limits,
             )
         )
     return specs
@@ -158,9 +184,15 @@ def _d4rl_tasks() -> list[TaskSpec]:
         for ds in D4RL_DATASETS:
             specs.append(
                 TaskSpec(
-                    name=f"{env}-{ds}-v2", kind="d4rl", family="mujoco", env_id=D4RL_ENVS[env],
-                    obs_dim=obs, act_dim=act, max_episode_steps=1000,
-                    reward_min=random_ret, reward_max=expert_ret,
+                    name=f"{env}-{ds}-v2",
+                    kind="d4rl",
+                    family="mujoco",
+                    env_id=D4RL_ENVS[env],
+                    obs_dim=obs,
+                    act_dim=act,
+                    max_episode_steps=1000,
+                    reward_min=random_ret,
+                    reward_max=expert_ret,
                     dataset_file=f"{env}_{ds.replace('-', '_')}-v2.hdf5",
                 )
             )

@@ -78,8 +78,9 @@ def run(spec: Path, dataset: Path, overrides: tuple[str, ...] = (), callbacks=No
     """Run a spec in-process on the test dataset; returns the RunResult."""
     from corl.pipeline.runner import RunRequest, run_pipeline
 
-    req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(dataset), overrides=list(overrides),
-                     device="cpu", **kwargs)
+    req = RunRequest(
+        pipeline=str(spec), task=TASK, dataset=str(dataset), overrides=list(overrides), device="cpu", **kwargs
+    )
     return run_pipeline(req, callbacks)
 
 

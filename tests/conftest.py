@@ -23,7 +23,9 @@ def _isolated_stores(tmp_path, monkeypatch):
     monkeypatch.setenv("CORL_OFFLINE", "1")
 
 
-def make_arrays(n_episodes: int = 4, length: int = 25, obs_dim: int = 8, act_dim: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+def make_arrays(
+    n_episodes: int = 4, length: int = 25, obs_dim: int = 8, act_dim: int = 2, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Synthetic transitions with episode structure (for format/validation tests only)."""
     rng = np.random.default_rng(seed)
     n = n_episodes * length

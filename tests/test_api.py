@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _pipeline_util import REPO, TASK
 
 README = REPO / "README.md"
@@ -130,9 +129,14 @@ def test_export_reproduces_corl_actions_without_corl(example, fmt, tmp_path):
     script = tmp_path / "load.py"
     script.write_text(LOADER)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, str(script), fmt, str(files[0]), str(tmp_path / "obs.npy"),
-                           str(tmp_path / "act.npy")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), fmt, str(files[0]), str(tmp_path / "obs.npy"), str(tmp_path / "act.npy")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"corl_imported": False}
     exported = np.load(tmp_path / "act.npy")
@@ -179,9 +183,28 @@ def test_eval_video_writes_playable_files(example, monkeypatch, capsys):
     from corl.eval.video import expected_frames
 
     run, root = example["run"], example["root"]
-    monkeypatch.setattr(sys, "argv", ["corl", "eval", "--run", run.id, "--episodes", "1", "--num-envs", "1",
-                                      "--video", "2", "--video-every", "30", "--video-size", "160x120",
-                                      "--checkpoints", str(root)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "corl",
+            "eval",
+            "--run",
+            run.id,
+            "--episodes",
+            "1",
+            "--num-envs",
+            "1",
+            "--video",
+            "2",
+            "--video-every",
+            "30",
+            "--video-size",
+            "160x120",
+            "--checkpoints",
+            str(root),
+        ],
+    )
     monkeypatch.setenv("COLUMNS", "200")
     try:
         main()

@@ -25,43 +25,13 @@ ONLINE = {"cvpo": "SafetyCarCircle-v0", "mice": "SafetyCarCircle-v0"}
 # pipeline -> stage -> key, for the quick preset at seed 0 on OfflineCarCircle-v0 (the bundled
 # sample) or, for the online pipelines, SafetyCarCircle-v0.
 EXPECTED: dict[str, dict[str, str]] = {
-    "bc": {
-        "bc": "68b4436a111c",
-        "dataset": "4b3cbdfdc110",
-        "evaluate": "8fa9b7365db8"
-    },
-    "bcql": {
-        "bcql": "d965dcf47cf9",
-        "dataset": "4b3cbdfdc110",
-        "evaluate": "2bf995ca4942",
-        "vae": "30b53426e9a2"
-    },
-    "bearl": {
-        "bearl": "1061b455eabb",
-        "dataset": "4b3cbdfdc110",
-        "evaluate": "aa9c21f8df8d",
-        "vae": "30b53426e9a2"
-    },
-    "cdt": {
-        "cdt": "0b732c3621c1",
-        "dataset": "4b3cbdfdc110",
-        "evaluate": "8058095edc45"
-    },
-    "coptidice": {
-        "coptidice": "9ccebb69aefc",
-        "dataset": "4b3cbdfdc110",
-        "evaluate": "28a23fa2f7d9"
-    },
-    "cpq": {
-        "cpq": "421b259e57ce",
-        "dataset": "4b3cbdfdc110",
-        "evaluate": "cc4f309f2f5c",
-        "vae": "30b53426e9a2"
-    },
-    "cvpo": {
-        "export": "b2387b5a0a6f",
-        "train": "0ad4144750c2"
-    },
+    "bc": {"bc": "68b4436a111c", "dataset": "4b3cbdfdc110", "evaluate": "8fa9b7365db8"},
+    "bcql": {"bcql": "d965dcf47cf9", "dataset": "4b3cbdfdc110", "evaluate": "2bf995ca4942", "vae": "30b53426e9a2"},
+    "bearl": {"bearl": "1061b455eabb", "dataset": "4b3cbdfdc110", "evaluate": "aa9c21f8df8d", "vae": "30b53426e9a2"},
+    "cdt": {"cdt": "0b732c3621c1", "dataset": "4b3cbdfdc110", "evaluate": "8058095edc45"},
+    "coptidice": {"coptidice": "9ccebb69aefc", "dataset": "4b3cbdfdc110", "evaluate": "28a23fa2f7d9"},
+    "cpq": {"cpq": "421b259e57ce", "dataset": "4b3cbdfdc110", "evaluate": "cc4f309f2f5c", "vae": "30b53426e9a2"},
+    "cvpo": {"export": "b2387b5a0a6f", "train": "0ad4144750c2"},
     "drcorl": {
         "behavior": "cd2123293bd9",
         "critics": "6c1bd090f3f0",
@@ -69,23 +39,16 @@ EXPECTED: dict[str, dict[str, str]] = {
         "dynamics": "0f5906e9a970",
         "evaluate": "20dbd8095e75",
         "evaluate_best_offline": "85cb9e44c600",
-        "policy": "414eb9bde23e"
+        "policy": "414eb9bde23e",
     },
-    "fisor": {
-        "dataset": "4b3cbdfdc110",
-        "evaluate": "21168367f046",
-        "fisor": "d28bfe0e3c69"
-    },
-    "mice": {
-        "export": "d6af0631b224",
-        "train": "37b992ec54ba"
-    },
+    "fisor": {"dataset": "4b3cbdfdc110", "evaluate": "21168367f046", "fisor": "d28bfe0e3c69"},
+    "mice": {"export": "d6af0631b224", "train": "37b992ec54ba"},
     "micro": {
         "dataset": "4b3cbdfdc110",
         "dynamics": "0f5906e9a970",
         "evaluate": "e9fcbfd27e3d",
-        "policy": "9a198f76e778"
-    }
+        "policy": "9a198f76e778",
+    },
 }
 
 
@@ -93,8 +56,16 @@ def quick_keys(name: str, root: Path, dataset: Path) -> dict[str, str]:
     from corl.pipeline.runner import RunRequest, plan_pipeline
 
     task = ONLINE.get(name, "OfflineCarCircle-v0")
-    req = RunRequest(pipeline=name, task=task, preset="quick", seed=0, device="cpu",
-                     dataset=None if name in ONLINE else str(dataset), offline=True, checkpoints=str(root))
+    req = RunRequest(
+        pipeline=name,
+        task=task,
+        preset="quick",
+        seed=0,
+        device="cpu",
+        dataset=None if name in ONLINE else str(dataset),
+        offline=True,
+        checkpoints=str(root),
+    )
     return {s.name: s.key for s in plan_pipeline(req).stages}
 
 
@@ -126,8 +97,14 @@ def test_a_newly_exposed_learner_option_keys_only_when_set(keyed_env):
     root, _ = keyed_env
 
     def key(*overrides: str) -> str:
-        req = RunRequest(pipeline="mice", task="SafetyCarCircle-v0", preset="quick", overrides=list(overrides),
-                         device="cpu", checkpoints=str(root))
+        req = RunRequest(
+            pipeline="mice",
+            task="SafetyCarCircle-v0",
+            preset="quick",
+            overrides=list(overrides),
+            device="cpu",
+            checkpoints=str(root),
+        )
         return plan_pipeline(req).stage("train").key
 
     assert key("train.ppo_clip=0.2") == EXPECTED["mice"]["train"]  # the default

@@ -213,9 +213,16 @@ def test_eps_zero_attack_reproduces_the_clean_rollout(setup):
     gaussian, _, critic, _, _ = setup
     std = torch.ones(OBS_DIM)
     clean = rollout("hopper-medium-v2", gaussian, episodes=2, seed=0, num_envs=1)
-    zero = rollout("hopper-medium-v2", gaussian, episodes=2, seed=0, num_envs=1,
-                   obs_transform=attack("min_Q", 0.0, std, gaussian, critic, steps=2))
+    zero = rollout(
+        "hopper-medium-v2",
+        gaussian,
+        episodes=2,
+        seed=0,
+        num_envs=1,
+        obs_transform=attack("min_Q", 0.0, std, gaussian, critic, steps=2),
+    )
     assert np.array_equal(clean.reward, zero.reward) and np.array_equal(clean.length, zero.length)
-    attacked = rollout("hopper-medium-v2", gaussian, episodes=2, seed=0, num_envs=1,
-                       obs_transform=attack("random", 0.5, std, gaussian))
+    attacked = rollout(
+        "hopper-medium-v2", gaussian, episodes=2, seed=0, num_envs=1, obs_transform=attack("random", 0.5, std, gaussian)
+    )
     assert not np.array_equal(clean.reward, attacked.reward)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from _baselines_util import bandit, fit_vae, interrupted_then_resumed, same_policy, train
 from _pipeline_util import run, statuses, write_dataset, write_spec
 
@@ -15,7 +14,9 @@ def test_bcql_picks_the_safe_action_at_the_cost_limit():
     data = bandit()
     vae = fit_vae(data)
     torch.manual_seed(0)
-    cfg = BCQLConfig(hidden=[32, 32], phi=1.0, num_samples=4, reward_scale=1.0, cost_done_mask=True, pid=[1.0, 0.05, 0.0])
+    cfg = BCQLConfig(
+        hidden=[32, 32], phi=1.0, num_samples=4, reward_scale=1.0, cost_done_mask=True, pid=[1.0, 0.05, 0.0]
+    )
     learner = BCQLLearner(cfg, 1, 1, vae, qc_thres=0.25)
     logs = train(learner, data, 400)
     action = learner.act(torch.zeros(256, 1)).mean().item()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from _baselines_util import bandit, fit_vae, interrupted_then_resumed, same_policy, train
 from _pipeline_util import statuses
 
@@ -16,8 +15,9 @@ def test_bearl_meets_the_cost_limit_on_the_bandit():
     data = bandit(low=-1.0, high=0.6)
     vae = fit_vae(data)
     torch.manual_seed(0)
-    cfg = BEARLConfig(hidden=[32, 32], reward_scale=1.0, cost_done_mask=True, pid=[1.0, 0.05, 0.0],
-                      num_samples=4, mmd_samples=4)
+    cfg = BEARLConfig(
+        hidden=[32, 32], reward_scale=1.0, cost_done_mask=True, pid=[1.0, 0.05, 0.0], num_samples=4, mmd_samples=4
+    )
     learner = BEARLLearner(cfg, 1, 1, vae, qc_thres=0.25)
     logs = train(learner, data, 600)
     action = learner.act(torch.zeros(1, 1)).item()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from _baselines_util import interrupted_then_resumed, same_policy
 from _pipeline_util import run, statuses, write_dataset, write_spec
 
@@ -49,10 +48,20 @@ def test_actions_follow_the_reward_and_cost_targets():
     from corl.algos.cdt import CDTConfig, CDTLearner, CDTModel, CDTPolicy, WindowSampler, augment
 
     torch.manual_seed(0)
-    trajs, _ = augment(_speed_trajectories(), np.random.default_rng(0), max_reward=25, min_reward=0.5,
-                       max_rew_decrease=5)
-    model_kw = dict(seq_len=5, episode_len=T, embedding_dim=32, num_layers=1, num_heads=2, cost_transform_offset=20,
-                    attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0)
+    trajs, _ = augment(
+        _speed_trajectories(), np.random.default_rng(0), max_reward=25, min_reward=0.5, max_rew_decrease=5
+    )
+    model_kw = dict(
+        seq_len=5,
+        episode_len=T,
+        embedding_dim=32,
+        num_layers=1,
+        num_heads=2,
+        cost_transform_offset=20,
+        attention_dropout=0.0,
+        residual_dropout=0.0,
+        embedding_dropout=0.0,
+    )
     cfg = CDTConfig(batch_size=64, reward_scale=1.0, warmup_steps=20, lr=1e-3, seq_len=5)
     learner = CDTLearner(cfg, CDTModel(1, 1, **model_kw))
     sampler = WindowSampler(trajs, 5, 1.0, 1.0, cost_sample=False)
@@ -108,8 +117,10 @@ def test_cdt_pipeline_resume_is_exact(tmp_path, monkeypatch):
 
 
 def test_cdt_evaluates_in_the_simulator_with_given_targets(tmp_path):
-    text = SPEC + ('\n[stages.evaluate]\nkind = "evaluate"\ninputs = { policy = "cdt" }\nepisodes = 1\n'
-                   'num_envs = 1\ntarget_return = 300.0\ntarget_cost = 5.0\n')
+    text = SPEC + (
+        '\n[stages.evaluate]\nkind = "evaluate"\ninputs = { policy = "cdt" }\nepisodes = 1\n'
+        "num_envs = 1\ntarget_return = 300.0\ntarget_cost = 5.0\n"
+    )
     result = run(write_spec(tmp_path, text, "cdt.toml"), write_dataset(tmp_path), checkpoints=str(tmp_path / "ck"))
     assert statuses(result)["evaluate"] == "ran"
     assert np.isfinite(result.stages[-1].metrics["final/normalized_reward"])

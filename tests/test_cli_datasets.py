@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from corl.cli import app
-from corl.data.formats.dsrl import read_dsrl, write_dsrl
-from corl.data.dataset import TransitionDataset
 from corl.compat import import_dsrl
+from corl.data.dataset import TransitionDataset
+from corl.data.formats.dsrl import read_dsrl, write_dsrl
 
 runner = CliRunner()
 
@@ -23,13 +23,31 @@ runner = CliRunner()
 def run_corl(*args: str) -> subprocess.CompletedProcess:
     """The installed entry point in a subprocess: what a user sees, exit code included."""
     env = dict(os.environ, COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "corl.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "corl.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("collect") / "car.hdf5"
-    result = runner.invoke(app, ["datasets", "collect", "--task", "OfflineCarCircle-v0", "--policy", "scripted", "--episodes", "3", "--seed", "1", "-o", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "datasets",
+            "collect",
+            "--task",
+            "OfflineCarCircle-v0",
+            "--policy",
+            "scripted",
+            "--episodes",
+            "3",
+            "--seed",
+            "1",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -50,10 +68,42 @@ def test_collect_records_real_episodes_that_dsrl_loads(collected):
 
 def test_scripted_collection_spans_safe_and_unsafe_behaviour(tmp_path):
     out = tmp_path / "spread.hdf5"
-    result = runner.invoke(app, ["datasets", "collect", "--task", "OfflineCarCircle-v0", "--episodes", "2", "--seed", "3", "--aggressiveness", "0,0.1", "-o", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "datasets",
+            "collect",
+            "--task",
+            "OfflineCarCircle-v0",
+            "--episodes",
+            "2",
+            "--seed",
+            "3",
+            "--aggressiveness",
+            "0,0.1",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     safe = read_dsrl(out).episode_returns()
-    result = runner.invoke(app, ["datasets", "collect", "--task", "OfflineCarCircle-v0", "--episodes", "2", "--seed", "3", "--aggressiveness", "0.9,1", "-o", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "datasets",
+            "collect",
+            "--task",
+            "OfflineCarCircle-v0",
+            "--episodes",
+            "2",
+            "--seed",
+            "3",
+            "--aggressiveness",
+            "0.9,1",
+            "-o",
+            str(out),
+        ],
+    )
     risky = read_dsrl(out).episode_returns()
     assert safe["cost"].max() < risky["cost"].min()
     assert safe["reward"].mean() < risky["reward"].mean()
@@ -63,14 +113,32 @@ def test_info_and_validate(collected):
     result = runner.invoke(app, ["datasets", "info", str(collected)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "900" in result.output and "episodes" in result.output
-    result = runner.invoke(app, ["datasets", "validate", str(collected), "--task", "OfflineCarCircle-v0"], env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["datasets", "validate", str(collected), "--task", "OfflineCarCircle-v0"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0 and "valid" in result.output
 
 
 def test_random_policy_and_same_seed_reproduces(tmp_path):
     a, b = tmp_path / "a.hdf5", tmp_path / "b.hdf5"
     for out in (a, b):
-        result = runner.invoke(app, ["datasets", "collect", "--task", "OfflineBallRun-v0", "--policy", "random", "--episodes", "2", "--seed", "7", "-o", str(out)])
+        result = runner.invoke(
+            app,
+            [
+                "datasets",
+                "collect",
+                "--task",
+                "OfflineBallRun-v0",
+                "--policy",
+                "random",
+                "--episodes",
+                "2",
+                "--seed",
+                "7",
+                "-o",
+                str(out),
+            ],
+        )
         assert result.exit_code == 0, result.output
     da, db = read_dsrl(a), read_dsrl(b)
     for key, value in da.to_numpy().items():
@@ -93,7 +161,9 @@ def _bad_files(tmp_path: Path, arrays) -> dict[str, Path]:
     return {"truncated": truncated, "missing key": missing, "text": text}
 
 
-@pytest.mark.parametrize("case,expected", [("truncated", "truncated"), ("missing key", "'costs'"), ("text", "not an HDF5 file")])
+@pytest.mark.parametrize(
+    "case,expected", [("truncated", "truncated"), ("missing key", "'costs'"), ("text", "not an HDF5 file")]
+)
 def test_bad_files_one_line_exit_2_no_traceback(tmp_path, arrays, case, expected):
     path = _bad_files(tmp_path, arrays)[case]
     proc = run_corl("datasets", "validate", str(path))
@@ -105,9 +175,13 @@ def test_bad_files_one_line_exit_2_no_traceback(tmp_path, arrays, case, expected
 
 
 def test_unknown_task_and_bad_option_are_one_line_errors(tmp_path):
-    proc = run_corl("datasets", "collect", "--task", "OfflineCarCircel-v0", "--episodes", "1", "-o", str(tmp_path / "x.hdf5"))
+    proc = run_corl(
+        "datasets", "collect", "--task", "OfflineCarCircel-v0", "--episodes", "1", "-o", str(tmp_path / "x.hdf5")
+    )
     assert proc.returncode == 2 and "OfflineCarCircle-v0" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_corl("datasets", "collect", "--task", "OfflineCarCircle-v0", "--policy", "expert", "-o", str(tmp_path / "x.hdf5"))
+    proc = run_corl(
+        "datasets", "collect", "--task", "OfflineCarCircle-v0", "--policy", "expert", "-o", str(tmp_path / "x.hdf5")
+    )
     assert proc.returncode == 2 and "--policy" in proc.stderr and "Traceback" not in proc.stderr
 
 

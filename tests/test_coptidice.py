@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from corl.data.dataset import TRANSITION_KEYS, TransitionDataset
-
 from _baselines_util import interrupted_then_resumed, same_policy
 from _pipeline_util import statuses
+
+from corl.data.dataset import TRANSITION_KEYS, TransitionDataset
 
 
 def _clusters(n: int = 2000, seed: int = 0) -> TransitionDataset:
@@ -19,9 +18,17 @@ def _clusters(n: int = 2000, seed: int = 0) -> TransitionDataset:
     a = (np.where(plus, 0.5, -0.5) + 0.02 * rng.normal(size=n)).astype(np.float32)[:, None]
     obs = np.zeros((n, 1), np.float32)
     flag = plus.astype(np.float32)
-    return TransitionDataset.from_numpy(dict(observations=obs, actions=a, rewards=flag, costs=flag,
-                                             next_observations=obs, terminals=np.ones(n, bool),
-                                             timeouts=np.zeros(n, bool)))
+    return TransitionDataset.from_numpy(
+        dict(
+            observations=obs,
+            actions=a,
+            rewards=flag,
+            costs=flag,
+            next_observations=obs,
+            terminals=np.ones(n, bool),
+            timeouts=np.zeros(n, bool),
+        )
+    )
 
 
 def _train(limit: float, steps: int = 400, **kw):
@@ -29,8 +36,9 @@ def _train(limit: float, steps: int = 400, **kw):
 
     data = _clusters()
     torch.manual_seed(0)
-    cfg = COptiDICEConfig(hidden=[32, 32], gamma=0.0, reward_scale=1.0, actor_lr=1e-3, critic_lr=1e-3,
-                          scalar_lr=1e-2, **kw)
+    cfg = COptiDICEConfig(
+        hidden=[32, 32], gamma=0.0, reward_scale=1.0, actor_lr=1e-3, critic_lr=1e-3, scalar_lr=1e-2, **kw
+    )
     learner = COptiDICELearner(cfg, 1, 1, limit, 1.0, torch.ones(1), torch.tensor([0.5]))
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):

@@ -8,7 +8,6 @@ OSRL's actor lr, 0.86 at lr 1e-3; c = 1 there). The README records it."""
 from __future__ import annotations
 
 import torch
-
 from _baselines_util import bandit, fit_vae, interrupted_then_resumed, same_policy, train
 from _pipeline_util import statuses
 

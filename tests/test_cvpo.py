@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from corl.algos.cvpo import (CVPOConfig, CVPOLearner, CVPOTrainer, estep_dual, estep_weights, original_config,
-                             solve_dual_adam, solve_dual_slsqp, stepwise_threshold)
+from corl.algos.cvpo import (
+    CVPOConfig,
+    CVPOLearner,
+    CVPOTrainer,
+    estep_dual,
+    estep_weights,
+    original_config,
+    solve_dual_adam,
+    solve_dual_slsqp,
+    stepwise_threshold,
+)
 from corl.algos.online import train_online
 from corl.envs.factory import make_env
 
@@ -69,8 +78,9 @@ def test_estep_dual_solvers_agree_nonnegative_and_weights_normalised():
     adv = q - x[1] * c
     m = adv.max(-1, keepdim=True).values
     g_ref = x[0] * eps + x[1] * eps_c + (m.squeeze(-1) + x[0] * torch.log(torch.exp((adv - m) / x[0]).mean(-1))).mean()
-    assert float(estep_dual(torch.tensor(x[0]), torch.tensor(x[1]), q.double(), c.double(), eps, eps_c)) == \
-        pytest.approx(float(g_ref), rel=1e-5)
+    assert float(
+        estep_dual(torch.tensor(x[0]), torch.tensor(x[1]), q.double(), c.double(), eps, eps_c)
+    ) == pytest.approx(float(g_ref), rel=1e-5)
 
 
 def test_estep_reduces_to_mpo_without_constraint():
@@ -112,17 +122,32 @@ def test_mstep_kl_constraints_respected():
     held = _mstep_after(CVPOConfig(**base, mstep_dual_max=1e3, mstep_dual_lr=1.0))
     assert held["kl_mu"] <= 1.5 * 0.005 and held["kl_sigma"] <= 1.5 * 0.0005
     assert held["alpha_mu"] > 0 and held["alpha_sigma"] > 0
-    proj = _mstep_after(CVPOConfig(**base, mstep_dual_mode="projected", mstep_kl_mu=0.005, mstep_kl_std=0.0005,
-                                   mstep_step_mu=1e3, mstep_step_sigma=1e5, mstep_alpha_mu_max=1e3,
-                                   mstep_alpha_sigma_max=1e4))
+    proj = _mstep_after(
+        CVPOConfig(
+            **base,
+            mstep_dual_mode="projected",
+            mstep_kl_mu=0.005,
+            mstep_kl_std=0.0005,
+            mstep_step_mu=1e3,
+            mstep_step_sigma=1e5,
+            mstep_alpha_mu_max=1e3,
+            mstep_alpha_sigma_max=1e4,
+        )
+    )
     assert proj["kl_mu"] <= 2.0 * 0.005 and proj["kl_sigma"] <= 2.0 * 0.0005
 
 
 def test_cholesky_policy_update_runs():
     torch.manual_seed(0)
     learner = CVPOLearner(8, 2, original_config(hidden=(16, 16), sample_action_num=8, mstep_iter_num=2), horizon=300)
-    batch = {"observations": torch.randn(16, 8), "actions": torch.rand(16, 2) * 2 - 1, "rewards": torch.randn(16),
-             "costs": torch.rand(16), "next_observations": torch.randn(16, 8), "terminals": torch.zeros(16)}
+    batch = {
+        "observations": torch.randn(16, 8),
+        "actions": torch.rand(16, 2) * 2 - 1,
+        "rewards": torch.randn(16),
+        "costs": torch.rand(16),
+        "next_observations": torch.randn(16, 8),
+        "terminals": torch.zeros(16),
+    }
     logs = learner.update(batch)
     assert all(math.isfinite(v) for v in logs.values())
 
@@ -130,8 +155,9 @@ def test_cholesky_policy_update_runs():
 # ------------------------------------------------------------------ a real run + resume
 def test_cvpo_short_real_run_dataset_and_resume():
     torch.manual_seed(0)
-    cfg = CVPOConfig(hidden=(16, 16), batch_size=32, sample_action_num=8, episodes_per_round=1,
-                     update_per_step=0.02, cost_limit=10.0)
+    cfg = CVPOConfig(
+        hidden=(16, 16), batch_size=32, sample_action_num=8, episodes_per_round=1, update_per_step=0.02, cost_limit=10.0
+    )
     trainer = CVPOTrainer.for_task(TASK, cfg)
     seen = []
     res = train_online(trainer, TASK, 600, num_envs=1, seed=3, fixed_horizon=True, on_episode=seen.append)
@@ -168,9 +194,9 @@ def test_cvpo_short_real_run_dataset_and_resume():
 
 
 def test_fixed_horizon_wrapper_cuts_episodes_at_T():
-    from corl.algos.online import FixedHorizon, OnlineCollector
-
     import gymnasium as gym
+
+    from corl.algos.online import FixedHorizon, OnlineCollector
 
     env = gym.vector.SyncVectorEnv([lambda: FixedHorizon(make_env(TASK), 40)])
     col = OnlineCollector(TASK, 1, seed=0, env=env)
@@ -188,9 +214,16 @@ def test_nstep_rows_known_values():
     rewards, costs = [1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 1.0, 0.0, 1.0, 0.0]
     for t in range(5):
         obs = np.full((1, 3), t, dtype=np.float32)
-        step = VectorStep(obs, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
-                          np.array([rewards[t]], np.float32), np.array([costs[t]], np.float32), obs + 1,
-                          np.array([False]), np.array([t == 4]))
+        step = VectorStep(
+            obs,
+            np.zeros((1, 1), np.float32),
+            np.zeros((1, 1), np.float32),
+            np.array([rewards[t]], np.float32),
+            np.array([costs[t]], np.float32),
+            obs + 1,
+            np.array([False]),
+            np.array([t == 4]),
+        )
         trainer.observe(step)
     buf = {k: v[: len(trainer.buffer)] for k, v in trainer.buffer.storage.items()}
     assert len(trainer.buffer) == 5

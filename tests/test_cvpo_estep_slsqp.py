@@ -102,8 +102,9 @@ def test_slsqp_lambda_max_bounds_only_the_cost_multiplier():
     _check(x, g, q, c, eps, eps_c)
     assert x[1] == pytest.approx(1.0) and x[0] > 1.0
     etas = torch.logspace(-3, 4, 400, dtype=torch.float64)
-    grid = min(float(estep_dual(e, torch.ones(1, dtype=torch.float64), q.double(), c.double(), eps, eps_c))
-               for e in etas)
+    grid = min(
+        float(estep_dual(e, torch.ones(1, dtype=torch.float64), q.double(), c.double(), eps, eps_c)) for e in etas
+    )
     assert g <= grid + 2e-3 * float(q.std())  # SLSQP's tolerance is relative to the spread of Q
     x_both, _ = solve_dual_slsqp(np.array([0.1, 0.1]), q, c, eps, eps_c, 1.0, 10, 1e-3)
     assert x_both[0] <= 1.0  # slsqp_dual_max alone bounds η as well

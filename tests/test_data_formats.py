@@ -7,8 +7,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import make_arrays
+
 from corl.data.dataset import TRANSITION_KEYS, TransitionDataset
 from corl.data.filtering import DensityFilterConfig, density_config_for, density_filter, safe_episodes
 from corl.data.formats.d4rl import read_d4rl
@@ -147,7 +147,9 @@ def test_density_filter_is_reproducible_and_respects_limits():
     a, b = first.episode_returns(), second.episode_returns()
     np.testing.assert_array_equal(a["reward"], b["reward"])
     np.testing.assert_array_equal(first.observations.numpy(), second.observations.numpy())
-    others = [density_filter(ds, DensityFilterConfig(5, 5, 3, 1, seed=s))[0].episode_returns()["reward"] for s in range(4)]
+    others = [
+        density_filter(ds, DensityFilterConfig(5, 5, 3, 1, seed=s))[0].episode_returns()["reward"] for s in range(4)
+    ]
     assert any(o.shape != a["reward"].shape or not np.array_equal(o, a["reward"]) for o in others)
 
     # Re-bin the survivors on the original grid: every cell holds 2..3 episodes.
@@ -186,9 +188,15 @@ def test_dataset_summary_matches_hand_computation():
     terminals = np.zeros(n, dtype=bool)
     terminals[8] = True
     ds = TransitionDataset.from_numpy(
-        dict(observations=np.zeros((n, obs_dim)), next_observations=np.zeros((n, obs_dim)),
-             actions=np.zeros((n, act_dim)), rewards=rewards, costs=costs,
-             terminals=terminals, timeouts=timeouts)
+        dict(
+            observations=np.zeros((n, obs_dim)),
+            next_observations=np.zeros((n, obs_dim)),
+            actions=np.zeros((n, act_dim)),
+            rewards=rewards,
+            costs=costs,
+            terminals=terminals,
+            timeouts=timeouts,
+        )
     )
     s = dataset_summary(ds)
     assert (s["episodes"], s["transitions"], s["obs_dim"], s["act_dim"]) == (3, 9, 8, 2)
@@ -205,7 +213,9 @@ def test_dataset_summary_matches_hand_computation():
     assert s["task"] == task.name and s["normalization"] == "DSRL" and s["cost_limit"] == 10.0
     assert s["normalized_reward"]["min"] == pytest.approx((10 - rmin) / (rmax - rmin), rel=1e-6)
     assert s["normalized_reward"]["max"] == pytest.approx((40 - rmin) / (rmax - rmin), rel=1e-6)
-    assert s["normalized_cost"] == pytest.approx({"min": 0, "25%": 0.75, "50%": 1.5, "75%": 2.25, "max": 3, "mean": 1.5})
+    assert s["normalized_cost"] == pytest.approx(
+        {"min": 0, "25%": 0.75, "50%": 1.5, "75%": 2.25, "max": 3, "mean": 1.5}
+    )
     assert s["safe_fraction"] == pytest.approx(1 / 3)
 
     s = dataset_summary(ds, task, cost_limit=0.0)  # eps = 1 when the limit is 0

@@ -32,7 +32,9 @@ def _write(path: Path, arrays: Arrays, extra: Callable[[h5py.File], None] | None
 
 
 def _base(rng: np.random.Generator) -> Arrays:
-    return make_arrays(n_episodes=int(rng.integers(2, 5)), length=25, obs_dim=8, act_dim=2, seed=int(rng.integers(1000)))
+    return make_arrays(
+        n_episodes=int(rng.integers(2, 5)), length=25, obs_dim=8, act_dim=2, seed=int(rng.integers(1000))
+    )
 
 
 def _row(rng, arrays: Arrays) -> int:
@@ -141,7 +143,9 @@ def m_not_hdf5(path, rng, a):
 
 def m_bad_metadata(path, rng, a):
     value = (b"\xff\xfe garbage", "[1, 2]", "{not json")[int(rng.integers(3))]
-    _write(path, a, lambda h: h.attrs.__setitem__("corl_metadata", np.void(value) if isinstance(value, bytes) else value))
+    _write(
+        path, a, lambda h: h.attrs.__setitem__("corl_metadata", np.void(value) if isinstance(value, bytes) else value)
+    )
 
 
 def m_zero_rows(path, rng, a):

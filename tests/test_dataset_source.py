@@ -18,18 +18,34 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _pipeline_util import corl_cmd, statuses, subprocess_env  # noqa: E402
 
 TASK = "OfflineCarCircle-v0"
-COLLECT = ["train.steps=600", "train.num_envs=1", "train.hidden=[16, 16]", "train.batch_size=32",
-           "train.sample_action_num=8", "train.episodes_per_round=1", "train.update_per_step=0.02",
-           "train.warmup_steps=0"]
-OVERRIDES = ["dataset.source=cvpo", f"dataset.source_set={json.dumps(COLLECT)}", "bc.mode=all", "bc.steps=30",
-             "bc.hidden=[16, 16]", "bc.batch_size=32", "evaluate.episodes=1", "evaluate.num_envs=1"]
+COLLECT = [
+    "train.steps=600",
+    "train.num_envs=1",
+    "train.hidden=[16, 16]",
+    "train.batch_size=32",
+    "train.sample_action_num=8",
+    "train.episodes_per_round=1",
+    "train.update_per_step=0.02",
+    "train.warmup_steps=0",
+]
+OVERRIDES = [
+    "dataset.source=cvpo",
+    f"dataset.source_set={json.dumps(COLLECT)}",
+    "bc.mode=all",
+    "bc.steps=30",
+    "bc.hidden=[16, 16]",
+    "bc.batch_size=32",
+    "evaluate.episodes=1",
+    "evaluate.num_envs=1",
+]
 
 
 def run(*extra: str, seed: int = 0, dry_run: bool = False, task: str = TASK, preset: str | None = None):
     from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
 
-    req = RunRequest(pipeline="bc", task=task, seed=seed, preset=preset, overrides=OVERRIDES + list(extra),
-                     device="cpu")
+    req = RunRequest(
+        pipeline="bc", task=task, seed=seed, preset=preset, overrides=OVERRIDES + list(extra), device="cpu"
+    )
     return plan_pipeline(req) if dry_run else run_pipeline(req)
 
 
@@ -45,8 +61,13 @@ def test_bc_trains_on_the_cvpo_export_and_reruns_fully_cached(tmp_path, monkeypa
     from corl.data.hashing import file_sha256
 
     first = run()
-    assert statuses(first) == {"cvpo:train": "ran", "cvpo:export": "ran", "dataset": "ran", "bc": "ran",
-                               "evaluate": "ran"}
+    assert statuses(first) == {
+        "cvpo:train": "ran",
+        "cvpo:export": "ran",
+        "dataset": "ran",
+        "bc": "ran",
+        "evaluate": "ran",
+    }
     export_dir = next(o.dir for o in first.stages if o.name == "cvpo:export")
     assert export_dir.parent.name == "SafetyCarCircle-v0"  # collected on the online counterpart
     export = manifest(first, "cvpo:export")["outputs"]
@@ -68,14 +89,24 @@ def test_bc_trains_on_the_cvpo_export_and_reruns_fully_cached(tmp_path, monkeypa
 
     # another seed of the offline learner trains on the same collection
     other_seed = run(seed=1)
-    assert statuses(other_seed) == {"cvpo:train": "cached", "cvpo:export": "cached", "dataset": "cached",
-                                    "bc": "ran", "evaluate": "ran"}
+    assert statuses(other_seed) == {
+        "cvpo:train": "cached",
+        "cvpo:export": "cached",
+        "dataset": "cached",
+        "bc": "ran",
+        "evaluate": "ran",
+    }
 
     # the exported file left the store: export again from the cached train artifact
     path.unlink()
     repaired = run()
-    assert statuses(repaired) == {"cvpo:train": "cached", "cvpo:export": "ran", "dataset": "cached", "bc": "cached",
-                                  "evaluate": "cached"}
+    assert statuses(repaired) == {
+        "cvpo:train": "cached",
+        "cvpo:export": "ran",
+        "dataset": "cached",
+        "bc": "cached",
+        "evaluate": "cached",
+    }
     assert file_sha256(path) == export["sha256"]
 
     # `corl run`: fully cached, and the summary says which file was used
@@ -125,8 +156,14 @@ def test_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="dataset.source=cvpo and dataset.path"):
         run("dataset.path=x.hdf5", dry_run=True)
 
-    proc = subprocess.run(corl_cmd("run", "bc", "--task", TASK, "--set", "dataset.source=cvp", "--dry-run"),
-                          env=subprocess_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        corl_cmd("run", "bc", "--task", TASK, "--set", "dataset.source=cvp", "--dry-run"),
+        env=subprocess_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "dataset.source" in lines[0] and "cvpo, mice" in lines[0], proc.stderr

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from conftest import make_arrays
+
 from corl.data.dataset import TransitionDataset
 from corl.data.download import clean_stale_parts, download_file, dsrl_url, read_sidecar, verify_file
 from corl.data.formats.dsrl import read_dsrl, write_dsrl

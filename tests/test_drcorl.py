@@ -10,10 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner,
-                               PolicyConfig, PolicyLearner, critic_episodic_cost, initial_observations,
-                               iql_reward_scale, normalised_cost, paper_config, reproduce_code_bugs,
-                               switch_branch)
+from corl.algos.drcorl import (
+    BehaviorConfig,
+    BehaviorLearner,
+    CriticConfig,
+    CriticLearner,
+    PolicyConfig,
+    PolicyLearner,
+    critic_episodic_cost,
+    initial_observations,
+    iql_reward_scale,
+    normalised_cost,
+    paper_config,
+    reproduce_code_bugs,
+    switch_branch,
+)
 from corl.algos.drcorl.critics import iql_q_loss
 from corl.algos.drcorl.policy import CriticPIDLagrangian, score_regularised_loss
 from corl.data.dataset import TransitionDataset
@@ -33,10 +44,17 @@ def tiny_dataset(n: int = 300, seed: int = 0) -> TransitionDataset:
     timeouts = np.arange(n) % 50 == 49
     terminals = np.zeros(n, dtype=bool)
     terminals[124] = True
-    return TransitionDataset.from_numpy(dict(
-        observations=obs, actions=act, rewards=obs[:, 1].copy(),
-        costs=(obs[:, 0] > 0.5).astype(np.float32), next_observations=np.roll(obs, -1, 0),
-        terminals=terminals, timeouts=timeouts))
+    return TransitionDataset.from_numpy(
+        dict(
+            observations=obs,
+            actions=act,
+            rewards=obs[:, 1].copy(),
+            costs=(obs[:, 0] > 0.5).astype(np.float32),
+            next_observations=np.roll(obs, -1, 0),
+            terminals=terminals,
+            timeouts=timeouts,
+        )
+    )
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -151,8 +169,14 @@ def test_reward_scale_uses_terminal_or_1000_step_episodes():
     # terminal at row 124 -> one finished episode [0, 124]; the trailing segment is dropped
     assert iql_reward_scale(ds) == 1.0  # a single finished return: zero spread -> 1
     assert iql_reward_scale(ds, episode_steps=50) == pytest.approx(
-        1000.0 / float(np.ptp([ds.rewards[i:j].sum() for i, j in
-                               [(0, 50), (50, 100), (100, 125), (125, 175), (175, 225), (225, 275)]])), rel=1e-5)
+        1000.0
+        / float(
+            np.ptp(
+                [ds.rewards[i:j].sum() for i, j in [(0, 50), (50, 100), (100, 125), (125, 175), (175, 225), (225, 275)]]
+            )
+        ),
+        rel=1e-5,
+    )
 
 
 # ----------------------------------------------------------------------------- stage 3: rules
@@ -189,8 +213,9 @@ def test_score_regularised_loss_gradient_is_injected_vector():
 def test_policy_actions_within_bounds():
     ds = tiny_dataset()
     low, high = torch.tensor([-2.0, 0.0]), torch.tensor([0.5, 3.0])
-    learner = make_policy_learner(ds, PolicyConfig(hidden=(32, 32), pretrain_epochs=0, train_epochs=5,
-                                                   warmup_iters=0), act_low=low, act_high=high)
+    learner = make_policy_learner(
+        ds, PolicyConfig(hidden=(32, 32), pretrain_epochs=0, train_epochs=5, warmup_iters=0), act_low=low, act_high=high
+    )
     g = gen(4)
     for _ in range(5):
         learner.update(ds.sample(32, g))
@@ -207,16 +232,22 @@ def test_online_estimator_drives_switch(cost, branch):
         calls.append(n_episodes)
         return cost
 
-    cfg = PolicyConfig(hidden=(32, 32), pretrain_epochs=0, train_epochs=3, warmup_iters=0,
-                       switch_estimator="online", cost_threshold=10.0, estimate_episodes=4)
+    cfg = PolicyConfig(
+        hidden=(32, 32),
+        pretrain_epochs=0,
+        train_epochs=3,
+        warmup_iters=0,
+        switch_estimator="online",
+        cost_threshold=10.0,
+        estimate_episodes=4,
+    )
     learner = make_policy_learner(ds, cfg, cost_estimator=estimator)
     learner.update(ds.sample(32, gen()))  # k = 0 <= warmup 0: reward
     m = learner.update(ds.sample(32, gen(1)))
     assert m["policy/branch"] == branch and calls == [4, 4]
     adam_steps = int(next(iter(learner.optimizer.state.values()))["step"])
     assert adam_steps == (3 if branch == 2.0 else 2)  # the merge advances Adam twice
-    bug = make_policy_learner(ds, dataclasses.replace(cfg, fix_single_episode_eval=False),
-                              cost_estimator=estimator)
+    bug = make_policy_learner(ds, dataclasses.replace(cfg, fix_single_episode_eval=False), cost_estimator=estimator)
     bug.update(ds.sample(32, gen()))
     assert calls[-1] == 1  # the authors' one-episode evaluation
 
@@ -233,8 +264,16 @@ def test_merge_equals_pcgrad_of_deltas(monkeypatch):
 
     monkeypatch.setattr(policy_module, "pcgrad_merge", spy)
     ds = tiny_dataset()
-    cfg = PolicyConfig(hidden=(32, 32), pretrain_epochs=0, train_epochs=2, warmup_iters=0, td_finetune=False,
-                       switch_estimator="online", beta_schedule="const", beta=1.0)
+    cfg = PolicyConfig(
+        hidden=(32, 32),
+        pretrain_epochs=0,
+        train_epochs=2,
+        warmup_iters=0,
+        td_finetune=False,
+        switch_estimator="online",
+        beta_schedule="const",
+        beta=1.0,
+    )
     batch = ds.sample(32, gen(5))
     runs = {}
     for est in (0.0, 30.0, 10.0):  # reward, cost, merge from identical starts
@@ -267,8 +306,12 @@ def test_paper_config_and_bug_switches():
     assert paper_config("OfflinePointGoal1Gymnasium-v0", reproduce_batch_typo=True).policy.batch_size == 256
     assert paper_config("OfflineCarCircle-v0").policy.use_lagrangian
     bug = reproduce_code_bugs(cfg)
-    assert not (bug.critics.fix_cost_broadcast or bug.policy.fix_single_episode_eval
-                or bug.policy.fix_cost_normalisation or bug.policy.fix_pid_threshold)
+    assert not (
+        bug.critics.fix_cost_broadcast
+        or bug.policy.fix_single_episode_eval
+        or bug.policy.fix_cost_normalisation
+        or bug.policy.fix_pid_threshold
+    )
 
 
 # ----------------------------------------------------------------------------- exact resume
@@ -301,8 +344,16 @@ def test_critic_resume_is_exact():
 
 def test_policy_resume_is_exact_across_phases():
     ds = tiny_dataset()
-    cfg = PolicyConfig(hidden=(32, 32), pretrain_epochs=1, steps_per_pretrain_epoch=3, train_epochs=20,
-                       warmup_iters=2, use_lagrangian=True, slack_bound=0.0, cost_threshold=0.01)
+    cfg = PolicyConfig(
+        hidden=(32, 32),
+        pretrain_epochs=1,
+        steps_per_pretrain_epoch=3,
+        train_epochs=20,
+        warmup_iters=2,
+        use_lagrangian=True,
+        slack_bound=0.0,
+        cost_threshold=0.01,
+    )
     a = make_policy_learner(ds, cfg)  # 3 warm-start steps, then the safe phase
     _continue(a, ds, 0, 4)
     state = roundtrip(a.state_dict())
@@ -317,13 +368,19 @@ def test_warm_start_policy_moves_to_behaviour_actions():
     """Acceptance (iii): with beta = 0, L_bc pulls the Dirac policy onto the behaviour's actions."""
     ds = tiny_dataset(n=400)
     torch.manual_seed(0)
-    behavior = BehaviorLearner(OBS, ACT, BehaviorConfig(width=64, blocks=1, time_dim=16, fourier_features=8,
-                                                        dropout=0.0, lr=3e-3))
+    behavior = BehaviorLearner(
+        OBS, ACT, BehaviorConfig(width=64, blocks=1, time_dim=16, fourier_features=8, dropout=0.0, lr=3e-3)
+    )
     g = gen(0)
     for _ in range(250):
         behavior.update(ds.sample(128, g))
-    learner = PolicyLearner(OBS, ACT, behavior.net, CriticLearner(OBS, ACT, TINY_C),
-                            PolicyConfig(hidden=(32, 32), lr=3e-3, pretrain_epochs=1, steps_per_pretrain_epoch=400))
+    learner = PolicyLearner(
+        OBS,
+        ACT,
+        behavior.net,
+        CriticLearner(OBS, ACT, TINY_C),
+        PolicyConfig(hidden=(32, 32), lr=3e-3, pretrain_epochs=1, steps_per_pretrain_epoch=400),
+    )
     before = float((learner.act(ds.observations) - ds.actions).abs().mean())
     for _ in range(200):
         assert learner.update(ds.sample(128, g))["policy/branch"] == 0.0  # warm start only
@@ -335,8 +392,15 @@ def test_pretrain_lr_gives_the_warm_start_its_own_optimizer_and_resumes_exactly(
     """``pretrain_lr``: warm-start steps move at their own rate; the safe phase starts a fresh
     Adam at ``lr``; a resume in either phase continues bit-identically."""
     ds = tiny_dataset()
-    cfg = PolicyConfig(hidden=(32, 32), pretrain_epochs=1, steps_per_pretrain_epoch=4, train_epochs=6,
-                       warmup_iters=2, lr=1e-5, pretrain_lr=1e-2)
+    cfg = PolicyConfig(
+        hidden=(32, 32),
+        pretrain_epochs=1,
+        steps_per_pretrain_epoch=4,
+        train_epochs=6,
+        warmup_iters=2,
+        lr=1e-5,
+        pretrain_lr=1e-2,
+    )
     a = make_policy_learner(ds, cfg)
     metrics = _continue(a, ds, 0, 4)
     assert {m["policy/lr"] for m in metrics} == {1e-2}  # the warm start's optimizer
@@ -346,8 +410,9 @@ def test_pretrain_lr_gives_the_warm_start_its_own_optimizer_and_resumes_exactly(
     b.load_state_dict(state)
     ma, mb = _continue(a, ds, 9, 4), _continue(b, ds, 9, 4)
     assert ma == mb and all(m["policy/lr"] == pytest.approx(1e-5) for m in ma)
-    slow = make_policy_learner(ds, PolicyConfig(hidden=(32, 32), pretrain_epochs=1, steps_per_pretrain_epoch=4,
-                                                train_epochs=6, lr=1e-5))
+    slow = make_policy_learner(
+        ds, PolicyConfig(hidden=(32, 32), pretrain_epochs=1, steps_per_pretrain_epoch=4, train_epochs=6, lr=1e-5)
+    )
     before = [p.detach().clone() for p in slow.policy.parameters()]
     _continue(slow, ds, 0, 4)
     moved_slow = sum(float((p.detach() - q).abs().sum()) for p, q in zip(slow.policy.parameters(), before))
@@ -366,10 +431,17 @@ def test_discounted_cost_to_go_and_calibration_rows():
 
     costs = np.array([1, 0, 1, 1, 0, 0, 1, 1], dtype=np.float32)
     n = len(costs)
-    ds = TransitionDataset.from_numpy(dict(
-        observations=np.arange(n, dtype=np.float32).reshape(-1, 1), actions=np.zeros((n, 1), np.float32),
-        rewards=np.zeros(n, np.float32), costs=costs, next_observations=np.zeros((n, 1), np.float32),
-        terminals=np.array([0, 0, 0, 1, 0, 0, 0, 0], bool), timeouts=np.array([0] * 7 + [1], bool)))
+    ds = TransitionDataset.from_numpy(
+        dict(
+            observations=np.arange(n, dtype=np.float32).reshape(-1, 1),
+            actions=np.zeros((n, 1), np.float32),
+            rewards=np.zeros(n, np.float32),
+            costs=costs,
+            next_observations=np.zeros((n, 1), np.float32),
+            terminals=np.array([0, 0, 0, 1, 0, 0, 0, 0], bool),
+            timeouts=np.array([0] * 7 + [1], bool),
+        )
+    )
     g = discounted_cost_to_go(ds, 0.5).numpy()
     np.testing.assert_allclose(g[:4], [1 + 0.5 * 0 + 0.25 * 1 + 0.125 * 1, 0 + 0.5 + 0.25, 1.5, 1.0])
     np.testing.assert_allclose(g[4:], [0.25 + 0.125, 0.5 + 0.25, 1.5, 1.0])
@@ -384,8 +456,14 @@ def test_critic_calibration_rescales_the_switch_estimate():
     from corl.algos.drcorl.policy import calibration_rows
 
     ds = tiny_dataset()
-    base = dict(hidden=(32, 32), pretrain_epochs=1, steps_per_pretrain_epoch=1, train_epochs=3, warmup_iters=0,
-                cost_threshold=5.0)
+    base = dict(
+        hidden=(32, 32),
+        pretrain_epochs=1,
+        steps_per_pretrain_epoch=1,
+        train_epochs=3,
+        warmup_iters=0,
+        cost_threshold=5.0,
+    )
     rows = calibration_rows(ds, 0.99, 256, seed=0)
     plain = make_policy_learner(ds, PolicyConfig(**base))
     calib = make_policy_learner(ds, PolicyConfig(**base, critic_calibration=True), calibration=rows)

@@ -12,11 +12,24 @@ import pytest
 import torch
 from torch import nn
 
-from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig,
-                               PolicyLearner, initial_observations, iql_reward_scale, normalised_cost,
-                               switch_branch)
-from corl.algos.drcorl.model_estimate import (ModelEstimateConfig, PolicyModelEstimator, model_episodic_estimate,
-                                              observation_bounds)
+from corl.algos.drcorl import (
+    BehaviorConfig,
+    BehaviorLearner,
+    CriticConfig,
+    CriticLearner,
+    PolicyConfig,
+    PolicyLearner,
+    initial_observations,
+    iql_reward_scale,
+    normalised_cost,
+    switch_branch,
+)
+from corl.algos.drcorl.model_estimate import (
+    ModelEstimateConfig,
+    PolicyModelEstimator,
+    model_episodic_estimate,
+    observation_bounds,
+)
 from corl.algos.drcorl.selection import IterateLabel, OfflineSelector
 from corl.algos.micro import DynamicsConfig, DynamicsLearner
 from corl.data.dataset import TransitionDataset
@@ -36,8 +49,14 @@ class ConstantPolicy(nn.Module):
 
 
 def fit_dynamics(ds: TransitionDataset, hidden=(64, 64), epochs: int = 15, seed: int = 0):
-    cfg = DynamicsConfig(ensemble_size=4, num_elites=3, hidden=tuple(hidden),
-                         weight_decays=(2.5e-5,) * len(hidden) + (1e-4,), max_epochs=epochs, predict_cost=True)
+    cfg = DynamicsConfig(
+        ensemble_size=4,
+        num_elites=3,
+        hidden=tuple(hidden),
+        weight_decays=(2.5e-5,) * len(hidden) + (1e-4,),
+        max_epochs=epochs,
+        predict_cost=True,
+    )
     torch.manual_seed(seed)
     learner = DynamicsLearner(ds.obs_dim, ds.act_dim, cfg)
     learner.fit(ds, torch.Generator().manual_seed(seed))
@@ -77,10 +96,12 @@ def test_model_estimate_is_deterministic_given_seed_and_pessimism_is_monotone(ca
     b = PolicyModelEstimator(model, cfg, 0.99, 300, ds.observations, seed=3).estimate(pol)
     c = PolicyModelEstimator(model, cfg, 0.99, 300, ds.observations, seed=4).estimate(pol)
     assert a == b and a != c
-    lo = PolicyModelEstimator(model, ModelEstimateConfig(horizon=5, num_starts=200, pessimism=0.0), 0.99, 300,
-                              ds.observations, seed=3).estimate(pol)
-    hi = PolicyModelEstimator(model, ModelEstimateConfig(horizon=5, num_starts=200, pessimism=2.0), 0.99, 300,
-                              ds.observations, seed=3).estimate(pol)
+    lo = PolicyModelEstimator(
+        model, ModelEstimateConfig(horizon=5, num_starts=200, pessimism=0.0), 0.99, 300, ds.observations, seed=3
+    ).estimate(pol)
+    hi = PolicyModelEstimator(
+        model, ModelEstimateConfig(horizon=5, num_starts=200, pessimism=2.0), 0.99, 300, ds.observations, seed=3
+    ).estimate(pol)
     assert hi.cost > a.cost > lo.cost and hi.reward < a.reward < lo.reward
     assert math.isfinite(a.cost_disagreement) and a.cost_disagreement > 0
 
@@ -97,8 +118,17 @@ def test_critic_tail_is_mve_bootstrap(carcircle):
         return lambda obs, act: torch.full((2, obs.shape[0]), value)
 
     def run(**kw):
-        return model_episodic_estimate(model, pol, ds.observations, cfg, gamma, T, torch.Generator().manual_seed(0),
-                                       obs_bounds=observation_bounds(ds.observations), **kw)
+        return model_episodic_estimate(
+            model,
+            pol,
+            ds.observations,
+            cfg,
+            gamma,
+            T,
+            torch.Generator().manual_seed(0),
+            obs_bounds=observation_bounds(ds.observations),
+            **kw,
+        )
 
     bare, tailed = run(), run(q_c=q(5.0), q_r=q(40.0), reward_scale=2.0)
     factor = (1 - gamma) * T * gamma**H
@@ -127,9 +157,17 @@ def _tiny_data(n: int = 300, seed: int = 0) -> TransitionDataset:
     rng = np.random.default_rng(seed)
     obs = rng.normal(size=(n, 4)).astype(np.float32)
     act = np.tanh(obs[:, :2] + 0.05 * rng.normal(size=(n, 2))).astype(np.float32)
-    return TransitionDataset.from_numpy(dict(
-        observations=obs, actions=act, rewards=obs[:, 1].copy(), costs=(obs[:, 0] > 0.5).astype(np.float32),
-        next_observations=np.roll(obs, -1, 0), terminals=np.zeros(n, dtype=bool), timeouts=np.arange(n) % 50 == 49))
+    return TransitionDataset.from_numpy(
+        dict(
+            observations=obs,
+            actions=act,
+            rewards=obs[:, 1].copy(),
+            costs=(obs[:, 0] > 0.5).astype(np.float32),
+            next_observations=np.roll(obs, -1, 0),
+            terminals=np.zeros(n, dtype=bool),
+            timeouts=np.arange(n) % 50 == 49,
+        )
+    )
 
 
 def test_model_switch_estimator_drives_the_switch():
@@ -138,10 +176,18 @@ def test_model_switch_estimator_drives_the_switch():
     model = fit_dynamics(ds, hidden=(16, 16), epochs=2)
     torch.manual_seed(0)
     critics = CriticLearner(4, 2, CriticConfig(hidden=(16, 16)), reward_scale=iql_reward_scale(ds))
-    estimator = PolicyModelEstimator(model, ModelEstimateConfig(horizon=3, num_starts=64), 0.99, 50,
-                                     ds.observations, critics=critics, seed=1)
-    cfg = PolicyConfig(hidden=(16, 16), pretrain_epochs=0, train_epochs=3, warmup_iters=0, switch_estimator="model",
-                       cost_threshold=2.0, episode_len=50)
+    estimator = PolicyModelEstimator(
+        model, ModelEstimateConfig(horizon=3, num_starts=64), 0.99, 50, ds.observations, critics=critics, seed=1
+    )
+    cfg = PolicyConfig(
+        hidden=(16, 16),
+        pretrain_epochs=0,
+        train_epochs=3,
+        warmup_iters=0,
+        switch_estimator="model",
+        cost_threshold=2.0,
+        episode_len=50,
+    )
     behavior = BehaviorLearner(4, 2, BehaviorConfig(width=16, blocks=1, time_dim=8, fourier_features=4)).net
     learner = PolicyLearner(4, 2, behavior, critics, cfg, cost_estimator=estimator)
     g = torch.Generator().manual_seed(0)

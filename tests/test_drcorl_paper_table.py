@@ -3,8 +3,9 @@ scripts and ``[tasks.*]`` in ``pipelines/drcorl.toml`` for ``corl run``): they m
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from corl.algos.drcorl import PAPER_TASKS, paper_config
 from corl.pipeline.spec import load_spec

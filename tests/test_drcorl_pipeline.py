@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-
 from _pipeline_util import run, statuses, write_dataset, write_spec
 
 SPEC = """
@@ -84,11 +83,11 @@ def test_drcorl_stages_run_and_cache(tmp_path):
 
 def test_policy_stage_ctrl_c_resume_is_exact(tmp_path, monkeypatch):
     """Interrupted inside the safe phase, the resumed policy stage ends with the same weights."""
+    from _pipeline_util import TASK
+
     from corl.pipeline.context import InterruptFlag, TrainLoop
     from corl.pipeline.progress import RunCallbacks
     from corl.pipeline.runner import RunInterrupted, RunRequest, run_pipeline
-
-    from _pipeline_util import TASK
 
     class InterruptAt(RunCallbacks):
         def __init__(self, flag, step):
@@ -102,8 +101,14 @@ def test_policy_stage_ctrl_c_resume_is_exact(tmp_path, monkeypatch):
     spec, data = write_spec(tmp_path, SPEC, "drcorl.toml"), write_dataset(tmp_path)
     reference = run(spec, data, checkpoints=str(tmp_path / "reference"))
     flag = InterruptFlag()
-    req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), device="cpu",
-                     checkpoints=str(tmp_path / "resumed"), checkpoint_every_steps=10_000)
+    req = RunRequest(
+        pipeline=str(spec),
+        task=TASK,
+        dataset=str(data),
+        device="cpu",
+        checkpoints=str(tmp_path / "resumed"),
+        checkpoint_every_steps=10_000,
+    )
     try:
         run_pipeline(req, InterruptAt(flag, 17), interrupt=flag)  # 10 warm-start steps, then safe its
         raise AssertionError("the run was not interrupted")
@@ -116,16 +121,17 @@ def test_policy_stage_ctrl_c_resume_is_exact(tmp_path, monkeypatch):
         got = torch.load(resumed.stages[POLICY].dir / file, weights_only=True)["state_dict"]
         assert all(torch.equal(ref[k], got[k]) for k in ref), file
     # the labels made before the interruption (iteration 5) came back from the checkpoint
-    assert ((reference.stages[POLICY].dir / "iterates.json").read_text()
-            == (resumed.stages[POLICY].dir / "iterates.json").read_text())
+    assert (reference.stages[POLICY].dir / "iterates.json").read_text() == (
+        resumed.stages[POLICY].dir / "iterates.json"
+    ).read_text()
     assert reference.stages[POLICY].metrics == resumed.stages[POLICY].metrics
 
 
 def test_quick_preset_keeps_the_paper_method_and_a_safety_sized_evaluation():
     """`quick` shrinks sizes and changes only the documented settings (see the spec's comment)."""
-    from corl.pipeline.spec import load_spec
-
     from _pipeline_util import REPO, TASK
+
+    from corl.pipeline.spec import load_spec
 
     spec = load_spec(REPO / "pipelines" / "drcorl.toml")
     quick, full = spec.resolve(TASK, "quick"), spec.resolve(TASK, None)
@@ -138,8 +144,16 @@ def test_quick_preset_keeps_the_paper_method_and_a_safety_sized_evaluation():
     assert quick["policy"].use_lagrangian and full["policy"].use_lagrangian  # CarCircle's script: Lagrangian
     assert (quick["policy"].lambda_mode, quick["policy"].lambda_fixed) == ("fixed", 5.0)
     assert (quick["policy"].beta_coef, full["policy"].beta_coef) == (0.003, 0.01)
-    for key in ("cost_limit", "slack_bound", "switch_estimator", "critic_states", "beta_schedule",
-                "weighting", "lr", "fix_cost_normalisation"):
+    for key in (
+        "cost_limit",
+        "slack_bound",
+        "switch_estimator",
+        "critic_states",
+        "beta_schedule",
+        "weighting",
+        "lr",
+        "fix_cost_normalisation",
+    ):
         assert getattr(quick["policy"], key) == getattr(full["policy"], key), key
 
 
@@ -166,8 +180,15 @@ def test_policy_setting_reruns_only_policy_and_evaluate(tmp_path):
     first = run(spec, data, checkpoints=str(tmp_path / "ck"))
     assert set(statuses(first).values()) == {"ran"}, statuses(first)
     swept = run(spec, data, overrides=("policy.slack_bound=0.2",), checkpoints=str(tmp_path / "ck"))
-    assert statuses(swept) == {"dataset": "cached", "behavior": "cached", "critics": "cached", "dynamics": "cached",
-                               "policy": "ran", "evaluate": "ran", "evaluate_best_offline": "ran"}, statuses(swept)
+    assert statuses(swept) == {
+        "dataset": "cached",
+        "behavior": "cached",
+        "critics": "cached",
+        "dynamics": "cached",
+        "policy": "ran",
+        "evaluate": "ran",
+        "evaluate_best_offline": "ran",
+    }, statuses(swept)
     assert swept.stages[POLICY].dir != first.stages[POLICY].dir
 
 
@@ -195,7 +216,9 @@ def test_best_offline_iterate_is_labelled_and_evaluated_beside_the_final(tmp_pat
     assert fn(torch.zeros(3, 8)).shape == (3, 2)
     scores = result.scores
     assert "evaluate_best_offline/normalized_cost" in scores["best_offline"]
-    assert "evaluate/normalized_cost" in scores["final"] and "evaluate_best_offline/normalized_cost" not in scores["final"]
+    assert (
+        "evaluate/normalized_cost" in scores["final"] and "evaluate_best_offline/normalized_cost" not in scores["final"]
+    )
     assert scores["best_offline"]["policy/model_cost"] == pytest.approx(best["model_cost"])
     episodes = json.loads((result.stages[-1].dir / "episodes.json").read_text())
     assert episodes["policy_output"] == "best_offline_policy"
@@ -204,12 +227,12 @@ def test_best_offline_iterate_is_labelled_and_evaluated_beside_the_final(tmp_pat
 def test_dynamics_stage_is_micros_and_shared_with_the_micro_pipeline(tmp_path):
     """drcorl's `dynamics` is MICRO's stage kind (MICRO's ensemble code) and, with equal
     settings, one cached artifact: a micro run's model is a cache hit for drcorl."""
+    from _pipeline_util import REPO, TASK
+
     from corl.algos.micro.dynamics import GaussianEnsembleDynamics
     from corl.pipeline.registry import get_stage_kind
     from corl.pipeline.spec import load_spec
     from corl.pipeline.stages.micro import dynamics_stage, load_dynamics
-
-    from _pipeline_util import REPO, TASK
 
     drcorl, micro = load_spec(REPO / "pipelines" / "drcorl.toml"), load_spec(REPO / "pipelines" / "micro.toml")
     assert drcorl.stages["dynamics"].kind is micro.stages["dynamics"].kind
@@ -218,8 +241,12 @@ def test_dynamics_stage_is_micros_and_shared_with_the_micro_pipeline(tmp_path):
     for preset in (None, "quick"):  # the shipped specs resolve to the same settings: one key
         assert drcorl.resolve(TASK, preset)["dynamics"] == micro.resolve(TASK, preset)["dynamics"], preset
 
-    micro_spec = write_spec(tmp_path, SPEC.split("[stages.behavior]")[0].replace("drcorl test", "micro test")
-                            + SPEC[SPEC.index("[stages.dynamics]"):SPEC.index("[stages.policy]")], "micro.toml")
+    micro_spec = write_spec(
+        tmp_path,
+        SPEC.split("[stages.behavior]")[0].replace("drcorl test", "micro test")
+        + SPEC[SPEC.index("[stages.dynamics]") : SPEC.index("[stages.policy]")],
+        "micro.toml",
+    )
     spec, data = write_spec(tmp_path, SPEC, "drcorl.toml"), write_dataset(tmp_path)
     first = run(micro_spec, data, checkpoints=str(tmp_path / "ck"))
     assert statuses(first) == {"dataset": "ran", "dynamics": "ran"}
@@ -235,16 +262,33 @@ def test_corl_eval_prints_model_estimate_and_rank_correlation(tmp_path, monkeypa
     simulator's numbers, and the Spearman correlation over the iterates it rolled out."""
     import sys
 
+    from _pipeline_util import TASK
+
     from corl.cli import main
     from corl.eval.iterates import pick_iterates, spearman
-
-    from _pipeline_util import TASK
 
     root = tmp_path / "ck"
     spec, data = write_spec(tmp_path, SPEC + EVALUATES, "drcorl.toml"), write_dataset(tmp_path)
     result = run(spec, data, checkpoints=str(root))
-    monkeypatch.setattr(sys, "argv", ["corl", "eval", "drcorl", "--task", TASK, "--episodes", "1", "--num-envs", "1",
-                                      "--iterates", "3", "--checkpoints", str(root)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "corl",
+            "eval",
+            "drcorl",
+            "--task",
+            TASK,
+            "--episodes",
+            "1",
+            "--num-envs",
+            "1",
+            "--iterates",
+            "3",
+            "--checkpoints",
+            str(root),
+        ],
+    )
     monkeypatch.setenv("COLUMNS", "200")
     try:
         main()
@@ -275,8 +319,9 @@ def test_labelling_iterates_leaves_the_trained_policy_unchanged(tmp_path):
     """With or without the dynamics input (model labels every 5 iterations), the critic-switched
     policy stage trains the same policy, bit for bit: the estimate draws from its own generator
     and loading the ensemble does not touch the global RNG."""
-    bare_spec = SPEC.replace('inputs = ["dataset", "behavior", "critics", "dynamics"]',
-                             'inputs = ["dataset", "behavior", "critics"]')
+    bare_spec = SPEC.replace(
+        'inputs = ["dataset", "behavior", "critics", "dynamics"]', 'inputs = ["dataset", "behavior", "critics"]'
+    )
     data = write_dataset(tmp_path)
     with_model = run(write_spec(tmp_path, SPEC, "drcorl.toml"), data, checkpoints=str(tmp_path / "a"))
     without = run(write_spec(tmp_path, bare_spec, "bare.toml"), data, checkpoints=str(tmp_path / "b"))
@@ -290,15 +335,25 @@ def test_model_options_are_checked_and_model_switch_needs_dynamics(tmp_path):
     from corl.errors import CorlError
     from corl.pipeline.stages.drcorl import PolicyStageConfig
 
-    for bad in ({"model_start_states": "replay"}, {"model_horizon": 0}, {"model_pessimism": -1.0},
-                {"select_every": -1}, {"switch_estimator": "simulator"}):
+    for bad in (
+        {"model_start_states": "replay"},
+        {"model_horizon": 0},
+        {"model_pessimism": -1.0},
+        {"select_every": -1},
+        {"switch_estimator": "simulator"},
+    ):
         with pytest.raises(ValueError):
             PolicyStageConfig(**bad)
-    bare_spec = SPEC.replace('inputs = ["dataset", "behavior", "critics", "dynamics"]',
-                             'inputs = ["dataset", "behavior", "critics"]')
+    bare_spec = SPEC.replace(
+        'inputs = ["dataset", "behavior", "critics", "dynamics"]', 'inputs = ["dataset", "behavior", "critics"]'
+    )
     with pytest.raises(CorlError, match="switch_estimator = 'model' needs a dynamics input"):
-        run(write_spec(tmp_path, bare_spec, "bare.toml"), write_dataset(tmp_path),
-            overrides=("policy.switch_estimator=model",), checkpoints=str(tmp_path / "ck"))
+        run(
+            write_spec(tmp_path, bare_spec, "bare.toml"),
+            write_dataset(tmp_path),
+            overrides=("policy.switch_estimator=model",),
+            checkpoints=str(tmp_path / "ck"),
+        )
 
 
 def test_behavior_on_safe_episodes_fits_only_them_and_keeps_the_critics(tmp_path):
@@ -312,13 +367,21 @@ def test_behavior_on_safe_episodes_fits_only_them_and_keeps_the_critics(tmp_path
     limit = float(sorted(costs)[len(costs) // 2])  # about half the episodes are safe
     first = run(spec, data, checkpoints=str(tmp_path / "ck"))
     assert first.stages[1].metrics["behavior/episodes"] == len(costs)
-    safe = run(spec, data, overrides=('behavior.episodes="safe"', f"behavior.cost_limit={limit}"),
-               checkpoints=str(tmp_path / "ck"))
+    safe = run(
+        spec,
+        data,
+        overrides=('behavior.episodes="safe"', f"behavior.cost_limit={limit}"),
+        checkpoints=str(tmp_path / "ck"),
+    )
     assert statuses(safe)["behavior"] == "ran" and statuses(safe)["critics"] == "cached", statuses(safe)
     assert safe.stages[1].metrics["behavior/episodes"] == int((costs <= limit).sum()) < len(costs)
     assert costs.min() > 0  # the test data's episodes all have some cost
     with pytest.raises(CorlError, match="behavior: no episode of the dataset has cost <= "):
-        run(spec, data, overrides=('behavior.episodes="safe"', f"behavior.cost_limit={costs.min() / 2}"),
-            checkpoints=str(tmp_path / "ck"))
+        run(
+            spec,
+            data,
+            overrides=('behavior.episodes="safe"', f"behavior.cost_limit={costs.min() / 2}"),
+            checkpoints=str(tmp_path / "ck"),
+        )
     with pytest.raises((ValueError, CorlError), match="episodes"):
         run(spec, data, overrides=('behavior.episodes="unsafe"',), checkpoints=str(tmp_path / "ck"))

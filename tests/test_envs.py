@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from corl.envs import make_env, make_vector_env, step_costs
 from corl.compat import install_safety_gymnasium_shim, shim_is_installed
+from corl.envs import make_env, make_vector_env, step_costs
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _pipeline_util import TASK, TINY_SPEC, run, write_dataset, write_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,9 +48,28 @@ def corl(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 def test_eval_bc_writes_json_and_pngs(trained, monkeypatch, capsys):
     root, result = trained
-    code, out, err = corl(monkeypatch, capsys, "eval", "bc", "--task", TASK, "--episodes", "2", "--num-envs", "2",
-                          "--sim2real", "mass=0.5,1", "--attack", "random", "--eps", "0,0.05",
-                          "--cost-limits", "10,20", "--checkpoints", str(root))
+    code, out, err = corl(
+        monkeypatch,
+        capsys,
+        "eval",
+        "bc",
+        "--task",
+        TASK,
+        "--episodes",
+        "2",
+        "--num-envs",
+        "2",
+        "--sim2real",
+        "mass=0.5,1",
+        "--attack",
+        "random",
+        "--eps",
+        "0,0.05",
+        "--cost-limits",
+        "10,20",
+        "--checkpoints",
+        str(root),
+    )
     assert code == 0, err
     policy_dir = next(o.dir for o in result.stages if o.name == "bc")
     path = policy_dir / "eval" / "eval.json"
@@ -64,7 +82,9 @@ def test_eval_bc_writes_json_and_pngs(trained, monkeypatch, capsys):
     from corl.tasks import get_task
 
     norm = normalized_reward(get_task(TASK), np.array(clean["episode_reward"]))
-    assert clean["normalized_reward"] == pytest.approx(norm.mean()) and clean["normalized_reward_std"] == pytest.approx(norm.std())
+    assert clean["normalized_reward"] == pytest.approx(norm.mean()) and clean["normalized_reward_std"] == pytest.approx(
+        norm.std()
+    )
     assert clean["normalized_cost"] == pytest.approx(np.mean(clean["episode_cost"]) / data["cost_limit"])
     assert isinstance(clean["safe"], bool)
     # the DSRL thresholds: no policy trained at 20, so the run's own one is judged there (and says so)
@@ -94,29 +114,62 @@ def test_min_q_with_a_critic_file_and_selection_by_run_and_artifact(trained, mon
     critic = tmp_path / "q.pt"
     torch.save({"critic": EnsembleQ(8, 2, 2, (16, 16)).state_dict()}, critic)
     run_id = Path(str(result.record_path)).stem
-    code, out, err = corl(monkeypatch, capsys, "eval", "--run", run_id[:20], "--episodes", "1", "--attack", "min_Q",
-                          "--eps", "0,0.1", "--critic", str(critic), "--out", str(tmp_path / "out"),
-                          "--checkpoints", str(root))
+    code, out, err = corl(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--run",
+        run_id[:20],
+        "--episodes",
+        "1",
+        "--attack",
+        "min_Q",
+        "--eps",
+        "0,0.1",
+        "--critic",
+        str(critic),
+        "--out",
+        str(tmp_path / "out"),
+        "--checkpoints",
+        str(root),
+    )
     assert code == 0, err
     data = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert data["policy"]["run_id"] == run_id and data["attack"]["critic"]["members"] == 2
     assert data["attack"]["cells"][0]["equals_clean"] is True
     evaluate_dir = next(o.dir for o in result.stages if o.name == "evaluate")
-    code, out, err = corl(monkeypatch, capsys, "eval", "--artifact", str(evaluate_dir), "--episodes", "1",
-                          "--out", str(tmp_path / "out2"), "--checkpoints", str(root))
+    code, out, err = corl(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--artifact",
+        str(evaluate_dir),
+        "--episodes",
+        "1",
+        "--out",
+        str(tmp_path / "out2"),
+        "--checkpoints",
+        str(root),
+    )
     assert code == 0, err
     data = json.loads((tmp_path / "out2" / "eval.json").read_text())
     assert data["policy"]["kind"] == "bc" and data["clean"]["episodes"] == 1
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["eval", "bcc", "--task", TASK], "unknown pipeline 'bcc'"),
-    (["eval", "bc", "--task", "OfflineBallCircle-v0"], "no finished bc run for task OfflineBallCircle-v0"),
-    (["eval", "bc", "--task", TASK, "--sim2real", "viscosity=0.5,1"], "supported: friction, gravity, mass, actuator"),
-    (["eval", "bc", "--task", TASK, "--sim2real", "mass=0.5:1"], "bad sim2real scales"),
-    (["eval", "bc", "--task", TASK, "--attack", "min_Q", "--eps", "0,0.1"], "min_Q attack needs a Q critic"),
-    (["eval", "bc", "--task", TASK, "--attack", "random", "--eps", "0:x:3"], "bad --eps"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["eval", "bcc", "--task", TASK], "unknown pipeline 'bcc'"),
+        (["eval", "bc", "--task", "OfflineBallCircle-v0"], "no finished bc run for task OfflineBallCircle-v0"),
+        (
+            ["eval", "bc", "--task", TASK, "--sim2real", "viscosity=0.5,1"],
+            "supported: friction, gravity, mass, actuator",
+        ),
+        (["eval", "bc", "--task", TASK, "--sim2real", "mass=0.5:1"], "bad sim2real scales"),
+        (["eval", "bc", "--task", TASK, "--attack", "min_Q", "--eps", "0,0.1"], "min_Q attack needs a Q critic"),
+        (["eval", "bc", "--task", TASK, "--attack", "random", "--eps", "0:x:3"], "bad --eps"),
+    ],
+)
 def test_errors_are_one_line_exit_2(trained, monkeypatch, capsys, args, needle):
     root, _ = trained
     code, out, err = corl(monkeypatch, capsys, *args, "--checkpoints", str(root))
@@ -136,8 +189,10 @@ def test_critic_loader_reads_every_layout(tmp_path):
     assert torch.equal(rebuilt(obs, act), q(obs, act))
     # a DRCORL-style learner state: q_r wins over its target and over q_c
     other = EnsembleQ(8, 2, 2, (16, 8))
-    torch.save({"q_c": other.state_dict(), "q_r_target": other.state_dict(), "q_r": q.state_dict(), "step": 3},
-               tmp_path / "critics.pt")
+    torch.save(
+        {"q_c": other.state_dict(), "q_r_target": other.state_dict(), "q_r": q.state_dict(), "step": 3},
+        tmp_path / "critics.pt",
+    )
     loaded = load_critic_file(tmp_path / "critics.pt")
     assert loaded.num_q == 3 and loaded.in_dim == 10 and torch.equal(loaded(obs, act), q(obs, act))
     torch.save({"nothing": torch.zeros(3)}, tmp_path / "empty.pt")
@@ -156,8 +211,9 @@ def test_final_and_best_checkpoints_are_reported_apart(trained, monkeypatch, cap
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["outputs"]["best_policy"] = dict(manifest["outputs"]["policy"])
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    code, out, err = corl(monkeypatch, capsys, "eval", "--artifact", str(copy), "--episodes", "1",
-                          "--checkpoints", str(root))
+    code, out, err = corl(
+        monkeypatch, capsys, "eval", "--artifact", str(copy), "--episodes", "1", "--checkpoints", str(root)
+    )
     assert code == 0, err
     final = json.loads((copy / "eval" / "eval.json").read_text())
     best = json.loads((copy / "eval-best" / "eval.json").read_text())
@@ -172,15 +228,23 @@ def test_verdict_lines_say_whether_the_first_policy_is_safe_and_beats_the_others
     from corl.cli.eval import verdict_lines
 
     def ev(label, reward, cost, safe):
-        return SimpleNamespace(data={"policy": {"label": label}, "clean": {
-            "normalized_reward": reward, "normalized_cost": cost, "safe": safe}})
+        return SimpleNamespace(
+            data={
+                "policy": {"label": label},
+                "clean": {"normalized_reward": reward, "normalized_cost": cost, "safe": safe},
+            }
+        )
 
     lines = verdict_lines([ev("DRCORL", 0.05, 0.3, True), ev("BC-Safe", 0.13, 0.9, True)], "normalized_reward")
     assert lines == ["DRCORL: safe (normalized cost 0.30 <= 1); it earns 0.050, less than BC-Safe (0.130, safe)."]
-    lines = verdict_lines([ev("DRCORL", 0.2, 1.5, False), ev("BC-Safe", 0.13, 0.9, True),
-                           ev("BC-All", 0.3, 2.0, False)], "normalized_reward")
-    assert lines == ["DRCORL: unsafe (normalized cost 1.50 > 1); it earns 0.200, more than BC-Safe (0.130, safe).",
-                     "DRCORL: unsafe (normalized cost 1.50 > 1); it earns 0.200, less than BC-All (0.300, unsafe)."]
+    lines = verdict_lines(
+        [ev("DRCORL", 0.2, 1.5, False), ev("BC-Safe", 0.13, 0.9, True), ev("BC-All", 0.3, 2.0, False)],
+        "normalized_reward",
+    )
+    assert lines == [
+        "DRCORL: unsafe (normalized cost 1.50 > 1); it earns 0.200, more than BC-Safe (0.130, safe).",
+        "DRCORL: unsafe (normalized cost 1.50 > 1); it earns 0.200, less than BC-All (0.300, unsafe).",
+    ]
     assert verdict_lines([ev("DRCORL", 0.05, 0.3, True)], "normalized_reward") == []
 
 
@@ -189,8 +253,21 @@ def test_eval_of_two_pipelines_ends_with_the_verdict(trained, monkeypatch, capsy
     base = root.parent
     second = run(write_spec(base, TINY_SPEC, name="bc2.toml"), write_dataset(base), checkpoints=str(root))
     assert second.status == "ok"
-    code, out, err = corl(monkeypatch, capsys, "eval", "bc", "bc2", "--task", TASK, "--episodes", "2",
-                          "--num-envs", "2", "--checkpoints", str(root))
+    code, out, err = corl(
+        monkeypatch,
+        capsys,
+        "eval",
+        "bc",
+        "bc2",
+        "--task",
+        TASK,
+        "--episodes",
+        "2",
+        "--num-envs",
+        "2",
+        "--checkpoints",
+        str(root),
+    )
     assert code == 0, err
     verdict = [line for line in out.splitlines() if line.startswith("BC-All: ")]
     assert len(verdict) == 1, out

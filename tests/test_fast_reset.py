@@ -19,8 +19,11 @@ from corl.envs.fast_reset import FastResetSafetyGym
 
 def _model_arrays(env) -> dict[str, np.ndarray]:
     model = env.unwrapped.task.world.model
-    return {k: getattr(model, k) for k in dir(model)
-            if not k.startswith("_") and isinstance(getattr(model, k, None), np.ndarray)}
+    return {
+        k: getattr(model, k)
+        for k in dir(model)
+        if not k.startswith("_") and isinstance(getattr(model, k, None), np.ndarray)
+    }
 
 
 def _episodes(env, seeds: list[int], steps: int, actions: np.ndarray) -> list[tuple]:
@@ -36,9 +39,15 @@ def _episodes(env, seeds: list[int], steps: int, actions: np.ndarray) -> list[tu
     return rows
 
 
-@pytest.mark.parametrize("task,n_episodes", [
-    ("SafetyPointGoal1-v0", 3), ("SafetyPointGoal2-v0", 2), ("SafetyCarButton1-v0", 2), ("SafetyPointPush1-v0", 2),
-])
+@pytest.mark.parametrize(
+    "task,n_episodes",
+    [
+        ("SafetyPointGoal1-v0", 3),
+        ("SafetyPointGoal2-v0", 2),
+        ("SafetyCarButton1-v0", 2),
+        ("SafetyPointPush1-v0", 2),
+    ],
+)
 def test_fast_reset_equals_stock_rebuild(task, n_episodes):
     steps = 40
     seeds = [11 + 7 * i for i in range(n_episodes)]

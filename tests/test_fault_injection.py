@@ -96,8 +96,18 @@ def reference(tmp_path_factory):
     return artifact_files(root)
 
 
-@pytest.mark.parametrize("writer,nth", [("record", 1), ("record", 3), ("hash-cache", 1), ("manifest", 1),
-                                        ("manifest", 2), ("checkpoint", 1), ("weights", 1)])
+@pytest.mark.parametrize(
+    "writer,nth",
+    [
+        ("record", 1),
+        ("record", 3),
+        ("hash-cache", 1),
+        ("manifest", 1),
+        ("manifest", 2),
+        ("checkpoint", 1),
+        ("weights", 1),
+    ],
+)
 def test_full_disk_during_a_run(writer, nth, reference, tmp_path, capsys, monkeypatch):
     spec, data = write_spec(tmp_path, TRAIN_ONLY_SPEC), write_dataset(tmp_path)
     root = tmp_path / "ck"
@@ -178,11 +188,15 @@ def readonly_tmpfs(tmp_path):
 def test_real_read_only_cache_root(readonly_tmpfs, tmp_path, capsys, monkeypatch):
     spec, data = write_spec(tmp_path, TRAIN_ONLY_SPEC), write_dataset(tmp_path)
     for root in (readonly_tmpfs, readonly_tmpfs / "sub"):
-        result = corl(capsys, monkeypatch, "run", str(spec), "--task", TASK, "--dataset", str(data),
-                      "--checkpoints", str(root))
+        result = corl(
+            capsys, monkeypatch, "run", str(spec), "--task", TASK, "--dataset", str(data), "--checkpoints", str(root)
+        )
         assert_one_line(result, str(readonly_tmpfs), "read-only file system")
-    assert_one_line(corl(capsys, monkeypatch, "datasets", "convert", str(data), str(readonly_tmpfs / "x.hdf5")),
-                    str(readonly_tmpfs), "read-only")
+    assert_one_line(
+        corl(capsys, monkeypatch, "datasets", "convert", str(data), str(readonly_tmpfs / "x.hdf5")),
+        str(readonly_tmpfs),
+        "read-only",
+    )
 
 
 def test_real_tiny_filesystem(tiny_tmpfs, reference, tmp_path, capsys, monkeypatch):
@@ -197,8 +211,11 @@ def test_real_tiny_filesystem(tiny_tmpfs, reference, tmp_path, capsys, monkeypat
     from corl.data.formats.dsrl import write_dsrl
 
     write_dsrl(TransitionDataset.from_numpy(make_arrays(n_episodes=250, length=25)), big)
-    assert_one_line(corl(capsys, monkeypatch, "datasets", "convert", str(big), str(tiny_tmpfs / "x.hdf5")),
-                    str(tiny_tmpfs / "x.hdf5"), "no space left on device")
+    assert_one_line(
+        corl(capsys, monkeypatch, "datasets", "convert", str(big), str(tiny_tmpfs / "x.hdf5")),
+        str(tiny_tmpfs / "x.hdf5"),
+        "no space left on device",
+    )
     assert not list(tiny_tmpfs.iterdir())
     # past the free-space check (it cannot know every writer's size): the real ENOSPC of a write
     from corl.files import DiskError, atomic_write

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from corl.data.dataset import TransitionDataset
-
 from _baselines_util import interrupted_then_resumed, same_policy
 from _pipeline_util import statuses
+
+from corl.data.dataset import TransitionDataset
 
 
 def test_schedule_signal_and_weight_regions_follow_the_equations():
@@ -41,16 +40,32 @@ def test_critic_losses_follow_the_hj_and_expectile_equations():
     from corl.algos.fisor import FISORConfig, FISORLearner
 
     torch.manual_seed(0)
-    cfg = FISORConfig(batch_size=8, critic_batch_size=8, actor_splits=1, gamma=0.9, hidden=[8], width=8, blocks=1,
-                      time_dim=4, fourier_features=2)
+    cfg = FISORConfig(
+        batch_size=8,
+        critic_batch_size=8,
+        actor_splits=1,
+        gamma=0.9,
+        hidden=[8],
+        width=8,
+        blocks=1,
+        time_dim=4,
+        fourier_features=2,
+    )
     learner = FISORLearner(cfg, 2, 1, reward_factor=0.5)
     gen = torch.Generator().manual_seed(1)
     s, s2 = torch.randn(8, 2, generator=gen), torch.randn(8, 2, generator=gen)
     a = torch.rand(8, 1, generator=gen) * 2 - 1
     cost = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0])
     term = torch.tensor([False, False, True, False, False, True, False, False])
-    batch = {"observations": s, "next_observations": s2, "actions": a, "rewards": torch.randn(8, generator=gen),
-             "costs": cost, "terminals": term, "timeouts": torch.zeros(8, dtype=torch.bool)}
+    batch = {
+        "observations": s,
+        "next_observations": s2,
+        "actions": a,
+        "rewards": torch.randn(8, generator=gen),
+        "costs": cost,
+        "terminals": term,
+        "timeouts": torch.zeros(8, dtype=torch.bool),
+    }
     b = learner._prepare(batch)
     with torch.no_grad():  # centre V and V_h on the critics so u takes both signs
         learner.v.net.net[-1].bias += (learner.q_target(s, a).min(0).values - learner.v(s)).median()
@@ -63,12 +78,12 @@ def test_critic_losses_follow_the_hj_and_expectile_equations():
         mask = (~term).float()
         # reward V: expectile 0.9 of min_k Q'_k - V; Q: mean over members and rows, target with the new V
         u = before.q_target(s, a).min(0).values - before.v(s)
-        want_v = (torch.where(u < 0, 0.1, 0.9) * u ** 2).mean()
+        want_v = (torch.where(u < 0, 0.1, 0.9) * u**2).mean()
         y = 0.5 * batch["rewards"] + 0.9 * mask * learner.v(s2)
         want_q = ((before.q(s, a) - y) ** 2).mean()
         # feasibility V_h: weight 0.9 below (u_h < 0), 0.1 above, u_h = max_k Q_h'_k - V_h
         uh = before.qh_target(s, a).max(0).values - before.vh(s)
-        want_vh = (torch.where(uh < 0, 0.9, 0.1) * uh ** 2).mean()
+        want_vh = (torch.where(uh < 0, 0.9, 0.1) * uh**2).mean()
         yh = (1 - 0.9) * h + 0.9 * torch.maximum(h, learner.vh(s2))
         yh = torch.where(term, h, yh)
         want_qh = ((before.qh(s, a) - yh) ** 2).mean()
@@ -81,9 +96,17 @@ def _reachability(n: int = 4000, seed: int = 0) -> TransitionDataset:
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1.5, 1.5, size=(n, 1)).astype(np.float32)
     a = rng.uniform(-1, 1, size=(n, 1)).astype(np.float32)
-    return TransitionDataset.from_numpy(dict(
-        observations=x, actions=a, rewards=x[:, 0], costs=(x[:, 0] > 1).astype(np.float32),
-        next_observations=np.clip(x + 0.1 * a, -2, 2), terminals=np.zeros(n, bool), timeouts=np.zeros(n, bool)))
+    return TransitionDataset.from_numpy(
+        dict(
+            observations=x,
+            actions=a,
+            rewards=x[:, 0],
+            costs=(x[:, 0] > 1).astype(np.float32),
+            next_observations=np.clip(x + 0.1 * a, -2, 2),
+            terminals=np.zeros(n, bool),
+            timeouts=np.zeros(n, bool),
+        )
+    )
 
 
 def test_feasible_set_and_recovery_on_a_1d_reachability_problem():
@@ -91,8 +114,20 @@ def test_feasible_set_and_recovery_on_a_1d_reachability_problem():
 
     data = _reachability()
     torch.manual_seed(0)
-    cfg = FISORConfig(batch_size=256, critic_batch_size=256, gamma=0.9, hidden=[32, 32], width=32, blocks=1,
-                      time_dim=16, fourier_features=8, critic_lr=1e-3, value_lr=1e-3, actor_lr=1e-3, tau=0.05)
+    cfg = FISORConfig(
+        batch_size=256,
+        critic_batch_size=256,
+        gamma=0.9,
+        hidden=[32, 32],
+        width=32,
+        blocks=1,
+        time_dim=16,
+        fourier_features=8,
+        critic_lr=1e-3,
+        value_lr=1e-3,
+        actor_lr=1e-3,
+        tau=0.05,
+    )
     learner = FISORLearner(cfg, 1, 1)
     gen = torch.Generator().manual_seed(0)
     for _ in range(500):

@@ -3,7 +3,6 @@ nothing finished is ever lost. Numbers in the test names are the issue's items."
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -17,8 +16,8 @@ from _cli_util import assert_one_line, corl  # noqa: E402
 from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, statuses, write_dataset, write_spec  # noqa: E402
 
 from corl.errors import ConfigError, CorlError  # noqa: E402
-from corl.store import artifacts as art  # noqa: E402
 from corl.pipeline.runner import RunRequest, plan_pipeline  # noqa: E402
+from corl.store import artifacts as art  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,8 +43,15 @@ def _published_scores(kind: str, cfg, task) -> dict[str, float]:
 
     if kind == "evaluate":  # corl/pipeline/stages/evaluate.py
         rng = np.random.default_rng(0)
-        return summarize(task, rng.normal(100, 10, 3), rng.uniform(0, 20, 3), np.full(3, 300), cfg.cost_limit
-                         or task.cost_limit, task.cost_limits, prefix=f"{cfg.label}/")
+        return summarize(
+            task,
+            rng.normal(100, 10, 3),
+            rng.uniform(0, 20, 3),
+            np.full(3, 300),
+            cfg.cost_limit or task.cost_limit,
+            task.cost_limits,
+            prefix=f"{cfg.label}/",
+        )
     if kind in ("cvpo_train", "mice_train"):  # corl/pipeline/stages/online.py, end of the train stage
         out = {"final/reward": 1.0, "final/cost": 2.0, "final/episodes": 3.0}
         if cfg.eval_every > 0:
@@ -55,8 +61,24 @@ def _published_scores(kind: str, cfg, task) -> dict[str, float]:
 
 
 #: Kinds that publish no final/best scores (their metrics are training facts).
-UNSCORED = {"dataset", "bc", "drcorl_behavior", "drcorl_critics", "drcorl_policy", "dynamics", "micro_policy",
-            "export", "vae", "behavior", "bcql", "bearl", "cpq", "coptidice", "cdt", "fisor"}
+UNSCORED = {
+    "dataset",
+    "bc",
+    "drcorl_behavior",
+    "drcorl_critics",
+    "drcorl_policy",
+    "dynamics",
+    "micro_policy",
+    "export",
+    "vae",
+    "behavior",
+    "bcql",
+    "bearl",
+    "cpq",
+    "coptidice",
+    "cdt",
+    "fisor",
+}
 
 
 def test_0_summary_prints_every_label_of_every_shipped_preset(capsys, monkeypatch, tmp_path):
@@ -75,11 +97,13 @@ def test_0_summary_prints_every_label_of_every_shipped_preset(capsys, monkeypatc
             configs = spec.resolve(task.name, preset)
             outcomes = []
             for stage, sspec in spec.stages.items():
-                assert sspec.kind.name in UNSCORED or sspec.kind.name in ("evaluate", "cvpo_train", "mice_train"), \
+                assert sspec.kind.name in UNSCORED or sspec.kind.name in ("evaluate", "cvpo_train", "mice_train"), (
                     f"new stage kind {sspec.kind.name!r}: add what it publishes to _published_scores"
+                )
                 metrics = _published_scores(sspec.kind.name, configs[stage], task)
-                outcomes.append(StageOutcome(stage, sspec.kind.name, "k" * 12, tmp_path / TASK / stage, "ran", 1.0,
-                                             metrics))
+                outcomes.append(
+                    StageOutcome(stage, sspec.kind.name, "k" * 12, tmp_path / TASK / stage, "ran", 1.0, metrics)
+                )
             result = RunResult(name, task.name, 0, preset, outcomes, "ok", 2.0, tmp_path / "r.json")
             monkeypatch.setattr(runner, "run_pipeline", lambda *a, _r=result, **k: _r)
             args = ["run", name, "--task", task.name] + (["--preset", preset] if preset else [])
@@ -183,16 +207,19 @@ def test_5_broken_cache_files_end_in_one_line_or_are_rebuilt(setup, tmp_path, ca
     assert "pid x" in describe(lock.holder())
 
 
-@pytest.mark.parametrize("args,needles", [
-    (["--set", "bc.lr=nan"], ["--set bc.lr=nan", "finite"]),
-    (["--set", "bc.steps=0"], ["--set bc.steps=0", ">= 1"]),
-    (["--set", "bc.steps=-1"], ["--set bc.steps=-1"]),
-    (["--set", "bc.hidden=[]"], ["--set bc.hidden=[]", "hidden layer"]),
-    (["--seed", "-1"], ["--seed", "got -1"]),
-    (["--seed", "99999999999999999999"], ["--seed", "99999999999999999999"]),
-    (["--checkpoint-every", "0"], ["--checkpoint-every"]),
-    (["--checkpoint-seconds", "nan"], ["--checkpoint-seconds"]),
-])
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--set", "bc.lr=nan"], ["--set bc.lr=nan", "finite"]),
+        (["--set", "bc.steps=0"], ["--set bc.steps=0", ">= 1"]),
+        (["--set", "bc.steps=-1"], ["--set bc.steps=-1"]),
+        (["--set", "bc.hidden=[]"], ["--set bc.hidden=[]", "hidden layer"]),
+        (["--seed", "-1"], ["--seed", "got -1"]),
+        (["--seed", "99999999999999999999"], ["--seed", "99999999999999999999"]),
+        (["--checkpoint-every", "0"], ["--checkpoint-every"]),
+        (["--checkpoint-seconds", "nan"], ["--checkpoint-seconds"]),
+    ],
+)
 def test_5_6_bad_run_options_fail_before_any_work(setup, args, needles, capsys, monkeypatch):
     """Each of these passed a dry run and crashed after training (or trained on nonsense)."""
     spec, data = setup
@@ -206,18 +233,29 @@ def test_5_paths_and_devices(setup, tmp_path, capsys, monkeypatch):
     spec, data = setup
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    assert_one_line(corl(capsys, monkeypatch, "run", str(spec), "--task", TASK, "--dataset", str(data),
-                         "--checkpoints", str(a_file)), str(a_file), "expected a directory")
+    assert_one_line(
+        corl(
+            capsys, monkeypatch, "run", str(spec), "--task", TASK, "--dataset", str(data), "--checkpoints", str(a_file)
+        ),
+        str(a_file),
+        "expected a directory",
+    )
     assert_one_line(corl(capsys, monkeypatch, "cache", "ls", "--checkpoints", str(a_file)), str(a_file))
     import torch
 
     if not torch.cuda.is_available():
-        assert_one_line(corl(capsys, monkeypatch, "eval", "bc", "--task", TASK, "--device", "cuda"),
-                        "--device cuda", "CUDA is not available")
+        assert_one_line(
+            corl(capsys, monkeypatch, "eval", "bc", "--task", TASK, "--device", "cuda"),
+            "--device cuda",
+            "CUDA is not available",
+        )
     out_dir = tmp_path / "a_dir"
     out_dir.mkdir()
-    assert_one_line(corl(capsys, monkeypatch, "datasets", "collect", "--task", TASK, "--episodes", "1",
-                         "-o", str(out_dir)), str(out_dir), "is a directory")
+    assert_one_line(
+        corl(capsys, monkeypatch, "datasets", "collect", "--task", TASK, "--episodes", "1", "-o", str(out_dir)),
+        str(out_dir),
+        "is a directory",
+    )
     assert_one_line(corl(capsys, monkeypatch, "datasets", "convert", str(data), str(out_dir)), str(out_dir))
 
 
@@ -245,14 +283,18 @@ def test_5_unwritable_cache_root_is_one_line(setup, tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(os, "open", fake_open)
     monkeypatch.setattr(Path, "mkdir", fake_mkdir)
-    line = assert_one_line(corl(capsys, monkeypatch, "run", str(spec), "--task", TASK, "--dataset", str(data),
-                                "--checkpoints", str(root)), "read-only file system")
+    line = assert_one_line(
+        corl(capsys, monkeypatch, "run", str(spec), "--task", TASK, "--dataset", str(data), "--checkpoints", str(root)),
+        "read-only file system",
+    )
     assert str(root) in line
 
 
 # ----------------------------------------------------------------------------------- 6
-@pytest.mark.parametrize("override", ["bc.steps=0", "bc.steps=-1", "bc.hidden=[]", "bc.batch_size=0",
-                                      "bc.lr=-0.1", "bc.lr=inf", "bc.hidden=[16,0]"])
+@pytest.mark.parametrize(
+    "override",
+    ["bc.steps=0", "bc.steps=-1", "bc.hidden=[]", "bc.batch_size=0", "bc.lr=-0.1", "bc.lr=inf", "bc.hidden=[16,0]"],
+)
 def test_6_nonsense_configs_are_refused(setup, override):
     spec, data = setup
     with pytest.raises(ConfigError) as info:
@@ -270,8 +312,10 @@ def test_6_every_shipped_preset_passes_the_value_checks():
                 spec.resolve(task, preset)
 
 
-@pytest.mark.parametrize("manifest", [{}, {"key": "K", "files": {}}, {"key": "K", "kind": "bc", "files": [],
-                                                                      "outputs": {}, "final_metrics": {}}])
+@pytest.mark.parametrize(
+    "manifest",
+    [{}, {"key": "K", "files": {}}, {"key": "K", "kind": "bc", "files": [], "outputs": {}, "final_metrics": {}}],
+)
 def test_6_forged_manifests_are_corrupt_for_run_and_ls(setup, tmp_path, manifest, capsys, monkeypatch):
     spec, data = setup
     run(spec, data)
@@ -342,9 +386,14 @@ def test_7_prune_removes_empty_partials_of_failed_runs(setup, tmp_path, capsys, 
     (empty / art.METRICS).write_text('{"step": 1}\n')
     resumable.mkdir()
     (resumable / art.CHECKPOINT).write_bytes(b"x")
-    failed = dict(record, status="failed", stages=[
-        {"name": "bc", "kind": "bc", "key": d.name[3:], "dir": f"{TASK}/{d.name}", "status": "failed"}
-        for d in (empty, resumable)])
+    failed = dict(
+        record,
+        status="failed",
+        stages=[
+            {"name": "bc", "kind": "bc", "key": d.name[3:], "dir": f"{TASK}/{d.name}", "status": "failed"}
+            for d in (empty, resumable)
+        ],
+    )
     art.write_json_atomic(root / "runs" / "failed.json", failed)
     shown = corl(capsys, monkeypatch, "cache", "ls")
     assert "empty" in next(line for line in shown.out.splitlines() if empty.name in line)

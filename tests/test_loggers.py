@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _pipeline_util import TASK, TINY_SPEC, TRAIN_ONLY_SPEC, subprocess_env, write_dataset, write_spec
 
 
@@ -14,8 +13,9 @@ def _run(tmp_path, logger):
     import corl
 
     spec, data = write_spec(tmp_path, TINY_SPEC), write_dataset(tmp_path)
-    return corl.run(str(spec), task=TASK, dataset=data, device="cpu", checkpoints=tmp_path / "checkpoints",
-                    logger=logger)
+    return corl.run(
+        str(spec), task=TASK, dataset=data, device="cpu", checkpoints=tmp_path / "checkpoints", logger=logger
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,13 @@ def test_tensorboard_event_file_holds_the_metric_names(logged):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     # the train loop's metric (every log_every=10 steps of 60) and the evaluation's final scores
-    assert "bc/bc/nll" in tags and "evaluate/final/normalized_reward" in tags and "evaluate/final/normalized_cost" in tags
+    assert (
+        "bc/bc/nll" in tags and "evaluate/final/normalized_reward" in tags and "evaluate/final/normalized_cost" in tags
+    )
     assert [e.step for e in acc.Scalars("bc/bc/nll")] == list(range(10, 61, 10))
     assert acc.Scalars("evaluate/final/normalized_reward")[0].value == pytest.approx(
-        result.final["evaluate/normalized_reward"], rel=1e-6)
+        result.final["evaluate/normalized_reward"], rel=1e-6
+    )
 
 
 def test_logs_are_not_artifacts(logged):
@@ -78,15 +81,18 @@ def test_without_logger_nothing_new_is_imported(tmp_path):
     """A whole ``corl run`` in a fresh process: tensorboard and wandb stay out of sys.modules
     (train-only spec: the simulator adds time, not imports of either)."""
     spec, data = write_spec(tmp_path, TRAIN_ONLY_SPEC), write_dataset(tmp_path)
-    code = ("import sys\n"
-            f"sys.argv = ['corl', 'run', {str(spec)!r}, '--task', {TASK!r}, '--dataset', {str(data)!r}, "
-            f"'--device', 'cpu', '--checkpoints', {str(tmp_path / 'checkpoints')!r}]\n"
-            "from corl.cli import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboard', 'wandb', 'onnx', 'onnxruntime')"
-            " or m == 'torch.utils.tensorboard')\n"
-            "print('IMPORTED', bad)\n")
-    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env(tmp_path), capture_output=True, text=True,
-                          timeout=300)
+    code = (
+        "import sys\n"
+        f"sys.argv = ['corl', 'run', {str(spec)!r}, '--task', {TASK!r}, '--dataset', {str(data)!r}, "
+        f"'--device', 'cpu', '--checkpoints', {str(tmp_path / 'checkpoints')!r}]\n"
+        "from corl.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboard', 'wandb', 'onnx', 'onnxruntime')"
+        " or m == 'torch.utils.tensorboard')\n"
+        "print('IMPORTED', bad)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "IMPORTED []" in done.stdout, done.stdout[-500:]

@@ -8,9 +8,18 @@ import math
 import pytest
 import torch
 
-from corl.algos.mice import (FlashbulbMemory, IntrinsicCostModule, MICEConfig, MICETrainer,
-                             bias_corrected_cost_value, conjugate_gradient, cpo_step_direction, discounted_cumsum,
-                             gae, kernel_pseudo_count)
+from corl.algos.mice import (
+    FlashbulbMemory,
+    IntrinsicCostModule,
+    MICEConfig,
+    MICETrainer,
+    bias_corrected_cost_value,
+    conjugate_gradient,
+    cpo_step_direction,
+    discounted_cumsum,
+    gae,
+    kernel_pseudo_count,
+)
 from corl.algos.online import OnlineCollector, train_online
 
 TASK = "SafetyCarCircle-v0"
@@ -41,8 +50,7 @@ def test_memory_insert_and_fifo_evict():
 # ------------------------------------------------------------------ §4.3 intrinsic cost
 def test_kernel_pseudo_count_hand_computed():
     # env 0: memory at distances 0, 1, 3 from the query; k = 2 -> δ = (0, 1), mean 0.5
-    memory = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]],
-                           [[5.0, 5.0], [6.0, 6.0], [0.0, 0.0]]])
+    memory = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]], [[5.0, 5.0], [6.0, 6.0], [0.0, 0.0]]])
     valid = torch.tensor([[True, True, True], [True, True, False]])  # env 1 holds only k = 2 entries
     query = torch.zeros(2, 2)
     c = kernel_pseudo_count(query, memory, valid, k=2, xi=0.008, eps_kernel=1e-4)
@@ -79,8 +87,9 @@ def test_bias_corrected_cost_value_known_trajectory():
     costs = torch.tensor([0.0, 1.0, 0.0])
     intrinsic = torch.tensor([0.0, 0.5, 2.0])
     values = torch.tensor([1.0, 2.0, 0.5])
-    out = bias_corrected_cost_value(costs, intrinsic, values, last_value=0.0, beta=1.0, gamma=0.9, lam=0.5,
-                                    beta_lr=0.1, beta_ema=0.1)
+    out = bias_corrected_cost_value(
+        costs, intrinsic, values, last_value=0.0, beta=1.0, gamma=0.9, lam=0.5, beta_lr=0.1, beta_ema=0.1
+    )
     # by hand: td = (0.8, -1.55, -0.5); δ⁰ = (0.8, -0.05, 1.5); β_t = (1, 1.01, 0.925)
     torch.testing.assert_close(out.beta_t, torch.tensor([1.0, 1.01, 0.925]))
     # δ = (0.8, -0.045, 1.35); A = (0.8 + .45·0.5625, -0.045 + .45·1.35, 1.35)
@@ -140,8 +149,9 @@ def test_branch_free_cg_and_scan_match_the_loops_bit_for_bit():
     for iters in (5, 15):  # not converged: every iteration runs in both forms
         assert torch.equal(conjugate_gradient(lambda v: a @ v, b, iters), _cg_early_exit(lambda v: a @ v, b, iters))
     small = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # converges in 2 steps: the masked tail keeps x
-    torch.testing.assert_close(conjugate_gradient(lambda v: small @ v, torch.tensor([1.0, 1.0]), 15),
-                               torch.tensor([0.5, 1.0 / 3.0]))
+    torch.testing.assert_close(
+        conjugate_gradient(lambda v: small @ v, torch.tensor([1.0, 1.0]), 15), torch.tensor([0.5, 1.0 / 3.0])
+    )
     x = torch.randn(257, generator=g) * 5
     running, ref = 0.0, torch.empty(257, dtype=torch.float64)
     for t in range(256, -1, -1):  # the per-step Python scan it replaced
@@ -152,8 +162,9 @@ def test_branch_free_cg_and_scan_match_the_loops_bit_for_bit():
 
 # ------------------------------------------------------------------ a real run + resume
 def _params(trainer: MICETrainer) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in trainer.learner.actor.parameters()] + \
-        [p.detach().clone() for p in trainer.learner.cost_critic.parameters()]
+    return [p.detach().clone() for p in trainer.learner.actor.parameters()] + [
+        p.detach().clone() for p in trainer.learner.cost_critic.parameters()
+    ]
 
 
 def test_mice_short_real_run_dataset_and_resume():

@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from corl.algos.micro import (DynamicsConfig, DynamicsLearner, MICROConfig, MICROPolicyLearner, MICROTrainer,
-                              model_rollout, paper_config, paper_dynamics_config, sample_mixed_batch,
-                              termination_fn)
+from corl.algos.micro import (
+    DynamicsConfig,
+    DynamicsLearner,
+    MICROConfig,
+    MICROPolicyLearner,
+    MICROTrainer,
+    model_rollout,
+    paper_config,
+    paper_dynamics_config,
+    sample_mixed_batch,
+    termination_fn,
+)
 from corl.algos.micro.termination import hopper_termination
 from corl.data.dataset import TransitionDataset
 from corl.data.replay import TensorReplayBuffer
@@ -21,8 +30,9 @@ def collect_random(task: str = "hopper-medium-v2", steps: int = 600, seed: int =
     """``steps`` transitions of the task's simulator under uniform random actions."""
     env = make_env(task, seed=seed)
     obs, _ = env.reset(seed=seed)
-    rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "costs",
-                                             "next_observations", "terminals", "timeouts")}
+    rows: dict[str, list] = {
+        k: [] for k in ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")
+    }
     for _ in range(steps):
         act = env.action_space.sample()
         nxt, rew, term, trunc, info = env.step(act)
@@ -39,15 +49,31 @@ def hopper_data() -> TransitionDataset:
 
 
 def tiny_dynamics(**kw) -> DynamicsConfig:
-    base = dict(ensemble_size=4, num_elites=2, hidden=(32, 32), weight_decays=(2.5e-5, 5e-5, 1e-4),
-                batch_size=64, max_epochs=4, max_holdout=120)
+    base = dict(
+        ensemble_size=4,
+        num_elites=2,
+        hidden=(32, 32),
+        weight_decays=(2.5e-5, 5e-5, 1e-4),
+        batch_size=64,
+        max_epochs=4,
+        max_holdout=120,
+    )
     return DynamicsConfig(**{**base, **kw})
 
 
 def tiny_micro(**kw) -> MICROConfig:
-    base = dict(hidden=(32, 32), batch_size=32, real_ratio=0.25, num_samples=3, rollout_batch_size=64,
-                rollout_length=3, rollout_freq=5, model_retain_epochs=2, steps_per_epoch=4,
-                lr_schedule_epochs=10)
+    base = dict(
+        hidden=(32, 32),
+        batch_size=32,
+        real_ratio=0.25,
+        num_samples=3,
+        rollout_batch_size=64,
+        rollout_length=3,
+        rollout_freq=5,
+        model_retain_epochs=2,
+        steps_per_epoch=4,
+        lr_schedule_epochs=10,
+    )
     return MICROConfig(**{**base, **kw})
 
 
@@ -63,8 +89,7 @@ def fitted(hopper_data):
 def test_gaussian_nll_decreases(hopper_data):
     torch.manual_seed(0)
     learner = DynamicsLearner(hopper_data.obs_dim, hopper_data.act_dim, tiny_dynamics())
-    batch = {k: getattr(hopper_data, k) for k in ("observations", "actions", "rewards", "costs",
-                                                  "next_observations")}
+    batch = {k: getattr(hopper_data, k) for k in ("observations", "actions", "rewards", "costs", "next_observations")}
     learner.fit_scalers(batch)
     before = learner.evaluate(batch)
     for _ in range(40):
@@ -78,8 +103,9 @@ def test_elites_have_lowest_holdout_error(hopper_data, fitted):
     learner, metrics = fitted
     rows = learner.holdout_rows
     assert len(rows) == min(int(len(hopper_data) * 0.2), learner.config.max_holdout)
-    holdout = {k: getattr(hopper_data, k)[rows] for k in ("observations", "actions", "rewards",
-                                                                   "costs", "next_observations")}
+    holdout = {
+        k: getattr(hopper_data, k)[rows] for k in ("observations", "actions", "rewards", "costs", "next_observations")
+    }
     mse = learner.evaluate(holdout)["mse"]
     assert torch.allclose(mse, learner.best_holdout, rtol=1e-4)  # snapshots were restored
     elites = set(learner.model.elites.tolist())
@@ -105,8 +131,9 @@ def test_dynamics_resume_is_exact(hopper_data):
     cfg = tiny_dynamics()
     torch.manual_seed(0)
     a = DynamicsLearner(hopper_data.obs_dim, hopper_data.act_dim, cfg)
-    a.fit_scalers({k: getattr(hopper_data, k) for k in ("observations", "actions", "rewards", "costs",
-                                                        "next_observations")})
+    a.fit_scalers(
+        {k: getattr(hopper_data, k) for k in ("observations", "actions", "rewards", "costs", "next_observations")}
+    )
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
         a.update(hopper_data.sample(64, gen))
@@ -168,8 +195,13 @@ def test_rollouts_stop_at_terminal_states(fitted, hopper_data):
 def mixed_batch(hopper_data, fitted, cfg, gen):
     model = fitted[0].model
     buffer = TensorReplayBuffer.for_transitions(500, hopper_data.obs_dim, hopper_data.act_dim)
-    out, _ = model_rollout(model, MICROPolicyLearner(hopper_data.obs_dim, hopper_data.act_dim, cfg).actor,
-                           hopper_data.observations[:100], 2, termination_fn("hopper"))
+    out, _ = model_rollout(
+        model,
+        MICROPolicyLearner(hopper_data.obs_dim, hopper_data.act_dim, cfg).actor,
+        hopper_data.observations[:100],
+        2,
+        termination_fn("hopper"),
+    )
     buffer.add(out)
     return sample_mixed_batch(hopper_data, buffer, cfg.batch_size, cfg.real_ratio, gen)
 
@@ -245,8 +277,14 @@ def test_paper_presets():
         paper_dynamics_config("hopper-medium-v2", num_elites=9)
 
 
-@pytest.mark.parametrize("flags", [dict(max_q_backup=True), dict(deterministic_backup=True, auto_alpha=False),
-                                   dict(target_clamp_min=None, rollout_member_rows=False)])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        dict(max_q_backup=True),
+        dict(deterministic_backup=True, auto_alpha=False),
+        dict(target_clamp_min=None, rollout_member_rows=False),
+    ],
+)
 def test_backup_variants_run(hopper_data, fitted, flags):
     cfg = tiny_micro(**flags)
     trainer = MICROTrainer(cfg, hopper_data, fitted[0].model, termination_fn("hopper"))
@@ -261,8 +299,9 @@ def test_cost_predicting_model_and_never_terminate(hopper_data):
     learner.fit(hopper_data, torch.Generator().manual_seed(0))
     assert learner.model.target_dim == hopper_data.obs_dim + 2
     policy = MICROPolicyLearner(hopper_data.obs_dim, hopper_data.act_dim, tiny_micro()).actor
-    out, stats = model_rollout(learner.model, policy, hopper_data.observations[:16], 3,
-                               termination_fn("OfflineCarCircle-v0"))
+    out, stats = model_rollout(
+        learner.model, policy, hopper_data.observations[:16], 3, termination_fn("OfflineCarCircle-v0")
+    )
     assert out["costs"].shape == (48,) and stats["rollout/terminal_fraction"] == 0.0
 
 

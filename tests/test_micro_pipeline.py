@@ -9,19 +9,18 @@ import json
 import signal
 import subprocess
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
+from _pipeline_util import REPO, TASK, corl_cmd, run, statuses, subprocess_env, write_dataset, write_spec
 
 from corl.algos.micro import PAPER_PRESETS, MICROConfig
 from corl.errors import CorlError
-from corl.store.artifacts import Artifact
 from corl.pipeline.spec import load_spec
 from corl.pipeline.stages.micro import MICROPolicyStageConfig, load_dynamics
-
-from _pipeline_util import REPO, TASK, corl_cmd, run, statuses, subprocess_env, write_dataset, write_spec
+from corl.store.artifacts import Artifact
 
 SPEC = """
 description = "micro test pipeline"
@@ -130,9 +129,24 @@ def test_variants_plain_target_and_cost_aware(tmp_path):
 
 def _start(spec: Path, data: Path, tmp_path: Path, every: int) -> subprocess.Popen:
     return subprocess.Popen(
-        corl_cmd("run", str(spec), "--task", TASK, "--dataset", str(data), "--device", "cpu",
-                 "--checkpoint-every", str(every)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(tmp_path), cwd=tmp_path)
+        corl_cmd(
+            "run",
+            str(spec),
+            "--task",
+            TASK,
+            "--dataset",
+            str(data),
+            "--device",
+            "cpu",
+            "--checkpoint-every",
+            str(every),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=subprocess_env(tmp_path),
+        cwd=tmp_path,
+    )
 
 
 def _kill_at_checkpoint(proc: subprocess.Popen, pattern: str, root: Path, timeout: float = 60.0) -> int:
@@ -154,9 +168,11 @@ def _kill_at_checkpoint(proc: subprocess.Popen, pattern: str, root: Path, timeou
 
 def test_sigkill_resume_of_dynamics_and_policy_is_exact(tmp_path):
     epochs, per_epoch, policy_epochs = 150, 50, 6
-    spec_text = (TRAIN_ONLY.replace("max_epochs = 5", f"max_epochs = {epochs}")
-                 .replace("steps_per_epoch = 20", f"steps_per_epoch = {per_epoch}")
-                 .replace("epochs = 3\n", f"epochs = {policy_epochs}\n"))
+    spec_text = (
+        TRAIN_ONLY.replace("max_epochs = 5", f"max_epochs = {epochs}")
+        .replace("steps_per_epoch = 20", f"steps_per_epoch = {per_epoch}")
+        .replace("epochs = 3\n", f"epochs = {policy_epochs}\n")
+    )
     spec, data = write_spec(tmp_path, spec_text, "micro.toml"), write_dataset(tmp_path)
     root = tmp_path / "checkpoints"
 
@@ -244,7 +260,9 @@ def test_policy_stage_config_is_the_learner_config():
 
     task_default = {"target_clamp_min", "lr_schedule_epochs", "episode_length"}
     assert issubclass(MICROPolicyStageConfig, MICROConfig) and issubclass(DynamicsStageConfig, DynamicsConfig)
-    assert [f.name for f in dataclasses.fields(MICROPolicyStageConfig)] == [f.name for f in dataclasses.fields(MICROConfig)]
+    assert [f.name for f in dataclasses.fields(MICROPolicyStageConfig)] == [
+        f.name for f in dataclasses.fields(MICROConfig)
+    ]
     learner, stage = MICROConfig(), MICROPolicyStageConfig()
     assert {n for n in vars(learner) if getattr(learner, n) != getattr(stage, n)} == task_default
     with pytest.raises(ValueError, match="real_ratio"):
@@ -254,10 +272,10 @@ def test_policy_stage_config_is_the_learner_config():
 def test_d4rl_task_defaults_and_missing_file_message(tmp_path):
     """A D4RL-named task: no cost head, target clamped at 0, D4RL score; without a local file
     the plan fails with a one-line error that says where to put D4RL's file."""
+    from test_micro import collect_random
+
     from corl.data.formats.dsrl import write_dsrl
     from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
-
-    from test_micro import collect_random
 
     task = "hopper-medium-v2"
     data = write_dsrl(collect_random(task, steps=300), tmp_path / "hopper.hdf5")

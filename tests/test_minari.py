@@ -6,8 +6,8 @@ import h5py
 import minari
 import numpy as np
 import pytest
-
 from conftest import make_arrays
+
 from corl.data.dataset import TRANSITION_KEYS, TransitionDataset
 from corl.data.formats.minari import export_minari, import_minari, minari_store_dir
 from corl.errors import DatasetError
@@ -16,7 +16,9 @@ from corl.tasks import get_task
 pytestmark = pytest.mark.filterwarnings("ignore:.*Box bound precision:UserWarning")
 
 
-def chained(n_episodes: int = 3, length: int = 12, obs_dim: int = 8, act_dim: int = 2, seed: int = 1) -> TransitionDataset:
+def chained(
+    n_episodes: int = 3, length: int = 12, obs_dim: int = 8, act_dim: int = 2, seed: int = 1
+) -> TransitionDataset:
     """Episodes whose next observation is the following row's observation (real rollouts look so)."""
     rng = np.random.default_rng(seed)
     parts = {k: [] for k in TRANSITION_KEYS}

@@ -133,8 +133,13 @@ def test_train_stage_resumes_after_kill(tmp_path):
     spec = write_spec(tmp_path, steps=steps, ups=0.03)
     env = subprocess_env(tmp_path)
     evals = ("--set", "train.eval_every=600", "--set", "train.eval_episodes=1")  # their state resumes too
-    proc = subprocess.Popen(corl_cmd("run", str(spec), "--task", TASK, "--device", "cpu", *evals), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc = subprocess.Popen(
+        corl_cmd("run", str(spec), "--task", TASK, "--device", "cpu", *evals),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
     root = tmp_path / "checkpoints" / TASK
     deadline = time.monotonic() + 60
     saved = 0
@@ -237,7 +242,9 @@ def test_mice_ctrl_c_mid_episode_then_resume(tmp_path):
     episodes = [r for r in rows if "episode_reward" in r]
     assert len(episodes) == manifest["outputs"]["episodes"] >= 2
     assert all("cum_violations" in r for r in episodes)
-    out = json.loads((next(o for o in result.stages if o.name == "export").dir / "manifest.json").read_text())["outputs"]
+    out = json.loads((next(o for o in result.stages if o.name == "export").dir / "manifest.json").read_text())[
+        "outputs"
+    ]
     assert out["episodes"] == len(episodes)
 
 
@@ -278,8 +285,10 @@ def test_periodic_evaluation_points_best_policy_and_unchanged_episodes(tmp_path)
     base = ("train.cost_limit=1000.0",)  # every evaluation feasible: the best is the highest reward
     with_eval = run(spec, base + ("train.eval_every=300", "train.eval_episodes=2"))
     plain = run(spec, base)
-    dirs = {name: next(o.dir for o in res.stages if o.name == "train") for name, res in
-            (("eval", with_eval), ("plain", plain))}
+    dirs = {
+        name: next(o.dir for o in res.stages if o.name == "train")
+        for name, res in (("eval", with_eval), ("plain", plain))
+    }
     assert dirs["eval"] != dirs["plain"]
 
     rows = [json.loads(line) for line in (dirs["eval"] / "metrics.jsonl").read_text().splitlines()]
@@ -298,12 +307,13 @@ def test_periodic_evaluation_points_best_policy_and_unchanged_episodes(tmp_path)
 
     # the best iterate loads and replays its own evaluation: same seeds, deterministic actions
     from corl.eval.rollout import rollout
-    from corl.store.policies import load_policy_fn
     from corl.pipeline.stages.online_eval import EVAL_SEED_OFFSET
+    from corl.store.policies import load_policy_fn
     from corl.tasks import get_task
 
-    replay = rollout(get_task(TASK), load_policy_fn(dirs["eval"], best), episodes=2, seed=EVAL_SEED_OFFSET,
-                     num_envs=2, device="cpu")
+    replay = rollout(
+        get_task(TASK), load_policy_fn(dirs["eval"], best), episodes=2, seed=EVAL_SEED_OFFSET, num_envs=2, device="cpu"
+    )
     assert replay.reward.mean() == pytest.approx(best["eval_reward"], rel=1e-4, abs=1e-4)
 
     # evaluations draw from no training generator and no training simulator

@@ -7,13 +7,12 @@ import json
 import os
 
 import torch
+from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, statuses, write_dataset, write_spec
 from typer.testing import CliRunner
 
 from corl.cli import app
+from corl.pipeline.runner import RunRequest, plan_pipeline
 from corl.store import artifacts as art
-from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
-
-from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, statuses, write_dataset, write_spec
 
 
 def test_second_run_is_cached_and_set_reruns_only_dependents(tmp_path):
@@ -22,7 +21,17 @@ def test_second_run_is_cached_and_set_reruns_only_dependents(tmp_path):
     assert statuses(first) == {"dataset": "ran", "bc": "ran", "evaluate": "ran"}
     bc_dir = first.stages[1].dir
     manifest = json.loads((bc_dir / "manifest.json").read_text())
-    for field in ("config", "key", "inputs", "dataset_sha256", "seed", "versions", "wall_time", "final_metrics", "files"):
+    for field in (
+        "config",
+        "key",
+        "inputs",
+        "dataset_sha256",
+        "seed",
+        "versions",
+        "wall_time",
+        "final_metrics",
+        "files",
+    ):
         assert field in manifest
     assert manifest["steps"] == 60 and "policy.pt" in manifest["files"]
     assert (bc_dir / "metrics.jsonl").read_text().count("\n") == 6  # log_every = 10
@@ -100,8 +109,9 @@ def test_cli_run_runs_and_cache_commands(tmp_path):
     out = runner.invoke(app, ["run", str(spec), "--task", TASK, "--dataset", str(data), "--device", "cpu"])
     assert out.exit_code == 0, out.output
     assert "bc" in out.output and "ran" in out.output
-    dry = runner.invoke(app, ["run", str(spec), "--task", TASK, "--dataset", str(data), "--dry-run",
-                              "--set", "bc.steps=7"])
+    dry = runner.invoke(
+        app, ["run", str(spec), "--task", TASK, "--dataset", str(data), "--dry-run", "--set", "bc.steps=7"]
+    )
     assert dry.exit_code == 0 and "would run: bc" in dry.output
     runner.invoke(app, ["run", str(spec), "--task", TASK, "--dataset", str(data), "--set", "bc.steps=5"])
     root = art.cache_root()

@@ -10,13 +10,12 @@ import sys
 import threading
 
 import pytest
+from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, write_dataset, write_spec
 
-from corl.store import artifacts as art
-from corl.store.lock import ArtifactLock, LockHeld
 from corl.pipeline.progress import RunCallbacks
 from corl.pipeline.runner import RunRequest, plan_pipeline, run_pipeline
-
-from _pipeline_util import TASK, TRAIN_ONLY_SPEC, run, write_dataset, write_spec
+from corl.store import artifacts as art
+from corl.store.lock import ArtifactLock, LockHeld
 
 
 def test_two_concurrent_runs_leave_one_valid_artifact(tmp_path):
@@ -74,8 +73,10 @@ def test_stale_lock_of_dead_process_is_recovered(tmp_path):
     req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), device="cpu", wait=False)
     bc_dir = plan_pipeline(req).stage("bc").dir
     # a process that took the lock and died without releasing it (as after kill -9)
-    code = ("import sys; from pathlib import Path; from corl.store.lock import ArtifactLock; "
-            f"ArtifactLock(Path({str(bc_dir)!r})).acquire(); import os; os._exit(0)")
+    code = (
+        "import sys; from pathlib import Path; from corl.store.lock import ArtifactLock; "
+        f"ArtifactLock(Path({str(bc_dir)!r})).acquire(); import os; os._exit(0)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     lock_file = bc_dir.with_name(f".{bc_dir.name}.lock")
     dead_pid = json.loads(lock_file.read_text())["pid"]
@@ -98,8 +99,9 @@ def test_second_process_names_holder_then_waits_for_it(tmp_path):
 
     spec, data = write_spec(tmp_path, TRAIN_ONLY_SPEC), write_dataset(tmp_path)
     overrides = ["bc.steps=1000", "bc.hidden=[32, 32]"]
-    args = corl_cmd("run", str(spec), "--task", TASK, "--dataset", str(data), "--device", "cpu",
-                    "--checkpoint-every", "20")
+    args = corl_cmd(
+        "run", str(spec), "--task", TASK, "--dataset", str(data), "--device", "cpu", "--checkpoint-every", "20"
+    )
     for item in overrides:
         args += ["--set", item]
     holder = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env(tmp_path))
@@ -109,7 +111,9 @@ def test_second_process_names_holder_then_waits_for_it(tmp_path):
         while not list(root.glob("bc-*/checkpoint.pt")):
             assert holder.poll() is None and time.monotonic() < deadline, "holder ended before checkpointing"
             time.sleep(0.05)
-        req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), overrides=overrides, device="cpu", wait=False)
+        req = RunRequest(
+            pipeline=str(spec), task=TASK, dataset=str(data), overrides=overrides, device="cpu", wait=False
+        )
         with pytest.raises(LockHeld, match=f"pid {holder.pid} "):
             run_pipeline(req)
         req.wait = True

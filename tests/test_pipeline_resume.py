@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _pipeline_util import TASK, TRAIN_ONLY_SPEC, corl_cmd, run, statuses, subprocess_env, write_dataset, write_spec
 
 from corl.pipeline.checkpoint import Checkpointer
 from corl.pipeline.context import InterruptFlag
 from corl.pipeline.progress import RunCallbacks
 from corl.pipeline.runner import RunInterrupted, RunRequest, run_pipeline
-
-from _pipeline_util import TASK, TRAIN_ONLY_SPEC, corl_cmd, run, statuses, subprocess_env, write_dataset, write_spec
 
 STEPS = 400
 
@@ -51,8 +50,14 @@ def test_ctrl_c_in_process_saves_and_resume_is_exact(tmp_path, monkeypatch):
     reference = run(spec, data, overrides, checkpoints=str(tmp_path / "reference"))
 
     flag = InterruptFlag()
-    req = RunRequest(pipeline=str(spec), task=TASK, dataset=str(data), overrides=list(overrides), device="cpu",
-                     checkpoint_every_steps=10_000)
+    req = RunRequest(
+        pipeline=str(spec),
+        task=TASK,
+        dataset=str(data),
+        overrides=list(overrides),
+        device="cpu",
+        checkpoint_every_steps=10_000,
+    )
     with pytest.raises(RunInterrupted) as info:
         run_pipeline(req, InterruptAt(flag, 123), interrupt=flag)
     assert info.value.exit_code == 130
@@ -72,14 +77,32 @@ def test_ctrl_c_in_process_saves_and_resume_is_exact(tmp_path, monkeypatch):
     ref, got = _weights(reference.stages[1].dir), _weights(bc_dir)
     assert all(torch.equal(ref[k], got[k]) for k in ref)  # exact resume
     assert manifest["final_metrics"]["train/bc/nll"] == pytest.approx(
-        json.loads((reference.stages[1].dir / "manifest.json").read_text())["final_metrics"]["train/bc/nll"])
+        json.loads((reference.stages[1].dir / "manifest.json").read_text())["final_metrics"]["train/bc/nll"]
+    )
 
 
 def _start(tmp_path: Path, spec: Path, data: Path, steps: int) -> subprocess.Popen:
     return subprocess.Popen(
-        corl_cmd("run", str(spec), "--task", TASK, "--dataset", str(data), "--device", "cpu",
-                 "--set", f"bc.steps={steps}", "--set", "bc.hidden=[32, 32]", "--checkpoint-every", "25"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(tmp_path),
+        corl_cmd(
+            "run",
+            str(spec),
+            "--task",
+            TASK,
+            "--dataset",
+            str(data),
+            "--device",
+            "cpu",
+            "--set",
+            f"bc.steps={steps}",
+            "--set",
+            "bc.hidden=[32, 32]",
+            "--checkpoint-every",
+            "25",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=subprocess_env(tmp_path),
         cwd=tmp_path,
     )
 

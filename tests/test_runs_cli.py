@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 
 import pytest
-
+import tomllib
 from _pipeline_util import REPO, TASK, TINY_SPEC, run, write_dataset, write_spec
 
 
@@ -21,7 +20,7 @@ def two_runs(tmp_path_factory):
     dataset = write_dataset(base)
     spec = write_spec(base, TINY_SPEC, name="bc.toml")
     all_run = run(spec, dataset, checkpoints=str(root))
-    safe_run = run(spec, dataset, ("bc.mode=\"safe\"", "bc.cost_limit=20.0"), checkpoints=str(root))
+    safe_run = run(spec, dataset, ('bc.mode="safe"', "bc.cost_limit=20.0"), checkpoints=str(root))
     assert all_run.status == safe_run.status == "ok"
     return root, all_run, safe_run
 
@@ -63,11 +62,11 @@ def test_runs_fit_80_columns_one_line_each(two_runs, monkeypatch, capsys):
 def test_runs_show_json_and_filters(two_runs, monkeypatch, capsys):
     root, all_run, safe_run = two_runs
     code, out, _ = corl(monkeypatch, capsys, "runs", "--show", _id(safe_run), "--checkpoints", str(root))
-    assert code == 0 and "bc.mode=\"safe\"" in out and "BC-Safe" in out and str(safe_run.record_path) in out
+    assert code == 0 and 'bc.mode="safe"' in out and "BC-Safe" in out and str(safe_run.record_path) in out
     code, out, _ = corl(monkeypatch, capsys, "runs", "--json", "--checkpoints", str(root))
     rows = json.loads(out)
     assert {r["id"] for r in rows} == {_id(all_run), _id(safe_run)}
-    assert next(r for r in rows if r["id"] == _id(safe_run))["overrides"] == ["bc.mode=\"safe\"", "bc.cost_limit=20.0"]
+    assert next(r for r in rows if r["id"] == _id(safe_run))["overrides"] == ['bc.mode="safe"', "bc.cost_limit=20.0"]
     code, out, _ = corl(monkeypatch, capsys, "runs", "--json", "--pipeline", "drcorl", "--checkpoints", str(root))
     assert json.loads(out) == []
     code, out, _ = corl(monkeypatch, capsys, "runs", "--json", "--task", TASK, "--checkpoints", str(root))
@@ -84,19 +83,33 @@ def test_runs_plot_lists_and_redraws_curves(two_runs, monkeypatch, capsys, tmp_p
     png.unlink()  # an artifact from before curves existed: --plot draws it
     code, out, err = corl(monkeypatch, capsys, "runs", "--plot", _id(all_run), "--checkpoints", str(root))
     assert code == 0, err and str(png) in out and png.is_file()
-    code, out, _ = corl(monkeypatch, capsys, "runs", "--plot", _id(all_run), "-o", str(tmp_path / "pngs"),
-                        "--checkpoints", str(root))
+    code, out, _ = corl(
+        monkeypatch, capsys, "runs", "--plot", _id(all_run), "-o", str(tmp_path / "pngs"), "--checkpoints", str(root)
+    )
     copied = list((tmp_path / "pngs").glob("*.png"))
     assert code == 0 and len(copied) == 1 and copied[0].read_bytes() == png.read_bytes()
 
 
 def test_eval_refuses_to_guess_between_settings(two_runs, monkeypatch, capsys):
     root, all_run, safe_run = two_runs
-    code, _, err = corl(monkeypatch, capsys, "eval", "bc", "--task", TASK, "--episodes", "1", "--checkpoints", str(root))
+    code, _, err = corl(
+        monkeypatch, capsys, "eval", "bc", "--task", TASK, "--episodes", "1", "--checkpoints", str(root)
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert _id(all_run) in err and _id(safe_run) in err and "BC-All" in err and "BC-Safe" in err and "--run" in err
-    code, out, err = corl(monkeypatch, capsys, "eval", "--run", _id(safe_run), "--episodes", "1", "--num-envs", "1",
-                          "--checkpoints", str(root))
+    code, out, err = corl(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--run",
+        _id(safe_run),
+        "--episodes",
+        "1",
+        "--num-envs",
+        "1",
+        "--checkpoints",
+        str(root),
+    )
     assert code == 0, err
     assert "1 episodes in total, spread over 1 env" in out and "episodes x" not in out
 

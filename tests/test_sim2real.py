@@ -53,8 +53,20 @@ def test_parse_spec_and_grid_order():
     assert cells[3] == {"friction": 1.0, "gravity": 1.0}
 
 
-@pytest.mark.parametrize("bad", ["friction", "friction=", "friction=1:2", "friction=a,b", "friction=1:2:0",
-                                 "friction=1:2:x", "friction=-1,1", "friction=nan", "mass=0,1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "friction",
+        "friction=",
+        "friction=1:2",
+        "friction=a,b",
+        "friction=1:2:0",
+        "friction=1:2:x",
+        "friction=-1,1",
+        "friction=nan",
+        "mass=0,1",
+    ],
+)
 def test_bad_scale_strings_are_one_line_errors(bad):
     with pytest.raises(CorlError) as err:
         parse_spec(bad)
@@ -268,9 +280,16 @@ def test_rollout_hook_unit_scales_reproduce_and_scales_change_the_episode():
     torch.manual_seed(0)
     policy = DeterministicPolicy(11, 3, hidden=(16,))
     nominal = rollout("hopper-medium-v2", policy, episodes=2, seed=0, num_envs=2)
-    unit = rollout("hopper-medium-v2", policy, episodes=2, seed=0, num_envs=2,
-                   env_hook=perturbation_hook({"gravity": 1.0, "friction": 1.0, "mass": 1.0, "actuator": 1.0}))
-    heavy = rollout("hopper-medium-v2", policy, episodes=2, seed=0, num_envs=2,
-                    env_hook=perturbation_hook({"gravity": 3.0}))
+    unit = rollout(
+        "hopper-medium-v2",
+        policy,
+        episodes=2,
+        seed=0,
+        num_envs=2,
+        env_hook=perturbation_hook({"gravity": 1.0, "friction": 1.0, "mass": 1.0, "actuator": 1.0}),
+    )
+    heavy = rollout(
+        "hopper-medium-v2", policy, episodes=2, seed=0, num_envs=2, env_hook=perturbation_hook({"gravity": 3.0})
+    )
     assert np.array_equal(nominal.reward, unit.reward)
     assert not np.array_equal(nominal.reward, heavy.reward)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from conftest import make_arrays
 
 import corl
-from conftest import make_arrays
 from corl.data.dataset import TransitionDataset
 from corl.data.formats.dsrl import write_dsrl
 from corl.data.store import list_local_datasets, load_task_dataset, locate_dataset, samples_dir
@@ -81,7 +81,10 @@ def mirror(tmp_path, monkeypatch, task) -> Iterator[http.server.ThreadingHTTPSer
 def test_lookup_order(places, task):
     for seed, name in enumerate(("explicit", "store", "dsrl-cache", "sample")):
         _write(places[name], seed)
-    expected = {name: float(make_arrays(n_episodes=2, length=10, seed=seed)["rewards"][0]) for seed, name in enumerate(("explicit", "store", "dsrl-cache", "sample"))}
+    expected = {
+        name: float(make_arrays(n_episodes=2, length=10, seed=seed)["rewards"][0])
+        for seed, name in enumerate(("explicit", "store", "dsrl-cache", "sample"))
+    }
 
     data = load_task_dataset(task, path=places["explicit"])
     assert data.metadata["origin"] == "explicit" and float(data.rewards[0]) == pytest.approx(expected["explicit"])
@@ -172,7 +175,13 @@ def test_nothing_found_is_one_line_with_the_fixes(places, task):
         locate_dataset(task)
     message = str(err.value)
     assert "\n" not in message
-    for part in (str(places["store"]), str(places["dsrl-cache"]), str(places["sample"]), f"corl datasets collect --task {TASK}", "skipped: offline"):
+    for part in (
+        str(places["store"]),
+        str(places["dsrl-cache"]),
+        str(places["sample"]),
+        f"corl datasets collect --task {TASK}",
+        "skipped: offline",
+    ):
         assert part in message
 
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _pipeline_util import TASK, TINY_SPEC, TRAIN_ONLY_SPEC, corl_cmd, subprocess_env, write_dataset, write_spec
 
 SWEEP = """
@@ -30,15 +29,22 @@ pipeline = "{spec}"
 """
 
 
-def write_sweep(tmp_path: Path, spec_text: str = TINY_SPEC, seeds: str = "0-1", grid: str = '"bc.lr" = [1e-3, 3e-4]',
-                overrides: list[str] | None = None, name: str = "sweep.toml") -> Path:
+def write_sweep(
+    tmp_path: Path,
+    spec_text: str = TINY_SPEC,
+    seeds: str = "0-1",
+    grid: str = '"bc.lr" = [1e-3, 3e-4]',
+    overrides: list[str] | None = None,
+    name: str = "sweep.toml",
+) -> Path:
     spec = write_spec(tmp_path, spec_text)
     data = tmp_path / "tiny.hdf5"
     if not data.exists():
         write_dataset(tmp_path)
     path = tmp_path / name
-    path.write_text(SWEEP.format(task=TASK, seeds=seeds, data=data, spec=spec, grid=grid,
-                                 set=json.dumps(overrides or [])))
+    path.write_text(
+        SWEEP.format(task=TASK, seeds=seeds, data=data, spec=spec, grid=grid, set=json.dumps(overrides or []))
+    )
     return path
 
 
@@ -64,8 +70,10 @@ def test_sweep_file_errors_are_one_line(tmp_path):
         (good.read_text().replace("seeds =", "seed ="), "seed: unknown key (did you mean 'seeds'?)"),
         (good.read_text().replace('"0-1"', '"0-x"'), "seeds: bad seed range '0-x'"),
         (good.read_text().replace('label = "BC"', 'lable = "BC"'), "methods[0].lable: unknown key"),
-        (good.read_text().replace(f'pipeline = "{tmp_path / "tiny.toml"}"', 'pipeline = "bcc"'),
-         "unknown pipeline 'bcc' (did you mean 'bc'?)"),
+        (
+            good.read_text().replace(f'pipeline = "{tmp_path / "tiny.toml"}"', 'pipeline = "bcc"'),
+            "unknown pipeline 'bcc' (did you mean 'bc'?)",
+        ),
         (good.read_text().replace("tiny.hdf5", "nope.hdf5"), "datasets: "),
         (good.read_text().replace('"bc.lr" = [1e-3, 3e-4]', '"bc.lr" = []'), 'grid."bc.lr": expected a non-empty list'),
     ]
@@ -125,7 +133,7 @@ def test_failing_node_fails_only_its_dependants(tmp_path, monkeypatch):
 
     # BC-Safe with a cost limit below every episode's cost (a valid value, so planning passes):
     # that bc node fails at run time
-    path = write_sweep(tmp_path, seeds="0", grid='"bc.cost_limit" = [1000.0, 0.0]', overrides=["bc.mode=\"safe\""])
+    path = write_sweep(tmp_path, seeds="0", grid='"bc.cost_limit" = [1000.0, 0.0]', overrides=['bc.mode="safe"'])
     root = tmp_path / "ck"
     graph, out = run_api(path, root, InProcessBackend())
     assert sorted(r.status for r in out.nodes.values()) == ["failed", "ran", "ran", "ran", "skipped"]
@@ -139,8 +147,10 @@ def test_failing_node_fails_only_its_dependants(tmp_path, monkeypatch):
     assert out.runs[0]["scores"]["final"]["reward"] is not None
     results = json.loads((out.dir / "sweep.json").read_text())
     assert results["failures"][0]["log"] == failed.log
-    assert [(g["setting"], g["finished"]) for g in results["groups"]] == [("bc.cost_limit=1000.0", 1),
-                                                                          ("bc.cost_limit=0.0", 0)]
+    assert [(g["setting"], g["finished"]) for g in results["groups"]] == [
+        ("bc.cost_limit=1000.0", 1),
+        ("bc.cost_limit=0.0", 0),
+    ]
     assert results["groups"][0]["final"]["n"] == 1 and "final" not in results["groups"][1]
     assert (out.dir / "sweep.csv").read_text().startswith("method,pipeline,task,dataset,setting")
     assert (out.dir / "sweep.png").stat().st_size > 0
@@ -168,9 +178,14 @@ def test_kill_driver_mid_sweep_then_rerun_is_bit_identical(tmp_path):
 
     path = write_sweep(tmp_path, TRAIN_ONLY_SPEC, grid='"bc.lr" = [1e-3]', overrides=["bc.steps=600"])
     root = tmp_path / "killed"
-    proc = subprocess.Popen(corl_cmd("sweep", str(path), "--workers", "2", "--checkpoints", str(root)),
-                            env=subprocess_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        corl_cmd("sweep", str(path), "--workers", "2", "--checkpoints", str(root)),
+        env=subprocess_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 300  # generous: a loaded CI machine starts processes slowly
         while not list((root / TASK).glob("bc-*/checkpoint.pt")):
@@ -197,6 +212,7 @@ def test_kill_driver_mid_sweep_then_rerun_is_bit_identical(tmp_path):
 def test_every_bundled_sweep_file_plans(tmp_path):
     """Each pipelines/sweeps/*.toml validates and plans (no work), e.g. the DRCORL quality bench."""
     from _pipeline_util import REPO
+
     from corl.pipeline.sweep import load_sweep, plan_sweep
 
     files = sorted((REPO / "pipelines" / "sweeps").glob("*.toml"))
@@ -216,8 +232,15 @@ def test_flag_form_expands_like_a_file(tmp_path):
 
     data = write_dataset(tmp_path)
     assert parse_grid_flag("bc.hidden=[16, 16],[32, 32]") == ("bc.hidden", [[16, 16], [32, 32]])
-    spec = flag_sweep(str(write_spec(tmp_path)), ["OfflineCarCircle-v0"], "0-2", "tiny", ["bc.mode=\"all\""],
-                      ["bc.lr=1e-3,3e-4"], [str(data)])
+    spec = flag_sweep(
+        str(write_spec(tmp_path)),
+        ["OfflineCarCircle-v0"],
+        "0-2",
+        "tiny",
+        ['bc.mode="all"'],
+        ["bc.lr=1e-3,3e-4"],
+        [str(data)],
+    )
     runs = spec.expand(checkpoints=str(tmp_path / "ck"))
     assert len(runs) == 6 and runs[0].request.overrides == ['bc.mode="all"', "bc.lr=0.001"]
     assert runs[0].request.preset == "tiny" and runs[0].request.dataset == str(data.resolve())

@@ -34,7 +34,16 @@ def test_d4rl_names_map_to_gymnasium_mujoco():
     assert spec.cost_limit is None
 
 
-@pytest.mark.parametrize("name", ["OfflineCarCircle-v0", "SafetyPointGoal1-v0", "OfflinePointGoal1Gymnasium-v0", "walker2d-medium-v2", "SafetyBallRun-v0"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "OfflineCarCircle-v0",
+        "SafetyPointGoal1-v0",
+        "OfflinePointGoal1Gymnasium-v0",
+        "walker2d-medium-v2",
+        "SafetyBallRun-v0",
+    ],
+)
 def test_registered_dims_match_the_real_simulator(name):
     spec = get_task(name)
     env = make_env(spec)

@@ -8,8 +8,8 @@ from typing import Callable
 import h5py
 import numpy as np
 import pytest
-
 from conftest import make_arrays
+
 from corl.data.dataset import TransitionDataset
 from corl.data.formats.d4rl import read_d4rl
 from corl.data.formats.dsrl import read_dsrl, write_dsrl
@@ -75,7 +75,9 @@ def test_bad_arrays(tmp_path, reader, case):
     assert f"key '{key}'" in message and text in message
 
 
-@pytest.mark.parametrize("reader, key", [(read_dsrl, "costs"), (read_dsrl, "next_observations"), (read_d4rl, "timeouts")])
+@pytest.mark.parametrize(
+    "reader, key", [(read_dsrl, "costs"), (read_dsrl, "next_observations"), (read_d4rl, "timeouts")]
+)
 def test_missing_key(tmp_path, reader, key):
     arrays = make_arrays()
     arrays.pop(key)

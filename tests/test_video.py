@@ -34,8 +34,9 @@ print(json.dumps({"name": f.path.name, "shape": list(frames.shape), "length": f.
 def test_mujoco_video_renders_offscreen(tmp_path):
     env = subprocess_env(tmp_path)
     env.pop("MUJOCO_GL", None)
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "videos")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "videos")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["gl"] == "egl" and out["length"] == 1000

@@ -32,7 +32,9 @@ err_console = Console(stderr=True)
 @app.callback()
 def _global_options(
     threads: int = typer.Option(
-        int(os.environ.get("CORL_THREADS", "1")), "--threads", min=1,
+        int(os.environ.get("CORL_THREADS", "1")),
+        "--threads",
+        min=1,
         help="CPU threads for torch (env CORL_THREADS). Default 1: small RL networks are "
         "dominated by per-op overhead, and extra threads on a shared CPU slow them down.",
     ),
@@ -77,8 +79,11 @@ def main() -> None:
         # the machine's problem (full, read-only, permission) is still one line naming the path
         if not is_environment_error(exc):
             raise
-        err = disk_error(exc.filename or "(unnamed file)", exc, "cannot write" if exc.errno not in
-                         (errno.ENOENT, errno.ENOTDIR) else "cannot open")
+        err = disk_error(
+            exc.filename or "(unnamed file)",
+            exc,
+            "cannot write" if exc.errno not in (errno.ENOENT, errno.ENOTDIR) else "cannot open",
+        )
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False

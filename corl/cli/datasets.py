@@ -11,10 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from corl.errors import CorlError, DatasetError
+from corl.errors import CorlError
 
 console = Console()
-datasets_app = typer.Typer(help="List, inspect, validate, convert, collect and exchange datasets.", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="List, inspect, validate, convert, collect and exchange datasets.", no_args_is_help=True
+)
 
 
 def _task_or_none(name: str | None):
@@ -47,7 +49,11 @@ def tasks(
         table.add_column(col, justify="right" if col in ("obs", "act", "ep. len", "cost limit") else "left")
     shown = 0
     for spec in specs:
-        if (kind and spec.kind != kind) or (family and spec.family != family) or (match and match.lower() not in spec.name.lower()):
+        if (
+            (kind and spec.kind != kind)
+            or (family and spec.family != family)
+            or (match and match.lower() not in spec.name.lower())
+        ):
             continue
         if spec.kind == "online":
             found = "-"
@@ -58,7 +64,16 @@ def tasks(
             except CorlError:
                 found = "[dim]not found[/]"
         limit = "-" if spec.cost_limit is None else _fmt(spec.cost_limit)
-        table.add_row(spec.name, spec.kind, spec.family, str(spec.obs_dim), str(spec.act_dim), str(spec.max_episode_steps), limit, found)
+        table.add_row(
+            spec.name,
+            spec.kind,
+            spec.family,
+            str(spec.obs_dim),
+            str(spec.act_dim),
+            str(spec.max_episode_steps),
+            limit,
+            found,
+        )
         shown += 1
     console.print(table)
     console.print(f"{shown} tasks")
@@ -73,7 +88,9 @@ def list_datasets() -> None:
     entries = list_local_datasets()
     table = Table(title="local datasets")
     if not entries:
-        console.print("no local datasets (try `corl datasets collect --task OfflineCarCircle-v0 -o datasets/OfflineCarCircle-v0.hdf5`)")
+        console.print(
+            "no local datasets (try `corl datasets collect --task OfflineCarCircle-v0 -o datasets/OfflineCarCircle-v0.hdf5`)"
+        )
         return
     rows = [e if isinstance(e, dict) else getattr(e, "__dict__", {"path": str(e)}) for e in entries]
     columns = list(rows[0].keys())
@@ -175,7 +192,9 @@ def convert(
 @datasets_app.command("export-minari")
 def export_minari_cmd(
     path: Path = typer.Argument(..., help="A DSRL or D4RL HDF5 file."),
-    dataset_id: str = typer.Option(..., "--id", help="Minari dataset id, e.g. OfflineCarCircle-sample-v0 (minari 0.4.3 has no namespaces)."),
+    dataset_id: str = typer.Option(
+        ..., "--id", help="Minari dataset id, e.g. OfflineCarCircle-sample-v0 (minari 0.4.3 has no namespaces)."
+    ),
     task: Optional[str] = typer.Option(None, help="Task (default: the file's metadata)."),
     overwrite: bool = typer.Option(False, help="Replace an existing Minari dataset with this id."),
 ) -> None:
@@ -223,16 +242,19 @@ def collect(
     output: Path = typer.Option(..., "-o", "--output", help="DSRL-format HDF5 file to write."),
     seed: int = typer.Option(0, help="Seed of env resets and controller noise."),
     aggressiveness: str = typer.Option("0,1", help="Per-episode aggressiveness range 'LOW,HIGH' in [0, 1]."),
-    workers: int = typer.Option(0, min=0, help="Worker processes running episodes (0: from the free cores; "
-                                               "1: this process). The file is the same for any number."),
+    workers: int = typer.Option(
+        0,
+        min=0,
+        help="Worker processes running episodes (0: from the free cores; "
+        "1: this process). The file is the same for any number.",
+    ),
 ) -> None:
     """Record real simulator episodes into a DSRL-format file that dsrl itself can load."""
+    from corl.checks import check_seed
     from corl.collect.recorder import CollectConfig, collect_episodes
     from corl.data.formats.dsrl import write_dsrl
-    from corl.tasks import get_task
-
-    from corl.checks import check_seed
     from corl.files import check_writable_target
+    from corl.tasks import get_task
 
     spec = get_task(task)
     if policy not in ("scripted", "random"):
@@ -240,16 +262,25 @@ def collect(
     check_seed(seed)
     check_writable_target(output)  # before minutes of simulation, not after
     config = CollectConfig(episodes=episodes, policy=policy, seed=seed, aggressiveness=_parse_range(aggressiveness))
-    columns = [TextColumn("[bold]collect[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]} ep/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-               TextColumn("{task.fields[last]}")]
+    columns = [
+        TextColumn("[bold]collect[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} ep/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}"),
+    ]
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task(spec.name, total=episodes, rate="-", last="")
         start = progress.get_time()
 
         def update(done: int, meta: dict) -> None:
             rate = done / max(progress.get_time() - start, 1e-9)
-            progress.update(bar, completed=done, rate=f"{rate:.2f}", last=f"R={meta['reward']:.1f} C={meta['cost']:.0f}")
+            progress.update(
+                bar, completed=done, rate=f"{rate:.2f}", last=f"R={meta['reward']:.1f} C={meta['cost']:.0f}"
+            )
 
         dataset = collect_episodes(spec, config, progress=update, workers=workers)
     write_dsrl(dataset, output)

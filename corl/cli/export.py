@@ -12,10 +12,19 @@ console = Console()
 
 
 def export_command(
-    source: str = typer.Argument(..., help="A run id (corl runs), a run record, a policy artifact directory, or a pipeline name with --task."),
-    fmt: str = typer.Option("torchscript", "--format", "-f", help="torchscript (.pt, plain torch.jit.load) or onnx (.onnx, onnxruntime; the onnx extra)."),
+    source: str = typer.Argument(
+        ..., help="A run id (corl runs), a run record, a policy artifact directory, or a pipeline name with --task."
+    ),
+    fmt: str = typer.Option(
+        "torchscript",
+        "--format",
+        "-f",
+        help="torchscript (.pt, plain torch.jit.load) or onnx (.onnx, onnxruntime; the onnx extra).",
+    ),
     out: str = typer.Option("export", "--out", "-o", help="Directory for the file and its JSON card."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="With a pipeline name: its latest finished run on this task."),
+    task: Optional[str] = typer.Option(
+        None, "--task", "-t", help="With a pipeline name: its latest finished run on this task."
+    ),
     checkpoint: str = typer.Option("final", "--checkpoint", help="final, or best where the run kept a best iterate."),
     name: Optional[str] = typer.Option(None, "--name", help="File name stem (default <pipeline>-<task>-s<seed>)."),
     checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root."),
@@ -23,8 +32,9 @@ def export_command(
     """Export a trained policy for deployment: observation normalisation folded in, actions clipped to the box."""
     import corl.api as api
 
-    path, card = api.export_policy(source, fmt, out, task=task, checkpoint=checkpoint, checkpoints=checkpoints,
-                                   name=name)
+    path, card = api.export_policy(
+        source, fmt, out, task=task, checkpoint=checkpoint, checkpoints=checkpoints, name=name
+    )
     console.print(escape(f"{fmt}: {path}\ncard: {card}"), highlight=False, soft_wrap=True)
 
 

@@ -10,8 +10,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -66,10 +75,18 @@ class RichCallbacks(RunCallbacks):
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=28),
-            MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=28),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[metrics]}", style="dim"),
-            console=self.console, transient=False, refresh_per_second=8,
+            console=self.console,
+            transient=False,
+            refresh_per_second=8,
         )
         self._tasks: dict[str, Any] = {}
         self._started = False
@@ -84,9 +101,13 @@ class RichCallbacks(RunCallbacks):
         for col in ("stage", "kind", "state", "artifact"):
             table.add_column(col, overflow="fold")
         for s in stages:
-            state = {"cached": "[green]cached[/]", "run": "[yellow]will run[/]", "resume": "[yellow]will resume[/]",
-                     "corrupt": "[red]corrupt: will rebuild[/]",
-                     "restart": "[red]checkpoint unreadable: will restart[/]"}.get(s.status, s.status)
+            state = {
+                "cached": "[green]cached[/]",
+                "run": "[yellow]will run[/]",
+                "resume": "[yellow]will resume[/]",
+                "corrupt": "[red]corrupt: will rebuild[/]",
+                "restart": "[red]checkpoint unreadable: will restart[/]",
+            }.get(s.status, s.status)
             table.add_row(s.name, s.kind, state, f"{s.dir.parent.name}/{s.dir.name}")
         self.console.print(table)
         for s in stages:
@@ -130,14 +151,20 @@ class RichCallbacks(RunCallbacks):
 
 def summary_table(result: "RunResult") -> Table:
     root = result.stages[0].dir.parent.parent if result.stages else ""
-    table = Table(title=f"{result.pipeline} on {result.task} (seed {result.seed}); artifacts under {root}",
-                  title_justify="left")
+    table = Table(
+        title=f"{result.pipeline} on {result.task} (seed {result.seed}); artifacts under {root}", title_justify="left"
+    )
     for col in ("stage", "status", "wall", "key metrics", "artifact"):
         table.add_column(col, overflow="fold")
     for o in result.stages:
         status = {"cached": "[green]cached[/]", "ran": "[yellow]ran[/]"}.get(o.status, f"[red]{o.status}[/]")
         if o.resumed_from:
             status += f" (resumed @{o.resumed_from})"
-        table.add_row(o.name, status, f"{o.wall_time:.1f}s", format_metrics(o.key_metrics, limit=6),
-                      f"{o.dir.parent.name}/{o.dir.name}")
+        table.add_row(
+            o.name,
+            status,
+            f"{o.wall_time:.1f}s",
+            format_metrics(o.key_metrics, limit=6),
+            f"{o.dir.parent.name}/{o.dir.name}",
+        )
     return table

@@ -20,8 +20,10 @@ def _fmt(value: float | None, std: float | None = None) -> str:
 
 def _model_line(label: str, stage: str, get) -> str:
     """The offline model estimate of a policy (no simulator involved), beside its scores."""
-    line = (f"[bold]{label}[/] ({stage}, model estimate, offline): normalized reward "
-            f"{_fmt(get('model_normalized_reward'))}, normalized cost {_fmt(get('model_normalized_cost'))}")
+    line = (
+        f"[bold]{label}[/] ({stage}, model estimate, offline): normalized reward "
+        f"{_fmt(get('model_normalized_reward'))}, normalized cost {_fmt(get('model_normalized_cost'))}"
+    )
     if get("iteration") is not None:
         line += f" at safe iteration {get('iteration'):.0f}"
     return line
@@ -46,19 +48,46 @@ def score_lines(scores: dict[str, dict[str, float]]) -> list[str]:
             if get("normalized_cost") is not None:
                 limit = f"limit {get('cost_limit'):g}, " if get("cost_limit") is not None else ""
                 safe = "" if get("safe") is None else ("[green]safe[/]" if get("safe") else "[red]unsafe[/]")
-                parts.append(f"normalized cost {_fmt(get('normalized_cost'), get('normalized_cost_std'))}"
-                             + (f" ({limit}{safe})" if limit or safe else ""))
-            raw = [f"{what} {_fmt(get(name))}" for name, what in (("reward", "raw reward"), ("cost", "cost"),
-                                                                 ("eval_reward", "eval reward"),
-                                                                 ("eval_cost", "eval cost")) if get(name) is not None]
+                parts.append(
+                    f"normalized cost {_fmt(get('normalized_cost'), get('normalized_cost_std'))}"
+                    + (f" ({limit}{safe})" if limit or safe else "")
+                )
+            raw = [
+                f"{what} {_fmt(get(name))}"
+                for name, what in (
+                    ("reward", "raw reward"),
+                    ("cost", "cost"),
+                    ("eval_reward", "eval reward"),
+                    ("eval_cost", "eval cost"),
+                )
+                if get(name) is not None
+            ]
             if raw:
                 episodes = get("episodes")
                 parts.append(", ".join(raw) + (f" over {episodes:.0f} episodes" if episodes is not None else ""))
-            shown = {"normalized_score", "normalized_reward", "normalized_cost", "cost_limit", "safe", "reward", "cost",
-                     "eval_reward", "eval_cost", "episodes"}
-            rest = [f"{name} {_fmt(v)}" for k, v in values.items() if k.split("/")[0] == stage
-                    for name in [k.split("/", 1)[1]] if name not in shown and not name.endswith("_std")
-                    and name != "length" and "@" not in name and isinstance(v, (int, float))]
+            shown = {
+                "normalized_score",
+                "normalized_reward",
+                "normalized_cost",
+                "cost_limit",
+                "safe",
+                "reward",
+                "cost",
+                "eval_reward",
+                "eval_cost",
+                "episodes",
+            }
+            rest = [
+                f"{name} {_fmt(v)}"
+                for k, v in values.items()
+                if k.split("/")[0] == stage
+                for name in [k.split("/", 1)[1]]
+                if name not in shown
+                and not name.endswith("_std")
+                and name != "length"
+                and "@" not in name
+                and isinstance(v, (int, float))
+            ]
             parts += rest
             lines.append(f"[bold]{label}[/] ({stage}): " + ("; ".join(parts) or "no scores"))
     return lines
@@ -73,24 +102,44 @@ def run(
     device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset file to use instead of the lookup."),
     offline: bool = typer.Option(False, "--offline", help="Never download (use local files only)."),
-    checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root (default $CORL_CHECKPOINTS or ./checkpoints)."),
+    checkpoints: Optional[str] = typer.Option(
+        None, "--checkpoints", help="Cache root (default $CORL_CHECKPOINTS or ./checkpoints)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show which stages are cached and which would run."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="If another run holds a stage's lock: wait, or exit."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
     checkpoint_seconds: Optional[float] = typer.Option(None, "--checkpoint-seconds", help="... or every S seconds."),
-    logger: List[str] = typer.Option([], "--logger", help="Also stream metrics to tensorboard or wandb (optional extras; W&B offline unless configured). Repeatable."),
+    logger: List[str] = typer.Option(
+        [],
+        "--logger",
+        help="Also stream metrics to tensorboard or wandb (optional extras; W&B offline unless configured). Repeatable.",
+    ),
 ) -> None:
     """Run a pipeline on a task: cached stages are skipped, interrupted ones resume."""
     import corl.api as api
     from corl.cli.progress import RichCallbacks
     from corl.pipeline.results import RunInterrupted
 
-    options = dict(preset=preset, seed=seed, overrides=list(overrides), device=device, dataset=dataset,
-                   offline=True if offline else None, checkpoints=checkpoints, wait=wait,
-                   checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+    options = dict(
+        preset=preset,
+        seed=seed,
+        overrides=list(overrides),
+        device=device,
+        dataset=dataset,
+        offline=True if offline else None,
+        checkpoints=checkpoints,
+        wait=wait,
+        checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds,
+    )
     callbacks = RichCallbacks(console)
-    console.print(f"[bold]corl run[/] {pipeline} --task {task}" + (f" --preset {preset}" if preset else "")
-                  + f" --seed {seed}" + (" [dim](dry run)[/]" if dry_run else ""), highlight=False)
+    console.print(
+        f"[bold]corl run[/] {pipeline} --task {task}"
+        + (f" --preset {preset}" if preset else "")
+        + f" --seed {seed}"
+        + (" [dim](dry run)[/]" if dry_run else ""),
+        highlight=False,
+    )
     if dry_run:
         plan = api.plan(pipeline, task, callbacks=callbacks, **options)
         callbacks.plan(plan.stages)  # a prerequisite run's plan was shown while planning
@@ -111,15 +160,22 @@ def run(
         raise SystemExit(130)  # not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes
     if result.dataset.get("note"):
         sha = str(result.dataset.get("sha256") or "")[:12]
-        console.print(f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}"
-                      f"{', sha256 ' + sha if sha else ''}): {result.dataset['note']}[/]", highlight=False)
+        console.print(
+            f"[dim]dataset: {result.dataset.get('path')} ({result.dataset.get('origin')}"
+            f"{', sha256 ' + sha if sha else ''}): {result.dataset['note']}[/]",
+            highlight=False,
+        )
     for line in score_lines(result.scores):
         console.print(line, highlight=False)
     from corl.store.runs import short_id
 
     run_id = short_id({"_path": str(result.record_path)})
-    console.print(f"[dim]run {run_id} (corl runs --show {run_id}; curves: corl runs --plot {run_id}): record "
-                  f"{result.record_path}; wall {result.wall_time:.1f}s[/]", highlight=False, soft_wrap=True)
+    console.print(
+        f"[dim]run {run_id} (corl runs --show {run_id}; curves: corl runs --plot {run_id}): record "
+        f"{result.record_path}; wall {result.wall_time:.1f}s[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _size(n: int) -> str:
@@ -139,15 +195,23 @@ def cache_ls(checkpoints: Optional[str] = typer.Option(None, "--checkpoints", he
     root = cache_root(checkpoints)
     records, problems = read_records(root)
     for problem in problems:
-        console.print(f"[yellow]skipped {problem} (not counted in 'runs'; prune refuses until it is fixed)[/]", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"[yellow]skipped {problem} (not counted in 'runs'; prune refuses until it is fixed)[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     entries = scan_cache(root, records)
     table = Table(title=f"artifact cache {root}", title_justify="left")
     for col in ("task", "artifact", "state", "size", "runs"):
         table.add_column(col)
     for e in entries:
-        state = {"done": "[green]done[/]", "building": "[yellow]building[/]", "corrupt": "[red]corrupt[/]",
-                 "partial": "[dim]partial[/]", "empty": "[dim]empty[/]"}[e.state]
+        state = {
+            "done": "[green]done[/]",
+            "building": "[yellow]building[/]",
+            "corrupt": "[red]corrupt[/]",
+            "partial": "[dim]partial[/]",
+            "empty": "[dim]empty[/]",
+        }[e.state]
         table.add_row(e.task, e.name, state, _size(e.size_bytes), str(e.referenced_by))
     console.print(table)
     console.print(f"{len(entries)} artifacts, {_size(sum(e.size_bytes for e in entries))}")

@@ -67,11 +67,22 @@ def what(record: dict[str, Any], root: Path) -> str:
 def _row(record: dict[str, Any], root: Path) -> dict[str, Any]:
     from corl.store.runs import record_id, short_id
 
-    return {"id": short_id(record), "record": record_id(record), "path": record["_path"],
-            "started": record.get("started"), "pipeline": record.get("pipeline"), "task": record.get("task"),
-            "seed": record.get("seed"), "preset": record.get("preset"), "overrides": record.get("overrides") or [],
-            "what": what(record, root), "status": record.get("status"), "stages": stage_counts(record),
-            "wall_time": record.get("wall_time"), "scores": record.get("scores", {})}
+    return {
+        "id": short_id(record),
+        "record": record_id(record),
+        "path": record["_path"],
+        "started": record.get("started"),
+        "pipeline": record.get("pipeline"),
+        "task": record.get("task"),
+        "seed": record.get("seed"),
+        "preset": record.get("preset"),
+        "overrides": record.get("overrides") or [],
+        "what": what(record, root),
+        "status": record.get("status"),
+        "stages": stage_counts(record),
+        "wall_time": record.get("wall_time"),
+        "scores": record.get("scores", {}),
+    }
 
 
 def _when(ts: float | None) -> str:
@@ -109,18 +120,27 @@ def list_lines(records: list[dict[str, Any]], root: Path, width: int) -> list[st
     pipeline) moves into the title line instead of repeating."""
     rows = [_row(r, root) for r in records]
     shared = {key: rows[0][key] for key in ("task", "pipeline") if len({str(r[key]) for r in rows}) == 1}
-    headers = ["id", "when"] + [h for h in ("pipeline", "task") if h not in shared] + \
-              ["what", "seed", "stages", "final", "best"]
+    headers = (
+        ["id", "when"]
+        + [h for h in ("pipeline", "task") if h not in shared]
+        + ["what", "seed", "stages", "final", "best"]
+    )
     table = []
     for r, record in zip(rows, records):
         what_cell = "" if r["what"] == "-" else r["what"]
         if "pipeline" in shared and r["preset"]:  # no pipeline column to carry the preset
             what_cell = f"{what_cell} [{r['preset']}]".strip()
-        cells = {"id": r["id"], "when": _when(r["started"]),
-                 "pipeline": str(r["pipeline"]) + (f":{r['preset']}" if r["preset"] else ""),
-                 "task": str(r["task"]), "what": what_cell or "-", "seed": str(r["seed"]),
-                 "stages": r["stages"] if r["status"] == "ok" else f"{r['status']}: {r['stages']}",
-                 "final": _scores(record, "final"), "best": _scores(record, "best")}
+        cells = {
+            "id": r["id"],
+            "when": _when(r["started"]),
+            "pipeline": str(r["pipeline"]) + (f":{r['preset']}" if r["preset"] else ""),
+            "task": str(r["task"]),
+            "what": what_cell or "-",
+            "seed": str(r["seed"]),
+            "stages": r["stages"] if r["status"] == "ok" else f"{r['status']}: {r['stages']}",
+            "final": _scores(record, "final"),
+            "best": _scores(record, "best"),
+        }
         table.append([cells[h] for h in headers])
     title = "runs" + "".join(f" {k} {v}" for k, v in (("of", shared.get("pipeline")), ("on", shared.get("task"))) if v)
     title += " (final/best: normalized reward/cost)"
@@ -133,38 +153,54 @@ def show(record: dict[str, Any], root: Path) -> None:
     from corl.store.runs import record_id, short_id
 
     console.print(f"[bold]run {short_id(record)}[/] ({escape(record_id(record))})", highlight=False)
-    fields = [("command", record.get("command")), ("status", record.get("status")),
-              ("pipeline", f"{record.get('pipeline')} ({record.get('spec')})"), ("task", record.get("task")),
-              ("seed", record.get("seed")), ("preset", record.get("preset") or "-"),
-              ("overrides", " ".join(record.get("overrides") or []) or "-"), ("label", what(record, root)),
-              ("device", record.get("device")), ("started", _dt.datetime.fromtimestamp(record.get("started", 0))),
-              ("wall", f"{record['wall_time']:.1f}s" if record.get("wall_time") is not None else "-"),
-              ("record", record["_path"])]
+    fields = [
+        ("command", record.get("command")),
+        ("status", record.get("status")),
+        ("pipeline", f"{record.get('pipeline')} ({record.get('spec')})"),
+        ("task", record.get("task")),
+        ("seed", record.get("seed")),
+        ("preset", record.get("preset") or "-"),
+        ("overrides", " ".join(record.get("overrides") or []) or "-"),
+        ("label", what(record, root)),
+        ("device", record.get("device")),
+        ("started", _dt.datetime.fromtimestamp(record.get("started", 0))),
+        ("wall", f"{record['wall_time']:.1f}s" if record.get("wall_time") is not None else "-"),
+        ("record", record["_path"]),
+    ]
     dataset = record.get("dataset") or {}
     if dataset:
-        fields.append(("dataset", f"{dataset.get('path')} (sha256 {str(dataset.get('sha256'))[:12]}, "
-                                  f"{dataset.get('origin')})"))
+        fields.append(
+            ("dataset", f"{dataset.get('path')} (sha256 {str(dataset.get('sha256'))[:12]}, {dataset.get('origin')})")
+        )
     for name, value in fields:
         console.print(f"  {name:10s} {escape(str(value))}", highlight=False, soft_wrap=True)
     table = Table(title="stages", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("stage", "kind", "status", "wall", "artifact"):
         table.add_column(col, overflow="fold")
     for stage in record.get("stages", []):
-        table.add_row(escape(stage.get("name", "?")), stage.get("kind", "?"), stage.get("status", "?"),
-                      f"{stage.get('wall_time') or 0:.1f}s", escape(str(root / stage.get("dir", ""))))
+        table.add_row(
+            escape(stage.get("name", "?")),
+            stage.get("kind", "?"),
+            stage.get("status", "?"),
+            f"{stage.get('wall_time') or 0:.1f}s",
+            escape(str(root / stage.get("dir", ""))),
+        )
     console.print(table)
     for label in ("final", "best"):
         scores = record.get("scores", {}).get(label, {})
         if scores:
-            console.print(f"[bold]{label}[/]: " + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()
-                                                             if isinstance(v, (int, float))),
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"[bold]{label}[/]: "
+                + ", ".join(f"{k}={v:.4g}" for k, v in scores.items() if isinstance(v, (int, float))),
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def plot(record: dict[str, Any], root: Path, out: str | None, open_files: bool) -> list[Path]:
     """Each stage's ``training_curves.png`` (drawn now when missing), copied to ``out`` if given."""
-    from corl.store.artifacts import CURVES, read_manifest
     from corl.pipeline.curves import write_for_stage
+    from corl.store.artifacts import CURVES, read_manifest
     from corl.store.runs import short_id
 
     files = []
@@ -174,8 +210,12 @@ def plot(record: dict[str, Any], root: Path, out: str | None, open_files: bool) 
         if not png.is_file():
             manifest = read_manifest(directory) or {}
             if manifest:
-                write_for_stage(directory, f"{record.get('pipeline')}: {stage.get('name')} ({stage.get('kind')}) on "
-                                f"{record.get('task')}", manifest.get("outputs", {}), manifest.get("config", {}))
+                write_for_stage(
+                    directory,
+                    f"{record.get('pipeline')}: {stage.get('name')} ({stage.get('kind')}) on {record.get('task')}",
+                    manifest.get("outputs", {}),
+                    manifest.get("config", {}),
+                )
         if png.is_file():
             if out:
                 target = Path(out).expanduser()
@@ -198,7 +238,9 @@ def runs(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Only runs on this task."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable: one JSON list of runs."),
     show_id: Optional[str] = typer.Option(None, "--show", help="Everything about one run (ID from the list)."),
-    plot_id: Optional[str] = typer.Option(None, "--plot", help="Training curves of one run: PNG paths (drawn when missing)."),
+    plot_id: Optional[str] = typer.Option(
+        None, "--plot", help="Training curves of one run: PNG paths (drawn when missing)."
+    ),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="With --plot: copy the PNGs into this directory."),
     open_files: bool = typer.Option(False, "--open", help="With --plot: open the PNGs in the system viewer."),
     checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root."),
@@ -220,8 +262,9 @@ def runs(
             raise CorlError(f"run {given!r} is ambiguous: {', '.join(short_id(r) for r in found[:5])}; give more of it")
         if given == show_id:
             if as_json:
-                console.print_json(data=_row(found[0], root) | {"record_data": {k: v for k, v in found[0].items()
-                                                                                 if k != "_path"}})
+                console.print_json(
+                    data=_row(found[0], root) | {"record_data": {k: v for k, v in found[0].items() if k != "_path"}}
+                )
             else:
                 show(found[0], root)
         else:

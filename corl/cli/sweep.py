@@ -25,9 +25,15 @@ class _Display:
 
     def __init__(self, graph: Any, total: int) -> None:
         self.graph = graph
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[running]}", style="dim"),
-                                 console=console, transient=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[running]}", style="dim"),
+            console=console,
+            transient=False,
+        )
         self.task = self.progress.add_task("nodes", total=total, running="")
         self.running: list[str] = []
 
@@ -71,10 +77,15 @@ def results_table(results: dict[str, Any]) -> Table:
 
     groups = results.get("groups", [])
     many = {c: len({g[c] for g in groups}) > 1 for c in ("task", "dataset", "setting")}
-    table = Table(title=f"sweep {results.get('sweep')} ({results.get('id')}): normalized scores, mean ± std over "
-                        "seeds", title_justify="left")
-    columns = ["method"] + [c for c in ("task", "dataset", "setting") if many[c]] + [
-        "seeds", "final reward", "final cost", "final safe"]
+    table = Table(
+        title=f"sweep {results.get('sweep')} ({results.get('id')}): normalized scores, mean ± std over seeds",
+        title_justify="left",
+    )
+    columns = (
+        ["method"]
+        + [c for c in ("task", "dataset", "setting") if many[c]]
+        + ["seeds", "final reward", "final cost", "final safe"]
+    )
     has_best = any("best" in g for g in groups)
     if has_best:
         columns += ["best reward", "best cost", "best safe"]
@@ -88,34 +99,59 @@ def results_table(results: dict[str, Any]) -> Table:
             if s is None:
                 row += ["-", "-", "-"]
                 continue
-            row += [fmt(s["reward_mean"], s["reward_std"]), fmt(s["cost_mean"], s["cost_std"]),
-                    f"{s['safe_seeds']}/{s['n']}"]
+            row += [
+                fmt(s["reward_mean"], s["reward_std"]),
+                fmt(s["cost_mean"], s["cost_std"]),
+                f"{s['safe_seeds']}/{s['n']}",
+            ]
         table.add_row(*row)
     return table
 
 
-def _plan(target: str, tasks: List[str], seeds: Optional[str], preset: Optional[str], overrides: List[str],
-          grid: List[str], datasets: List[str], device: Optional[str], checkpoints: Optional[str],
-          offline: bool) -> tuple[Any, list, Path]:
-    from corl.store.artifacts import cache_root
+def _plan(
+    target: str,
+    tasks: List[str],
+    seeds: Optional[str],
+    preset: Optional[str],
+    overrides: List[str],
+    grid: List[str],
+    datasets: List[str],
+    device: Optional[str],
+    checkpoints: Optional[str],
+    offline: bool,
+) -> tuple[Any, list, Path]:
     from corl.pipeline.sweep import find_sweep, flag_sweep, load_sweep
+    from corl.store.artifacts import cache_root
 
     path = find_sweep(target)
     root = cache_root(checkpoints).resolve()
     if path is not None:
-        given = [name for name, v in (("--tasks", tasks), ("--seeds", seeds), ("--preset", preset), ("--set", overrides),
-                                      ("--grid", grid), ("--dataset", datasets)) if v]
+        given = [
+            name
+            for name, v in (
+                ("--tasks", tasks),
+                ("--seeds", seeds),
+                ("--preset", preset),
+                ("--set", overrides),
+                ("--grid", grid),
+                ("--dataset", datasets),
+            )
+            if v
+        ]
         if given:
             from corl.errors import ConfigError
 
-            raise ConfigError(f"{path}: {given[0]} cannot be combined with a sweep file (edit the file, or use "
-                              "the flag form: corl sweep PIPELINE --tasks ...)")
+            raise ConfigError(
+                f"{path}: {given[0]} cannot be combined with a sweep file (edit the file, or use "
+                "the flag form: corl sweep PIPELINE --tasks ...)"
+            )
         spec = load_sweep(path)
         if device:
             spec.device = device
     else:
-        spec = flag_sweep(target, _csv(tasks), seeds or "0", preset, list(overrides), list(grid), list(datasets),
-                          device or "auto")
+        spec = flag_sweep(
+            target, _csv(tasks), seeds or "0", preset, list(overrides), list(grid), list(datasets), device or "auto"
+        )
     runs = spec.expand(checkpoints=str(root), offline=True if offline else None)
     return spec, runs, root
 
@@ -156,16 +192,35 @@ def _last_step(path: Path) -> str:
         return "?"
 
 
-def _command(target: str, tasks: List[str], seeds: Optional[str], preset: Optional[str], overrides: List[str],
-             grid: List[str], datasets: List[str], workers: Optional[int], ray: Optional[str],
-             worker_threads: Optional[int], device: Optional[str], checkpoints: Optional[str], offline: bool) -> str:
+def _command(
+    target: str,
+    tasks: List[str],
+    seeds: Optional[str],
+    preset: Optional[str],
+    overrides: List[str],
+    grid: List[str],
+    datasets: List[str],
+    workers: Optional[int],
+    ray: Optional[str],
+    worker_threads: Optional[int],
+    device: Optional[str],
+    checkpoints: Optional[str],
+    offline: bool,
+) -> str:
     """The command line that repeats (and so resumes) this sweep."""
     parts = ["corl", "sweep", target]
     for flag, values in (("--tasks", tasks), ("--set", overrides), ("--grid", grid), ("--dataset", datasets)):
         for value in values:
             parts += [flag, value]
-    for flag, value in (("--seeds", seeds), ("--preset", preset), ("--workers", workers), ("--ray", ray),
-                        ("--worker-threads", worker_threads), ("--device", device), ("--checkpoints", checkpoints)):
+    for flag, value in (
+        ("--seeds", seeds),
+        ("--preset", preset),
+        ("--workers", workers),
+        ("--ray", ray),
+        ("--worker-threads", worker_threads),
+        ("--device", device),
+        ("--checkpoints", checkpoints),
+    ):
         if value is not None:
             parts += [flag, str(value)]
     if offline:
@@ -174,24 +229,30 @@ def _command(target: str, tasks: List[str], seeds: Optional[str], preset: Option
 
 
 def sweep(
-    target: str = typer.Argument(..., help="A sweep file (.toml, or NAME in pipelines/sweeps/), or a pipeline name "
-                                           "for the flag form."),
+    target: str = typer.Argument(
+        ..., help="A sweep file (.toml, or NAME in pipelines/sweeps/), or a pipeline name for the flag form."
+    ),
     tasks: List[str] = typer.Option([], "--tasks", "-t", help="Flag form: tasks, comma-separated (repeatable)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="Flag form: seeds, e.g. 0-4 or 0,2,5 (default 0)."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Flag form: the pipeline's preset."),
     overrides: List[str] = typer.Option([], "--set", help="Flag form: stage.key=value for every run (repeatable)."),
     grid: List[str] = typer.Option([], "--grid", help="Flag form: stage.key=v1,v2 (repeatable; the product runs)."),
     datasets: List[str] = typer.Option([], "--dataset", help="Flag form: dataset file(s); each run once per file."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1,
-                                          help="Local process pool size (default: CPU count; 1 = this process)."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: 'local' (start one here), 'auto' (the "
-                                                          "running cluster) or ADDRESS (host:port)."),
-    worker_threads: Optional[int] = typer.Option(None, "--worker-threads", min=1,
-                                                 help="Torch threads per worker (default: the sweep's, else 1)."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-w", min=1, help="Local process pool size (default: CPU count; 1 = this process)."
+    ),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", help="Run on Ray: 'local' (start one here), 'auto' (the running cluster) or ADDRESS (host:port)."
+    ),
+    worker_threads: Optional[int] = typer.Option(
+        None, "--worker-threads", min=1, help="Torch threads per worker (default: the sweep's, else 1)."
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda for every run."),
     checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Cache root (shared by every worker)."),
     offline: bool = typer.Option(False, "--offline", help="Never download (local files only)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show the graph: nodes, the runs sharing them, cached or not."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show the graph: nodes, the runs sharing them, cached or not."
+    ),
     status: bool = typer.Option(False, "--status", help="Progress of a running or interrupted sweep (no work)."),
 ) -> None:
     """Run many runs (methods x tasks x datasets x settings x seeds) as one graph: a stage
@@ -204,8 +265,10 @@ def sweep(
     graph = plan_sweep(spec, runs, collect=not (dry_run or status))
     directory = sweep_dir(root, spec, runs)
     todo = graph.todo()
-    head = (f"sweep {spec.name} ({directory.name.rsplit('-', 1)[1]}): {len(runs)} runs, {graph.stage_count} stages "
-            f"-> {len(graph.nodes)} nodes, {len(graph.nodes) - len(todo)} cached, {len(todo)} to build")
+    head = (
+        f"sweep {spec.name} ({directory.name.rsplit('-', 1)[1]}): {len(runs)} runs, {graph.stage_count} stages "
+        f"-> {len(graph.nodes)} nodes, {len(graph.nodes) - len(todo)} cached, {len(todo)} to build"
+    )
     if dry_run or status:
         state = None
         if status and (directory / "state.json").is_file():
@@ -215,8 +278,11 @@ def sweep(
             done_runs = sum(all(graph.nodes[n].status == "cached" for n in ids.values()) for ids in graph.run_nodes)
             console.print(f"{done_runs}/{len(runs)} runs done; sweep directory {directory}", highlight=False)
             if state:
-                console.print(f"last attempt: {state.get('status')} ({state.get('backend')}), "
-                              f"command: {state.get('command')}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"last attempt: {state.get('status')} ({state.get('backend')}), command: {state.get('command')}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             results = load_results(directory / "sweep.json")
             if results:
                 console.print(results_table(results))
@@ -225,10 +291,25 @@ def sweep(
     threads = worker_threads or spec.threads
     n_workers = workers or spec.workers or min(default_workers(), max(1, len(todo)))
     backend = make_backend(n_workers, ray, threads, use_ray=ray is not None)
-    console.print(f"[bold]{head}[/] on {backend.name}, {threads} torch thread{'s' if threads != 1 else ''} per "
-                  "worker", highlight=False)
-    command = _command(target, tasks, seeds, preset, overrides, grid, datasets, workers, ray, worker_threads, device,
-                       checkpoints, offline)
+    console.print(
+        f"[bold]{head}[/] on {backend.name}, {threads} torch thread{'s' if threads != 1 else ''} per worker",
+        highlight=False,
+    )
+    command = _command(
+        target,
+        tasks,
+        seeds,
+        preset,
+        overrides,
+        grid,
+        datasets,
+        workers,
+        ray,
+        worker_threads,
+        device,
+        checkpoints,
+        offline,
+    )
     display = _Display(graph, len(todo))
     display.progress.start()
     try:
@@ -237,13 +318,17 @@ def sweep(
         display.progress.stop()
     console.print(results_table(json.loads(outcome.files["json"].read_text())))
     for failure in outcome.failures:
-        console.print(f"[red]failed[/] {failure.node}: {failure.reason} (log: {failure.log})", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"[red]failed[/] {failure.node}: {failure.reason} (log: {failure.log})", highlight=False, soft_wrap=True
+        )
     skipped = sum(r.status == "skipped" for r in outcome.nodes.values())
     if skipped:
         console.print(f"[red]{skipped} node(s) skipped because an input failed[/]")
-    console.print(f"[dim]results: {', '.join(str(p) for p in outcome.files.values())}; "
-                  f"wall {outcome.wall_time:.1f}s[/]", highlight=False, soft_wrap=True)
+    console.print(
+        f"[dim]results: {', '.join(str(p) for p in outcome.files.values())}; wall {outcome.wall_time:.1f}s[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
     if outcome.interrupted:
         console.print(f"[yellow]interrupted; resume with: {command}[/]", highlight=False, soft_wrap=True)
         raise SystemExit(130)
@@ -253,4 +338,3 @@ def sweep(
 
 def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep)
-

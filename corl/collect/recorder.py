@@ -68,8 +68,13 @@ def _record_episode(env, task: TaskSpec, config: CollectConfig, episode: int) ->
         obs = next_obs
         if terminated or truncated:
             break
-    meta = {"aggressiveness": round(aggr, 4), "reward": ep_reward, "cost": ep_cost, "length": step + 1,
-            "controller": controller.name}
+    meta = {
+        "aggressiveness": round(aggr, 4),
+        "reward": ep_reward,
+        "cost": ep_cost,
+        "length": step + 1,
+        "controller": controller.name,
+    }
     return columns, meta
 
 
@@ -87,8 +92,9 @@ def _worker_episodes(task: TaskSpec, config: CollectConfig, episodes: list[int])
         env.close()
 
 
-def collect_episodes(task: TaskSpec, config: CollectConfig, progress: ProgressFn | None = None,
-                     workers: int | None = 1) -> TransitionDataset:
+def collect_episodes(
+    task: TaskSpec, config: CollectConfig, progress: ProgressFn | None = None, workers: int | None = 1
+) -> TransitionDataset:
     """Run ``config.episodes`` episodes of a scripted/random controller and record them.
 
     ``workers``: 1 runs every episode here; N > 1 runs them in N processes (None or 0: from
@@ -123,8 +129,10 @@ def collect_episodes(task: TaskSpec, config: CollectConfig, progress: ProgressFn
 
         bounds = np.cumsum([0, *split_envs(config.episodes, n_workers)])
         with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker_episodes, task, config, list(range(bounds[w], bounds[w + 1])))
-                       for w in range(n_workers)]
+            futures = [
+                pool.submit(_worker_episodes, task, config, list(range(bounds[w], bounds[w + 1])))
+                for w in range(n_workers)
+            ]
             for w, future in enumerate(futures):  # in episode order, whatever finished first
                 for offset, result in enumerate(future.result()):
                     add(int(bounds[w]) + offset, result)
@@ -133,7 +141,11 @@ def collect_episodes(task: TaskSpec, config: CollectConfig, progress: ProgressFn
         for episode in range(config.episodes):
             add(episode, _record_episode(env, task, config, episode))
         env.close()
-    controller_name = episode_meta[0]["controller"] if episode_meta else make_controller(task, config.policy, _episode_rng(config.seed, 0)).name
+    controller_name = (
+        episode_meta[0]["controller"]
+        if episode_meta
+        else make_controller(task, config.policy, _episode_rng(config.seed, 0)).name
+    )
     for meta in episode_meta:
         meta.pop("controller", None)
     arrays = {k: np.asarray(v) for k, v in columns.items()}

@@ -1,5 +1,5 @@
 """Datasets: the in-memory TransitionDataset, the on-disk formats, validation and lookup."""
 
-from corl.data.dataset import TransitionDataset, TRANSITION_KEYS
+from corl.data.dataset import TRANSITION_KEYS, TransitionDataset
 
 __all__ = ["TransitionDataset", "TRANSITION_KEYS"]

@@ -131,13 +131,9 @@ class TransitionDataset:
         return TransitionDataset(**kept, metadata=meta)
 
     # ---------------------------------------------------------------- sampling
-    def sample(
-        self, batch_size: int, generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """A uniform batch, indices drawn with torch on the dataset's device."""
-        idx = torch.randint(
-            0, len(self), (batch_size,), device=self.device, generator=generator
-        )
+        idx = torch.randint(0, len(self), (batch_size,), device=self.device, generator=generator)
         return {key: getattr(self, key)[idx] for key in TRANSITION_KEYS}
 
     def observation_stats(self, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -173,7 +173,9 @@ def download_file(
             raise DatasetError(f"{url}: download incomplete ({received} of {total} bytes); {dest} not written")
         sha = digest.hexdigest()
         if expected_sha256 is not None and sha != expected_sha256.lower():
-            raise DatasetError(f"{url}: sha256 {sha} does not match the expected {expected_sha256.lower()}; {dest} not written")
+            raise DatasetError(
+                f"{url}: sha256 {sha} does not match the expected {expected_sha256.lower()}; {dest} not written"
+            )
         # A sidecar left from an earlier file must never vouch for this one, even for the
         # instant between the rename and the new sidecar.
         sidecar_path(dest).unlink(missing_ok=True)
@@ -186,7 +188,9 @@ def download_file(
     except urllib.error.HTTPError as exc:
         raise DatasetError(f"{url}: HTTP {exc.code} {exc.reason}; {dest} not written") from None
     except (socket.timeout, TimeoutError):
-        raise DatasetError(f"{url}: timed out after {timeout:g}s ({received} bytes received); {dest} not written") from None
+        raise DatasetError(
+            f"{url}: timed out after {timeout:g}s ({received} bytes received); {dest} not written"
+        ) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):
@@ -195,7 +199,9 @@ def download_file(
     except (OSError, ValueError, http.client.HTTPException) as exc:
         # Connection resets, IncompleteRead, bad status lines, disk errors.
         detail = str(exc).splitlines()[0] if str(exc) else "connection closed"
-        raise DatasetError(f"{url}: download failed ({exc.__class__.__name__}: {detail}; {received} bytes received); {dest} not written") from None
+        raise DatasetError(
+            f"{url}: download failed ({exc.__class__.__name__}: {detail}; {received} bytes received); {dest} not written"
+        ) from None
     finally:
         _cleanup(tmp)
 

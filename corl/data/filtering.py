@@ -46,9 +46,13 @@ class DensityFilterConfig:
 
     def __post_init__(self) -> None:
         if self.cost_bins < 1 or self.reward_bins < 1:
-            raise ConfigError(f"density filter: cost_bins and reward_bins must be >= 1, got {self.cost_bins}, {self.reward_bins}")
+            raise ConfigError(
+                f"density filter: cost_bins and reward_bins must be >= 1, got {self.cost_bins}, {self.reward_bins}"
+            )
         if self.max_per_bin < 1 or self.min_per_bin < 0:
-            raise ConfigError(f"density filter: max_per_bin must be >= 1 and min_per_bin >= 0, got {self.max_per_bin}, {self.min_per_bin}")
+            raise ConfigError(
+                f"density filter: max_per_bin must be >= 1 and min_per_bin >= 0, got {self.max_per_bin}, {self.min_per_bin}"
+            )
 
 
 def density_config_for(task: str, density: float = 0.5, seed: int = 0) -> DensityFilterConfig:
@@ -71,7 +75,9 @@ def density_config_for(task: str, density: float = 0.5, seed: int = 0) -> Densit
         return DensityFilterConfig(seed=seed)
     cfg = DENSITY_CFG.get(f"{name}_density{density}")
     if cfg is None:
-        raise ConfigError(f"density filter: DSRL has no density {density} for {name}; available: {', '.join(map(str, available))}")
+        raise ConfigError(
+            f"density filter: DSRL has no density {density} for {name}; available: {', '.join(map(str, available))}"
+        )
     return DensityFilterConfig(
         cost_bins=int(cfg["cbins"]),
         reward_bins=int(cfg["rbins"]),
@@ -111,16 +117,23 @@ def density_filter(
         "config": asdict(config),
     }
     if n_episodes == 0:
-        report.update(episodes_after=0, transitions_after=0, cells=0, cells_capped=0,
-                      cells_dropped=0, dropped_sparse=0, dropped_cap=0, dropped_out_of_range=0)
+        report.update(
+            episodes_after=0,
+            transitions_after=0,
+            cells=0,
+            cells_capped=0,
+            cells_dropped=0,
+            dropped_sparse=0,
+            dropped_cap=0,
+            dropped_out_of_range=0,
+        )
         return dataset, report
 
     c_lo, c_hi = config.cost_range or (float(cost.min()), float(cost.max()))
     r_lo, r_hi = config.reward_range or (float(reward.min()), float(reward.max()))
     in_range = (cost >= c_lo) & (cost <= c_hi) & (reward >= r_lo) & (reward <= r_hi)
-    cell = (
-        _bin_index(cost, c_lo, c_hi, config.cost_bins) * config.reward_bins
-        + _bin_index(reward, r_lo, r_hi, config.reward_bins)
+    cell = _bin_index(cost, c_lo, c_hi, config.cost_bins) * config.reward_bins + _bin_index(
+        reward, r_lo, r_hi, config.reward_bins
     )
     keep = np.zeros(n_episodes, dtype=bool)
     capped = dropped_cells = dropped_sparse = dropped_cap = 0

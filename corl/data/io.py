@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
-
 from corl.data.dataset import TransitionDataset
 from corl.errors import DatasetError
 
@@ -30,7 +28,9 @@ def sniff_format(path: str | Path) -> str:
     return "dsrl"
 
 
-def read_dataset(path: str | Path, fmt: str = "auto", obs_dim: int | None = None, act_dim: int | None = None) -> TransitionDataset:
+def read_dataset(
+    path: str | Path, fmt: str = "auto", obs_dim: int | None = None, act_dim: int | None = None
+) -> TransitionDataset:
     """Load a DSRL or D4RL HDF5 file (validated) as a TransitionDataset."""
     if fmt not in FORMATS:
         raise DatasetError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")

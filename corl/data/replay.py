@@ -38,8 +38,9 @@ class TensorReplayBuffer:
         self.size = 0  # filled rows
 
     @classmethod
-    def for_transitions(cls, capacity: int, obs_dim: int, act_dim: int,
-                        device: torch.device | str = "cpu") -> "TensorReplayBuffer":
+    def for_transitions(
+        cls, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"
+    ) -> "TensorReplayBuffer":
         """A buffer with the fields of :data:`TRANSITION_FIELDS` (terminals as float 0/1)."""
         fields = {
             "observations": ((obs_dim,), torch.float32),

@@ -38,7 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Origin = Literal["explicit", "store", "dsrl-cache", "d4rl-cache", "download", "sample"]
 
-SAMPLE_NOTE = "corl's own collected sample, not {owner}'s dataset: results are not comparable with published {owner} numbers"
+SAMPLE_NOTE = (
+    "corl's own collected sample, not {owner}'s dataset: results are not comparable with published {owner} numbers"
+)
 DEFAULT_TIMEOUT_S = 10.0
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -272,7 +274,12 @@ def list_local_datasets() -> list[LocalDataset]:
     verifies it when the file is used.
     """
     by_file = _task_by_file()
-    places = (("store", store_dir()), ("dsrl-cache", dsrl_cache_dir()), ("d4rl-cache", d4rl_cache_dir()), ("sample", samples_dir()))
+    places = (
+        ("store", store_dir()),
+        ("dsrl-cache", dsrl_cache_dir()),
+        ("d4rl-cache", d4rl_cache_dir()),
+        ("sample", samples_dir()),
+    )
     out: list[LocalDataset] = []
     seen: set[Path] = set()
     for location, directory in places:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import h5py
 import numpy as np
@@ -69,19 +69,28 @@ def read_node(handle: h5py.File, key: str, path: str | Path) -> np.ndarray:
     declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     budget = memory_budget()
     if declared > budget:
-        raise _fail(path, key, f"declares shape {shape} ({_gib(declared)}), more than the {_gib(budget)} "
-                               "a dataset may use on this machine (set CORL_MAX_DATASET_BYTES to allow more)")
+        raise _fail(
+            path,
+            key,
+            f"declares shape {shape} ({_gib(declared)}), more than the {_gib(budget)} "
+            "a dataset may use on this machine (set CORL_MAX_DATASET_BYTES to allow more)",
+        )
     try:
-        unfiltered = (node.compression is None and not node.shuffle and not node.fletcher32
-                      and node.scaleoffset is None)
+        unfiltered = node.compression is None and not node.shuffle and not node.fletcher32 and node.scaleoffset is None
         if unfiltered and declared and node.id.get_storage_size() < declared:
-            raise _fail(path, key, f"declares shape {shape} ({declared} bytes) but the file stores only "
-                                   f"{node.id.get_storage_size()} bytes (truncated or forged header)")
+            raise _fail(
+                path,
+                key,
+                f"declares shape {shape} ({declared} bytes) but the file stores only "
+                f"{node.id.get_storage_size()} bytes (truncated or forged header)",
+            )
         return node[()]
     except DatasetError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise DatasetError(f"{path}: key {key!r} unreadable (truncated or corrupt file: {exc.__class__.__name__})") from None
+        raise DatasetError(
+            f"{path}: key {key!r} unreadable (truncated or corrupt file: {exc.__class__.__name__})"
+        ) from None
 
 
 def check_declared(handle: h5py.File, keys: tuple[str, ...], path: str | Path) -> None:
@@ -94,8 +103,10 @@ def check_declared(handle: h5py.File, keys: tuple[str, ...], path: str | Path) -
             total += n * (node.dtype.itemsize + 4) if _is_numeric(node.dtype) else 0
     budget = memory_budget()
     if total > budget:
-        raise DatasetError(f"{path}: declares {_gib(total)} of arrays, more than the {_gib(budget)} a dataset may "
-                           "use on this machine (set CORL_MAX_DATASET_BYTES to allow more)")
+        raise DatasetError(
+            f"{path}: declares {_gib(total)} of arrays, more than the {_gib(budget)} a dataset may "
+            "use on this machine (set CORL_MAX_DATASET_BYTES to allow more)"
+        )
 
 
 def _gib(n: float) -> str:
@@ -146,9 +157,17 @@ def validate_arrays(
         if arrays[key].shape[0] != n:
             raise _fail(path, key, f"length {arrays[key].shape[0]} differs from observations' {n}")
     if "next_observations" in arrays and arrays["next_observations"].shape[1:] != arrays["observations"].shape[1:]:
-        raise _fail(path, "next_observations", f"shape {arrays['next_observations'].shape[1:]} differs from observations' {arrays['observations'].shape[1:]}")
+        raise _fail(
+            path,
+            "next_observations",
+            f"shape {arrays['next_observations'].shape[1:]} differs from observations' {arrays['observations'].shape[1:]}",
+        )
     if obs_dim is not None and arrays["observations"].shape[1] != obs_dim:
-        raise _fail(path, "observations", f"observation dim {arrays['observations'].shape[1]} does not match the task's {obs_dim}")
+        raise _fail(
+            path,
+            "observations",
+            f"observation dim {arrays['observations'].shape[1]} does not match the task's {obs_dim}",
+        )
     if act_dim is not None and arrays["actions"].shape[1] != act_dim:
         raise _fail(path, "actions", f"action dim {arrays['actions'].shape[1]} does not match the task's {act_dim}")
     for key in FLOAT_KEYS:
@@ -168,16 +187,24 @@ def validate_arrays(
         negative = arrays["costs"] < 0
         if negative.any():
             bad = _first_bad(negative)
-            raise _fail(path, "costs", f"negative cost {float(arrays['costs'][bad]):.4g} at row {bad}: "
-                                       "costs count constraint violations and must be >= 0")
+            raise _fail(
+                path,
+                "costs",
+                f"negative cost {float(arrays['costs'][bad]):.4g} at row {bad}: "
+                "costs count constraint violations and must be >= 0",
+            )
     if act_dim is not None and "actions" in arrays:
         outside = np.abs(arrays["actions"]) > ACTION_BOUND + ACTION_TOLERANCE
         if outside.any():
             row = _first_bad(outside.any(axis=1))
             worst = float(np.abs(arrays["actions"]).max())
-            raise _fail(path, "actions", f"action {float(arrays['actions'][row][outside[row]][0]):.4g} at row {row} "
-                                         f"lies outside the task's action box [-{ACTION_BOUND:g}, {ACTION_BOUND:g}] "
-                                         f"(largest magnitude {worst:.4g})")
+            raise _fail(
+                path,
+                "actions",
+                f"action {float(arrays['actions'][row][outside[row]][0]):.4g} at row {row} "
+                f"lies outside the task's action box [-{ACTION_BOUND:g}, {ACTION_BOUND:g}] "
+                f"(largest magnitude {worst:.4g})",
+            )
     for key in FLAG_KEYS:
         if key not in arrays:
             continue

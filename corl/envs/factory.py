@@ -56,8 +56,7 @@ def fast_reset_default() -> bool:
     return os.environ.get("CORL_FAST_RESET", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def make_env(task: TaskSpec | str, seed: int | None = None, fast_reset: bool | None = None,
-             **kwargs: Any) -> gym.Env:
+def make_env(task: TaskSpec | str, seed: int | None = None, fast_reset: bool | None = None, **kwargs: Any) -> gym.Env:
     """A single env for ``task`` (a name or a TaskSpec), reset once with ``seed`` if given.
 
     ``fast_reset`` (default :func:`fast_reset_default`): Safety-Gymnasium navigation tasks
@@ -80,8 +79,9 @@ def make_env(task: TaskSpec | str, seed: int | None = None, fast_reset: bool | N
     return env
 
 
-def env_factory(task: TaskSpec | str, wrap: Callable[[gym.Env], gym.Env] | None = None,
-                **kwargs: Any) -> Callable[[], gym.Env]:
+def env_factory(
+    task: TaskSpec | str, wrap: Callable[[gym.Env], gym.Env] | None = None, **kwargs: Any
+) -> Callable[[], gym.Env]:
     """A picklable function that makes one env of ``task`` (``wrap`` applied if given)."""
     spec = _resolve(task)
     return functools.partial(_make_wrapped, spec, wrap, kwargs)
@@ -93,8 +93,12 @@ def _make_wrapped(spec: TaskSpec, wrap: Callable[[gym.Env], gym.Env] | None, kwa
 
 
 def make_vector_env(
-    task: TaskSpec | str, num_envs: int, asynchronous: bool = False, workers: int | None = 1,
-    wrap: Callable[[gym.Env], gym.Env] | None = None, **kwargs: Any
+    task: TaskSpec | str,
+    num_envs: int,
+    asynchronous: bool = False,
+    workers: int | None = 1,
+    wrap: Callable[[gym.Env], gym.Env] | None = None,
+    **kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies of the task's env in gymnasium's vector API.
 

@@ -64,8 +64,9 @@ def _structure(config: dict) -> tuple:
     parts: list[Any] = [config.get("agent_base"), config.get("floor_type"), convert(config.get("floor_size"))]
     for group in ("geoms", "free_geoms", "mocaps"):
         for name, obj in config.get(group, {}).items():
-            items = tuple((k, convert(v) if not isinstance(v, dict) else repr(v))
-                          for k, v in obj.items() if k not in _POSE_KEYS)
+            items = tuple(
+                (k, convert(v) if not isinstance(v, dict) else repr(v)) for k, v in obj.items() if k not in _POSE_KEYS
+            )
             parts.append((group, name, items, tuple(k for k in obj if k in _POSE_KEYS)))
     return tuple(parts)
 
@@ -108,9 +109,11 @@ class FastRebuild:
         # massless bodies (the goal): the compiler puts their inertial frame on the body frame;
         # compared with the config's pose because the task may have moved the goal since
         placed = {**world.geoms, **world.free_geoms}
-        self._massless = [model.body(n).id for n, obj in placed.items()
-                          if model.body(n).mass[0] == 0.0
-                          and np.array_equal(model.body(n).ipos, _xml_float(obj["pos"]))]
+        self._massless = [
+            model.body(n).id
+            for n, obj in placed.items()
+            if model.body(n).mass[0] == 0.0 and np.array_equal(model.body(n).ipos, _xml_float(obj["pos"]))
+        ]
         self.signature = _structure(world.config)
 
     def __call__(self, config: dict | None = None, state: bool = True) -> None:
@@ -180,7 +183,8 @@ class FastRebuild:
             if key not in self._quat_cache:
                 m = mujoco.MjModel.from_xml_string(
                     f'<mujoco><compiler angle="radian"/><worldbody><body euler="{key}">'
-                    f'<geom size="1"/></body></worldbody></mujoco>')
+                    f'<geom size="1"/></body></worldbody></mujoco>'
+                )
                 self._quat_cache[key] = m.body_quat[1].copy()
             return self._quat_cache[key]
         return _rot_quat(obj["rot"])
@@ -200,9 +204,9 @@ class FastRebuild:
         if model.jnt_type[joint] != mujoco.mjtJoint.mjJNT_FREE:
             return
         adr = int(model.jnt_qposadr[joint])
-        model.qpos0[adr:adr + 3] = model.body_pos[body_id]
-        model.qpos0[adr + 3:adr + 7] = model.body_quat[body_id]
-        model.qpos_spring[adr:adr + 7] = model.qpos0[adr:adr + 7]
+        model.qpos0[adr : adr + 3] = model.body_pos[body_id]
+        model.qpos0[adr + 3 : adr + 7] = model.body_quat[body_id]
+        model.qpos_spring[adr : adr + 7] = model.qpos0[adr : adr + 7]
 
     def _write_track_camera(self, model: mujoco.MjModel, theta: float) -> None:
         """The ``track`` camera safety-gymnasium adds to the agent, facing along its start yaw."""
@@ -214,8 +218,8 @@ class FastRebuild:
         pos = (0 * np.cos(theta) + (-2) * np.sin(theta), 0 * (-np.sin(theta)) + (-2) * np.cos(theta), 2)
         xyaxes = f"{x1} {x2} 0 {y1} {y2} 1"
         m = mujoco.MjModel.from_xml_string(
-            f'<mujoco><worldbody><camera pos="{pos[0]} {pos[1]} {pos[2]}" xyaxes="{xyaxes}"/>'
-            f'</worldbody></mujoco>')
+            f'<mujoco><worldbody><camera pos="{pos[0]} {pos[1]} {pos[2]}" xyaxes="{xyaxes}"/></worldbody></mujoco>'
+        )
         cam.pos[:] = m.cam_pos[0]
         cam.quat[:] = m.cam_quat[0]
 

@@ -84,7 +84,9 @@ class EnvGroup(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         options = dict(options or {})
         all_seeds = options.pop("seeds", None)
-        seeds = all_seeds[self.start:self.start + len(self.envs)] if all_seeds is not None else [None] * len(self.envs)
+        seeds = (
+            all_seeds[self.start : self.start + len(self.envs)] if all_seeds is not None else [None] * len(self.envs)
+        )
         observations, infos = [], []
         for env, s in zip(self.envs, seeds):
             obs, info = env.reset(seed=s, options=options or None)
@@ -128,8 +130,13 @@ class GroupedVectorEnv(gym.vector.VectorEnv):
     member env's observation and action space) saves building an env here to read them.
     """
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], workers: int,
-                 single_spaces: tuple[gym.Space, gym.Space] | None = None, context: str | None = "spawn") -> None:
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gym.Env]],
+        workers: int,
+        single_spaces: tuple[gym.Space, gym.Space] | None = None,
+        context: str | None = "spawn",
+    ) -> None:
         env_fns = list(env_fns)
         self.sizes = split_envs(len(env_fns), workers)
         self._starts = [int(x) for x in np.cumsum([0, *self.sizes])]
@@ -139,11 +146,17 @@ class GroupedVectorEnv(gym.vector.VectorEnv):
             probe.close()
         single_obs, single_act = single_spaces
         capacity = max(self.sizes)
-        groups = [_GroupFactory(env_fns[self._starts[w]:self._starts[w + 1]], capacity, self._starts[w])
-                  for w in range(workers)]
+        groups = [
+            _GroupFactory(env_fns[self._starts[w] : self._starts[w + 1]], capacity, self._starts[w])
+            for w in range(workers)
+        ]
         self.inner = gym.vector.AsyncVectorEnv(
-            groups, shared_memory=True, context=context,
-            observation_space=batch_space(single_obs, capacity), action_space=batch_space(single_act, capacity))
+            groups,
+            shared_memory=True,
+            context=context,
+            observation_space=batch_space(single_obs, capacity),
+            action_space=batch_space(single_act, capacity),
+        )
         super().__init__(len(env_fns), single_obs, single_act)
         self._capacity = capacity
         self._observations = create_empty_array(single_obs, n=self.num_envs, fn=np.zeros)
@@ -176,7 +189,7 @@ class GroupedVectorEnv(gym.vector.VectorEnv):
         actions = np.asarray(actions)
         grouped = np.zeros((len(self.sizes), self._capacity, *actions.shape[1:]), dtype=actions.dtype)
         for w, size in enumerate(self.sizes):
-            grouped[w, :size] = actions[self._starts[w]:self._starts[w] + size]
+            grouped[w, :size] = actions[self._starts[w] : self._starts[w] + size]
         grouped_obs, _, _, _, group_infos = self.inner.step(grouped)
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)

@@ -100,9 +100,17 @@ class ObservationAttack:
     kept for reports.
     """
 
-    def __init__(self, name: str, eps: float, obs_std: Tensor, policy: Policy | None,
-                 critic: nn.Module | Callable | None, candidates: int, steps: int,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        name: str,
+        eps: float,
+        obs_std: Tensor,
+        policy: Policy | None,
+        critic: nn.Module | Callable | None,
+        candidates: int,
+        steps: int,
+        generator: torch.Generator,
+    ) -> None:
         self.name = name
         self.eps = float(eps)
         self.obs_std = obs_std
@@ -127,8 +135,9 @@ class ObservationAttack:
         u = torch.rand(tuple(shape), generator=self.generator, device=self.generator.device)
         return (2.0 * u.to(device=radius.device, dtype=radius.dtype) - 1.0) * radius
 
-    def _objective(self, clean: Tensor, attacked: Tensor, clean_dist: tuple[Tensor, Tensor] | None,
-                   clean_action: Tensor | None) -> Tensor:
+    def _objective(
+        self, clean: Tensor, attacked: Tensor, clean_dist: tuple[Tensor, Tensor] | None, clean_action: Tensor | None
+    ) -> Tensor:
         """Per-row score to *maximise* (min_Q returns ``-Q``). ``clean``/``attacked`` are
         ``(M, obs_dim)`` with matching rows."""
         if self.name == "action_diff":
@@ -180,8 +189,9 @@ class ObservationAttack:
                 n_all = deltas.shape[0]
                 rep = lambda t: None if t is None else t.unsqueeze(0).expand(n_all, *t.shape).reshape(n_all * b, -1)
                 ref_dist = None if clean_dist is None else (rep(clean_dist[0]), rep(clean_dist[1]))
-                score = self._objective(rep(x), (x.unsqueeze(0) + deltas).reshape(n_all * b, d), ref_dist,
-                                        rep(clean_action)).reshape(n_all, b)
+                score = self._objective(
+                    rep(x), (x.unsqueeze(0) + deltas).reshape(n_all * b, d), ref_dist, rep(clean_action)
+                ).reshape(n_all, b)
                 best_score, idx = score.max(0)
                 best = deltas[idx, torch.arange(b, device=x.device)]
             else:
@@ -191,8 +201,15 @@ class ObservationAttack:
             best = self._pgd(x, radius, best, best_score, clean_dist, clean_action)
         return best
 
-    def _pgd(self, x: Tensor, radius: Tensor, start: Tensor, start_score: Tensor,
-             clean_dist: tuple[Tensor, Tensor] | None, clean_action: Tensor | None) -> Tensor:
+    def _pgd(
+        self,
+        x: Tensor,
+        radius: Tensor,
+        start: Tensor,
+        start_score: Tensor,
+        clean_dist: tuple[Tensor, Tensor] | None,
+        clean_action: Tensor | None,
+    ) -> Tensor:
         """Projected sign-gradient ascent on the objective, keeping each row's best iterate.
 
         Runs with inference mode and no-grad lifted (a rollout may call the attack under
@@ -206,8 +223,15 @@ class ObservationAttack:
                 clean_action = clean_action.clone()
             return self._pgd_loop(x, radius, start, start_score, clean_dist, clean_action)
 
-    def _pgd_loop(self, x: Tensor, radius: Tensor, start: Tensor, start_score: Tensor,
-                  clean_dist: tuple[Tensor, Tensor] | None, clean_action: Tensor | None) -> Tensor:
+    def _pgd_loop(
+        self,
+        x: Tensor,
+        radius: Tensor,
+        start: Tensor,
+        start_score: Tensor,
+        clean_dist: tuple[Tensor, Tensor] | None,
+        clean_action: Tensor | None,
+    ) -> Tensor:
         alpha = 2.5 * radius / self.steps
         best, best_score = start, start_score
         delta = start.clone()

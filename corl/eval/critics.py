@@ -96,8 +96,10 @@ def build_ensemble_q(state: Mapping[str, torch.Tensor], kwargs: Mapping[str, Any
     ``.weight`` at an index is a LayerNorm. The activation is ReLU (every corl critic's) unless
     ``kwargs`` names another.
     """
-    weights = sorted(((int(m.group(1)), state[k]) for k in state if (m := _LAYER.match(k)) and k.endswith(".weight")),
-                     key=lambda t: t[0])
+    weights = sorted(
+        ((int(m.group(1)), state[k]) for k in state if (m := _LAYER.match(k)) and k.endswith(".weight")),
+        key=lambda t: t[0],
+    )
     linear = [(i, w) for i, w in weights if w.dim() == 3]
     if not linear:
         raise CorlError("critic state has no ensemble layers (expected net.net.<i>.weight of shape (E, in, out))")
@@ -112,7 +114,9 @@ def build_ensemble_q(state: Mapping[str, torch.Tensor], kwargs: Mapping[str, Any
     try:
         module.load_state_dict(dict(state))
     except RuntimeError as exc:
-        raise CorlError(f"critic state does not fit an EnsembleQ {hidden} x{num_q}: {str(exc).splitlines()[0]}") from None
+        raise CorlError(
+            f"critic state does not fit an EnsembleQ {hidden} x{num_q}: {str(exc).splitlines()[0]}"
+        ) from None
     return module.eval().requires_grad_(False)
 
 
@@ -145,8 +149,13 @@ def _search(node: Any, path: str, depth: int = 0) -> tuple[Mapping[str, torch.Te
     return None
 
 
-def load_critic_file(path: str | Path, key: str = "", what: str = "Q critic", device: torch.device | str = "cpu",
-                     kwargs: Mapping[str, Any] | None = None) -> LoadedCritic:
+def load_critic_file(
+    path: str | Path,
+    key: str = "",
+    what: str = "Q critic",
+    device: torch.device | str = "cpu",
+    kwargs: Mapping[str, Any] | None = None,
+) -> LoadedCritic:
     """A critic from a ``.pt`` file (``weights_only``); ``key`` is a hint, else searched."""
     path = Path(path)
     if not path.is_file():
@@ -160,16 +169,22 @@ def load_critic_file(path: str | Path, key: str = "", what: str = "Q critic", de
         raise CorlError(f"{path}: holds no EnsembleQ critic state (looked under {', '.join(PREFERRED_KEYS)})")
     state, where = found
     module = build_ensemble_q(state, kwargs).to(device)
-    return LoadedCritic(module, f"{path}" + (f"[{where}]" if where else ""), what, module.num_q,
-                        int(module.net.net[0].in_dim))
+    return LoadedCritic(
+        module, f"{path}" + (f"[{where}]" if where else ""), what, module.num_q, int(module.net.net[0].in_dim)
+    )
 
 
 def critic_from_artifact(artifact: Artifact, device: torch.device | str = "cpu") -> LoadedCritic | None:
     """The artifact's Q critic, or None when it keeps none (see the module docstring)."""
     spec = artifact.outputs.get("critic")
     if isinstance(spec, Mapping) and "file" in spec:
-        return load_critic_file(artifact.dir / spec["file"], str(spec.get("key", "")),
-                                str(spec.get("what", f"Q critic of {artifact.kind}")), device, spec.get("kwargs"))
+        return load_critic_file(
+            artifact.dir / spec["file"],
+            str(spec.get("key", "")),
+            str(spec.get("what", f"Q critic of {artifact.kind}")),
+            device,
+            spec.get("kwargs"),
+        )
     source = _SOURCES.get(artifact.kind)
     if source is None:
         return None
@@ -193,8 +208,10 @@ def load_critic(path: str | Path, device: torch.device | str = "cpu") -> LoadedC
         critic = critic_from_artifact(artifact, device)
         if critic is None:
             known = sorted(set(_SOURCES) | {"micro_policy"})
-            raise CorlError(f"--critic {path}: a {artifact.kind} artifact keeps no Q critic; "
-                            f"use one of kind {', '.join(known)} or a .pt file")
+            raise CorlError(
+                f"--critic {path}: a {artifact.kind} artifact keeps no Q critic; "
+                f"use one of kind {', '.join(known)} or a .pt file"
+            )
         return critic
     return load_critic_file(path, device=device)
 
@@ -202,9 +219,19 @@ def load_critic(path: str | Path, device: torch.device | str = "cpu") -> LoadedC
 def check_critic_dims(critic: LoadedCritic, obs_dim: int, act_dim: int) -> None:
     """One-line error when the critic was trained for other observation/action sizes."""
     if critic.in_dim != obs_dim + act_dim:
-        raise CorlError(f"critic {critic.source} takes {critic.in_dim} inputs but the task has "
-                        f"obs {obs_dim} + act {act_dim} = {obs_dim + act_dim}")
+        raise CorlError(
+            f"critic {critic.source} takes {critic.in_dim} inputs but the task has "
+            f"obs {obs_dim} + act {act_dim} = {obs_dim + act_dim}"
+        )
 
 
-__all__ = ["LoadedCritic", "register_critic_source", "build_ensemble_q", "is_ensemble_q_state",
-           "load_critic_file", "critic_from_artifact", "load_critic", "check_critic_dims"]
+__all__ = [
+    "LoadedCritic",
+    "register_critic_source",
+    "build_ensemble_q",
+    "is_ensemble_q_state",
+    "load_critic_file",
+    "critic_from_artifact",
+    "load_critic",
+    "check_critic_dims",
+]

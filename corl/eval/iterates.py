@@ -42,9 +42,16 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
     return {"rho": rho if math.isfinite(rho) else None, "p": p if math.isfinite(p) else None, "n": float(len(x))}
 
 
-def evaluate_iterates(selected: SelectedPolicy, k: int, episodes: int, num_envs: int, seed: int,
-                      cost_limit: float | None, device: str = "cpu",
-                      progress: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+def evaluate_iterates(
+    selected: SelectedPolicy,
+    k: int,
+    episodes: int,
+    num_envs: int,
+    seed: int,
+    cost_limit: float | None,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
     """Roll ``k`` labelled iterates of ``selected``'s artifact out; None when it labels none."""
     from corl.eval.rollout import rollout
     from corl.eval.scores import summarize
@@ -61,18 +68,31 @@ def evaluate_iterates(selected: SelectedPolicy, k: int, episodes: int, num_envs:
         fn = load_policy_fn(selected.artifact.dir, spec, device)
         res = rollout(task, fn, episodes, seed=seed, num_envs=min(num_envs, episodes), device=device)
         sim = summarize(task, res.reward, res.cost, res.length, cost_limit, prefix="")
-        row = {"iteration": int(label["iteration"]), "file": label["file"],
-               "model_cost": label["model_cost"], "model_reward": label["model_reward"],
-               "model_normalized_cost": label.get("model_normalized_cost"),
-               "model_normalized_reward": label.get("model_normalized_reward"),
-               "sim_cost": sim["cost"], "sim_reward": sim["reward"],
-               "sim_normalized_cost": sim.get("normalized_cost"), "sim_normalized_reward": sim.get("normalized_reward"),
-               "final": label["iteration"] == doc.get("final_iteration"),
-               "best_offline": label["iteration"] == doc.get("best_offline_iteration")}
+        row = {
+            "iteration": int(label["iteration"]),
+            "file": label["file"],
+            "model_cost": label["model_cost"],
+            "model_reward": label["model_reward"],
+            "model_normalized_cost": label.get("model_normalized_cost"),
+            "model_normalized_reward": label.get("model_normalized_reward"),
+            "sim_cost": sim["cost"],
+            "sim_reward": sim["reward"],
+            "sim_normalized_cost": sim.get("normalized_cost"),
+            "sim_normalized_reward": sim.get("normalized_reward"),
+            "final": label["iteration"] == doc.get("final_iteration"),
+            "best_offline": label["iteration"] == doc.get("best_offline_iteration"),
+        }
         rows.append(row)
         if progress:
-            progress(f"iterate {row['iteration']}: model cost {row['model_cost']:.1f} reward {row['model_reward']:.1f}; "
-                     f"simulator cost {row['sim_cost']:.1f} reward {row['sim_reward']:.1f}")
-    return {"episodes": episodes, "seed": seed, "estimate": doc.get("estimate", {}), "iterates": rows,
-            "spearman_cost": spearman([r["model_cost"] for r in rows], [r["sim_cost"] for r in rows]),
-            "spearman_reward": spearman([r["model_reward"] for r in rows], [r["sim_reward"] for r in rows])}
+            progress(
+                f"iterate {row['iteration']}: model cost {row['model_cost']:.1f} reward {row['model_reward']:.1f}; "
+                f"simulator cost {row['sim_cost']:.1f} reward {row['sim_reward']:.1f}"
+            )
+    return {
+        "episodes": episodes,
+        "seed": seed,
+        "estimate": doc.get("estimate", {}),
+        "iterates": rows,
+        "spearman_cost": spearman([r["model_cost"] for r in rows], [r["sim_cost"] for r in rows]),
+        "spearman_reward": spearman([r["model_reward"] for r in rows], [r["sim_reward"] for r in rows]),
+    }

@@ -82,8 +82,18 @@ def plot_robustness(
     return _save(fig, path)
 
 
-def _heatmap(fig, ax, values: np.ndarray, x_values: Sequence[float], y_values: Sequence[float],
-             xlabel: str, ylabel: str, name: str, cmap: str, norm=None) -> None:
+def _heatmap(
+    fig,
+    ax,
+    values: np.ndarray,
+    x_values: Sequence[float],
+    y_values: Sequence[float],
+    xlabel: str,
+    ylabel: str,
+    name: str,
+    cmap: str,
+    norm=None,
+) -> None:
     im = ax.imshow(values, origin="lower", aspect="auto", cmap=cmap, norm=norm)
     ax.set_xticks(range(len(x_values)), [f"{v:.3g}" for v in x_values], rotation=45, fontsize=7)
     ax.set_yticks(range(len(y_values)), [f"{v:.3g}" for v in y_values], fontsize=7)
@@ -98,8 +108,15 @@ def _heatmap(fig, ax, values: np.ndarray, x_values: Sequence[float], y_values: S
             for j in range(values.shape[1]):
                 v = values[i, j]
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if (norm is None and v < mid) else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if (norm is None and v < mid) else "black",
+                    )
 
 
 def plot_grid(

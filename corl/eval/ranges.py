@@ -14,8 +14,9 @@ import numpy as np
 from corl.errors import CorlError
 
 
-def parse_values(text: str, what: str, noun: str, example_range: str | None, example_list: str,
-                 shown: str | None = None) -> tuple[float, ...]:
+def parse_values(
+    text: str, what: str, noun: str, example_range: str | None, example_list: str, shown: str | None = None
+) -> tuple[float, ...]:
     """``"lo:hi:n"`` -> ``n`` evenly spaced values (ends included; only when ``example_range``
     is given); ``"a,b,c"`` -> those (empty items ignored). Values must be finite and >= 0.
 

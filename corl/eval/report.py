@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from corl.eval.ranges import parse_values
 from corl.errors import CorlError
+from corl.eval.ranges import parse_values
 from corl.eval.select import SelectedPolicy
 from corl.tasks import TaskSpec
 
@@ -147,20 +147,33 @@ def observation_std(selected: SelectedPolicy) -> tuple[torch.Tensor, dict[str, A
     info = selected.dataset
     path = info.get("path")
     if not path:
-        raise CorlError(f"{selected.artifact.dir.name}: no dataset recorded for this policy; the attack's box "
-                        "is relative to the training data's observation std")
+        raise CorlError(
+            f"{selected.artifact.dir.name}: no dataset recorded for this policy; the attack's box "
+            "is relative to the training data's observation std"
+        )
     if not Path(path).is_file():
-        raise CorlError(f"{path}: the dataset {selected.artifact.dir.name} was trained on is gone; the attack "
-                        "needs its observation std (rerun the pipeline to locate it again)")
+        raise CorlError(
+            f"{path}: the dataset {selected.artifact.dir.name} was trained on is gone; the attack "
+            "needs its observation std (rerun the pipeline to locate it again)"
+        )
     data = load_task_dataset(selected.task, path=path)
     sha = data.metadata.get("sha256")
     if info.get("sha256") and sha != info["sha256"]:
-        raise CorlError(f"{path}: sha256 changed since the run recorded it; the attack's std would not be the "
-                        "training data's (rerun the pipeline)")
+        raise CorlError(
+            f"{path}: sha256 changed since the run recorded it; the attack's std would not be the "
+            "training data's (rerun the pipeline)"
+        )
     obs = data.observations.detach().cpu().double()
     std = obs.std(0).float()
-    source = {"path": str(path), "sha256": sha, "origin": info.get("origin"), "artifact": info.get("artifact"),
-              "transitions": int(obs.shape[0]), "std": std.tolist(), "estimator": "per-dimension sample std (n-1)"}
+    source = {
+        "path": str(path),
+        "sha256": sha,
+        "origin": info.get("origin"),
+        "artifact": info.get("artifact"),
+        "transitions": int(obs.shape[0]),
+        "std": std.tolist(),
+        "estimator": "per-dimension sample std (n-1)",
+    }
     return std, source
 
 
@@ -219,7 +232,9 @@ def prepare(selected: SelectedPolicy, opts: EvalOptions, critic: Any = None) -> 
 
     task = selected.task
     if not task.is_constrained and (opts.cost_limits or opts.cost_limit is not None):
-        raise CorlError(f"--cost-limit/--cost-limits: task {task.name} has no cost ({task.normalization} scores reward only)")
+        raise CorlError(
+            f"--cost-limit/--cost-limits: task {task.name} has no cost ({task.normalization} scores reward only)"
+        )
     setting = resolved(selected, opts)
     axes, cells = parse_grid(list(opts.sim2real), task) if opts.sim2real else ([], [])
     policy_fn = load_policy_fn(selected.artifact.dir, selected.spec, opts.device)
@@ -234,17 +249,28 @@ def prepare(selected: SelectedPolicy, opts: EvalOptions, critic: Any = None) -> 
         searched = probe.name != "random"
         prepared.victim, prepared.obs_std = victim, std
         prepared.attack_info = {
-            "name": probe.name, "label": probe.label, "candidates": probe.candidates if searched else None,
-            "steps": probe.steps if searched else 0, "obs_std_source": std_source,
-            "box": "|delta_i| <= eps * obs_std_i (L-inf)", "generator_seed": setting.seed,
-            "critic": None if critic is None else {"source": critic.source, "what": critic.what,
-                                                   "members": critic.num_q}}
+            "name": probe.name,
+            "label": probe.label,
+            "candidates": probe.candidates if searched else None,
+            "steps": probe.steps if searched else 0,
+            "obs_std_source": std_source,
+            "box": "|delta_i| <= eps * obs_std_i (L-inf)",
+            "generator_seed": setting.seed,
+            "critic": None
+            if critic is None
+            else {"source": critic.source, "what": critic.what, "members": critic.num_q},
+        }
     return prepared
 
 
-def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = None,
-                    per_limit: dict[float, SelectedPolicy] | None = None,
-                    progress: Progress | None = None, prepared: Prepared | None = None) -> PolicyEval:
+def evaluate_policy(
+    selected: SelectedPolicy,
+    opts: EvalOptions,
+    critic: Any = None,
+    per_limit: dict[float, SelectedPolicy] | None = None,
+    progress: Progress | None = None,
+    prepared: Prepared | None = None,
+) -> PolicyEval:
     """Clean score, optional cost-limit protocol, sim2real grid and attack sweep for one policy.
 
     ``critic``: a :class:`~corl.eval.critics.LoadedCritic` (needed for ``min_Q`` only).
@@ -262,8 +288,16 @@ def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = N
     critic, victim, std, attack_info = prep.critic, prep.victim, prep.obs_std, prep.attack_info
 
     def run(obs_transform=None, env_hook=None):
-        return rollout(task, policy_fn, setting.episodes, seed=setting.seed, num_envs=setting.num_envs,
-                       device=opts.device, obs_transform=obs_transform, env_hook=env_hook)
+        return rollout(
+            task,
+            policy_fn,
+            setting.episodes,
+            seed=setting.seed,
+            num_envs=setting.num_envs,
+            device=opts.device,
+            obs_transform=obs_transform,
+            env_hook=env_hook,
+        )
 
     limit = setting.cost_limit
     extra = task.cost_limits if task.is_constrained else ()
@@ -275,13 +309,28 @@ def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = N
     say(f"{selected.name} [{selected.checkpoint}] clean: {_brief(task, clean)}")
 
     data: dict[str, Any] = {
-        "policy": {"label": selected.label, "checkpoint": selected.checkpoint, "pipeline": selected.pipeline,
-                   "artifact": str(selected.artifact.dir), "kind": selected.artifact.kind,
-                   "key": selected.artifact.key, "spec": selected.spec, "run_id": selected.run_id,
-                   "run_record": selected.run_path, "trained_cost_limit": selected.trained_cost_limit},
-        "task": task.name, "task_kind": task.kind, "normalization": task.normalization,
-        "score_key": score_key(task), "episodes": setting.episodes, "num_envs": setting.num_envs,
-        "seed": setting.seed, "env_seeds": setting.env_seeds, "cost_limit": limit, "device": opts.device,
+        "policy": {
+            "label": selected.label,
+            "checkpoint": selected.checkpoint,
+            "pipeline": selected.pipeline,
+            "artifact": str(selected.artifact.dir),
+            "kind": selected.artifact.kind,
+            "key": selected.artifact.key,
+            "spec": selected.spec,
+            "run_id": selected.run_id,
+            "run_record": selected.run_path,
+            "trained_cost_limit": selected.trained_cost_limit,
+        },
+        "task": task.name,
+        "task_kind": task.kind,
+        "normalization": task.normalization,
+        "score_key": score_key(task),
+        "episodes": setting.episodes,
+        "num_envs": setting.num_envs,
+        "seed": setting.seed,
+        "env_seeds": setting.env_seeds,
+        "cost_limit": limit,
+        "device": opts.device,
         "dataset": dict(selected.dataset),
         "clean": clean,
         "recorded_scores": selected.recorded_scores,
@@ -300,8 +349,11 @@ def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = N
             entry = {"scales": dict(cell), **_cell(task, res, limit, extra), "wall_s": time.perf_counter() - t0}
             grid.append(entry)
             say(f"{selected.name} [{selected.checkpoint}] sim2real {cell_label(cell)}: {_brief(task, entry)}")
-        data["sim2real"] = {"axes": [{"param": a.param, "scales": list(a.scales)} for a in axes], "cells": grid,
-                            "specs": list(opts.sim2real)}
+        data["sim2real"] = {
+            "axes": [{"param": a.param, "scales": list(a.scales)} for a in axes],
+            "cells": grid,
+            "specs": list(opts.sim2real),
+        }
 
     if attack_info is not None:
         sweep = []
@@ -312,8 +364,9 @@ def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = N
             res = run(obs_transform=attack)
             entry = {"eps": float(eps), **_cell(task, res, limit, extra), "wall_s": time.perf_counter() - t0}
             if eps == 0.0:
-                entry["equals_clean"] = bool(np.array_equal(res.reward, clean_result.reward)
-                                             and np.array_equal(res.cost, clean_result.cost))
+                entry["equals_clean"] = bool(
+                    np.array_equal(res.reward, clean_result.reward) and np.array_equal(res.cost, clean_result.cost)
+                )
             sweep.append(entry)
             say(f"{selected.name} [{selected.checkpoint}] {attack_info['label']} eps={eps:g}: {_brief(task, entry)}")
         data["attack"] = {**attack_info, "cells": sweep}
@@ -321,8 +374,14 @@ def evaluate_policy(selected: SelectedPolicy, opts: EvalOptions, critic: Any = N
     return PolicyEval(selected, data)
 
 
-def _limits_protocol(selected: SelectedPolicy, opts: EvalOptions, setting: Setting, clean_result,
-                     per_limit: dict[float, SelectedPolicy], say: Progress) -> dict[str, Any]:
+def _limits_protocol(
+    selected: SelectedPolicy,
+    opts: EvalOptions,
+    setting: Setting,
+    clean_result,
+    per_limit: dict[float, SelectedPolicy],
+    say: Progress,
+) -> dict[str, Any]:
     """DSRL's thresholds: each judged at its own limit, then averaged (see module docstring)."""
     from corl.eval.rollout import rollout
     from corl.store.policies import load_policy_fn
@@ -335,20 +394,35 @@ def _limits_protocol(selected: SelectedPolicy, opts: EvalOptions, setting: Setti
             result = clean_result  # the same policy and seeds: the same episodes, renormalised
         else:
             fn = load_policy_fn(policy.artifact.dir, policy.spec, opts.device)
-            result = rollout(task, fn, setting.episodes, seed=setting.seed, num_envs=setting.num_envs, device=opts.device)
-        row = {"cost_limit": float(limit), "policy_artifact": str(policy.artifact.dir), "policy_label": policy.label,
-               "trained_cost_limit": policy.trained_cost_limit,
-               "trained_at_this_limit": policy.trained_cost_limit is not None
-               and abs(policy.trained_cost_limit - limit) < 1e-9,
-               "run_id": policy.run_id, **_cell(task, result, limit)}
+            result = rollout(
+                task, fn, setting.episodes, seed=setting.seed, num_envs=setting.num_envs, device=opts.device
+            )
+        row = {
+            "cost_limit": float(limit),
+            "policy_artifact": str(policy.artifact.dir),
+            "policy_label": policy.label,
+            "trained_cost_limit": policy.trained_cost_limit,
+            "trained_at_this_limit": policy.trained_cost_limit is not None
+            and abs(policy.trained_cost_limit - limit) < 1e-9,
+            "run_id": policy.run_id,
+            **_cell(task, result, limit),
+        }
         rows.append(row)
-        say(f"{selected.name} cost limit {limit:g} (policy trained at {policy.trained_cost_limit}): {_brief(task, row)}")
+        say(
+            f"{selected.name} cost limit {limit:g} (policy trained at {policy.trained_cost_limit}): {_brief(task, row)}"
+        )
     key = score_key(task)
-    mean = {key: float(np.mean([r[key] for r in rows])),
-            "normalized_cost": float(np.mean([r["normalized_cost"] for r in rows]))}
+    mean = {
+        key: float(np.mean([r[key] for r in rows])),
+        "normalized_cost": float(np.mean([r["normalized_cost"] for r in rows])),
+    }
     mean["safe"] = bool(mean["normalized_cost"] <= 1.0)
-    return {"limits": list(opts.cost_limits), "per_limit": rows, "mean": mean,
-            "all_trained_per_limit": all(r["trained_at_this_limit"] for r in rows)}
+    return {
+        "limits": list(opts.cost_limits),
+        "per_limit": rows,
+        "mean": mean,
+        "all_trained_per_limit": all(r["trained_at_this_limit"] for r in rows),
+    }
 
 
 def _brief(task: TaskSpec, cell: dict[str, Any]) -> str:
@@ -417,30 +491,58 @@ def write_plots(evals: Sequence[PolicyEval], out_dir: Path, title: str) -> list[
         info = attacked[0].data["attack"]
         xs = [c["eps"] for c in info["cells"]]
         if all([c["eps"] for c in e.data["attack"]["cells"]] == xs for e in attacked):
-            written.append(plot_robustness(xs, _curve(attacked, "attack", task), f"attack budget eps ({info['label']}, "
-                                           "x dataset obs std)", out_dir / f"attack_{_slug(info['label'])}.png",
-                                           title, limit_line))
+            written.append(
+                plot_robustness(
+                    xs,
+                    _curve(attacked, "attack", task),
+                    f"attack budget eps ({info['label']}, x dataset obs std)",
+                    out_dir / f"attack_{_slug(info['label'])}.png",
+                    title,
+                    limit_line,
+                )
+            )
     swept = [e for e in evals if "sim2real" in e.data]
     if swept:
         axes = swept[0].data["sim2real"]["axes"]
         if len(axes) == 1:
             xs = axes[0]["scales"]
-            written.append(plot_robustness(xs, _curve(swept, "sim2real", task), f"{axes[0]['param']} scale",
-                                           out_dir / f"sim2real_{axes[0]['param']}.png", title, limit_line))
+            written.append(
+                plot_robustness(
+                    xs,
+                    _curve(swept, "sim2real", task),
+                    f"{axes[0]['param']} scale",
+                    out_dir / f"sim2real_{axes[0]['param']}.png",
+                    title,
+                    limit_line,
+                )
+            )
         elif len(axes) == 2:
             key = score_key(task)
             for ev in swept:
                 cells = ev.data["sim2real"]["cells"]
                 shape = (len(axes[0]["scales"]), len(axes[1]["scales"]))
                 reward = np.array([c[key] for c in cells], dtype=float).reshape(shape)
-                cost = (np.array([c["normalized_cost"] for c in cells], dtype=float).reshape(shape)
-                        if task.is_constrained else None)
+                cost = (
+                    np.array([c["normalized_cost"] for c in cells], dtype=float).reshape(shape)
+                    if task.is_constrained
+                    else None
+                )
                 name = f"sim2real_{axes[0]['param']}_x_{axes[1]['param']}"
                 if len(swept) > 1:
                     name += f"_{_slug(_legend(ev, swept))}"
-                written.append(plot_grid(axes[1]["param"], axes[1]["scales"], axes[0]["param"], axes[0]["scales"],
-                                         reward, cost, out_dir / f"{name}.png",
-                                         f"{title}: {_legend(ev, swept)}" if len(swept) > 1 else title, limit_line))
+                written.append(
+                    plot_grid(
+                        axes[1]["param"],
+                        axes[1]["scales"],
+                        axes[0]["param"],
+                        axes[0]["scales"],
+                        reward,
+                        cost,
+                        out_dir / f"{name}.png",
+                        f"{title}: {_legend(ev, swept)}" if len(swept) > 1 else title,
+                        limit_line,
+                    )
+                )
     return written
 
 
@@ -455,11 +557,24 @@ def write_outputs(evals: Sequence[PolicyEval], opts: EvalOptions, out: str | Pat
 
     task = evals[0].selected.task
     base = Path(out).expanduser() if out else None
-    header = {"command": opts.command, "created": time.time(), "versions": package_versions(),
-              "options": {"episodes": opts.episodes, "num_envs": opts.num_envs, "seed": opts.seed,
-                          "cost_limit": opts.cost_limit, "cost_limits": list(opts.cost_limits),
-                          "sim2real": list(opts.sim2real), "attack": opts.attack, "eps": list(opts.eps),
-                          "attack_steps": opts.attack_steps, "candidates": opts.candidates, "device": opts.device}}
+    header = {
+        "command": opts.command,
+        "created": time.time(),
+        "versions": package_versions(),
+        "options": {
+            "episodes": opts.episodes,
+            "num_envs": opts.num_envs,
+            "seed": opts.seed,
+            "cost_limit": opts.cost_limit,
+            "cost_limits": list(opts.cost_limits),
+            "sim2real": list(opts.sim2real),
+            "attack": opts.attack,
+            "eps": list(opts.eps),
+            "attack_steps": opts.attack_steps,
+            "candidates": opts.candidates,
+            "device": opts.device,
+        },
+    }
     for ev in evals:
         if base is None:
             directory = default_out_dir(ev.selected)
@@ -479,10 +594,27 @@ def write_outputs(evals: Sequence[PolicyEval], opts: EvalOptions, out: str | Pat
         compare = base if base is not None else default_out_dir(evals[0].selected) / f"compare-{names}"
         compare.mkdir(parents=True, exist_ok=True)
         pngs = write_plots(evals, compare, f"{' vs '.join(_legend(e, evals) for e in evals)} on {task.name}")
-        write_json_atomic(compare / "eval.json", _clean_json({**header, "plots": [str(p) for p in pngs],
-                                                              "policies": [e.data for e in evals]}))
+        write_json_atomic(
+            compare / "eval.json",
+            _clean_json({**header, "plots": [str(p) for p in pngs], "policies": [e.data for e in evals]}),
+        )
     return {"policies": [str(e.out_dir) for e in evals], "compare": str(compare) if compare else None}
 
 
-__all__ = ["EvalOptions", "Setting", "PolicyEval", "Prepared", "prepare", "parse_eps", "parse_limits", "resolved", "attack_policy",
-           "observation_std", "evaluate_policy", "write_plots", "write_outputs", "score_key", "default_out_dir"]
+__all__ = [
+    "EvalOptions",
+    "Setting",
+    "PolicyEval",
+    "Prepared",
+    "prepare",
+    "parse_eps",
+    "parse_limits",
+    "resolved",
+    "attack_policy",
+    "observation_std",
+    "evaluate_policy",
+    "write_plots",
+    "write_outputs",
+    "score_key",
+    "default_out_dir",
+]

@@ -94,8 +94,11 @@ def rollout(
                 ep_l += 1
                 ended = np.logical_or(terminated, truncated)
                 if observe is not None:
-                    observe(torch.as_tensor(reward, dtype=torch.float32),
-                            torch.as_tensor(step_cost, dtype=torch.float32), torch.as_tensor(ended))
+                    observe(
+                        torch.as_tensor(reward, dtype=torch.float32),
+                        torch.as_tensor(step_cost, dtype=torch.float32),
+                        torch.as_tensor(ended),
+                    )
                 for i in np.flatnonzero(ended):
                     if len(rewards[i]) < quota[i]:
                         rewards[i].append(float(ep_r[i]))

@@ -39,8 +39,15 @@ def _mean_std(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std())
 
 
-def summarize(task: TaskSpec, reward: np.ndarray, cost: np.ndarray, length: np.ndarray,
-              cost_limit: float | None, extra_limits: Iterable[float] = (), prefix: str = "final/") -> dict[str, float]:
+def summarize(
+    task: TaskSpec,
+    reward: np.ndarray,
+    cost: np.ndarray,
+    length: np.ndarray,
+    cost_limit: float | None,
+    extra_limits: Iterable[float] = (),
+    prefix: str = "final/",
+) -> dict[str, float]:
     """Flat metrics: raw and normalized reward/cost, mean and std, per extra cost limit too.
 
     ``prefix`` labels which policy was evaluated (``final/`` or ``best/``), so a score table

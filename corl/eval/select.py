@@ -30,8 +30,16 @@ from typing import Any
 
 from corl.errors import CorlError, did_you_mean
 from corl.store.artifacts import MANIFEST, Artifact, CorruptArtifact, verify
-from corl.store.runs import (describe_settings, find_records, load_records, policy_label, record_id, runs_dir,
-                                settings, short_id)
+from corl.store.runs import (
+    describe_settings,
+    find_records,
+    load_records,
+    policy_label,
+    record_id,
+    runs_dir,
+    settings,
+    short_id,
+)
 from corl.tasks import TaskSpec, get_task
 
 
@@ -100,8 +108,12 @@ def dataset_of(artifact: Artifact) -> dict[str, Any]:
     node: Artifact | None = artifact
     while node is not None and seen < 8:
         if node.outputs.get("episodes_file"):  # an online learner: its own recorded experience
-            return {"path": str(node.dir / node.outputs["episodes_file"]), "origin": "online-experience",
-                    "note": "the episodes the online learner recorded while training", "artifact": node.dir.name}
+            return {
+                "path": str(node.dir / node.outputs["episodes_file"]),
+                "origin": "online-experience",
+                "note": "the episodes the online learner recorded while training",
+                "artifact": node.dir.name,
+            }
         if node.kind == "dataset":
             return dict(node.outputs, artifact=node.dir.name)
         ds = _sibling(node, "dataset")
@@ -118,8 +130,10 @@ def _policy_artifact_from(artifact: Artifact) -> Artifact:
     upstream = _sibling(artifact, "policy")
     if upstream is not None and _is_policy_spec(upstream.outputs.get("policy")):
         return upstream
-    raise CorlError(f"{artifact.dir}: a {artifact.kind} artifact holds no policy; pass a policy artifact "
-                    "(bc, drcorl_policy, micro_policy, ...) or its evaluate artifact")
+    raise CorlError(
+        f"{artifact.dir}: a {artifact.kind} artifact holds no policy; pass a policy artifact "
+        "(bc, drcorl_policy, micro_policy, ...) or its evaluate artifact"
+    )
 
 
 def _record_id(record: dict[str, Any]) -> str:
@@ -142,13 +156,16 @@ def _from_record(record: dict[str, Any], root: Path) -> tuple[Artifact, dict[str
             eval_defaults = {k: cfg[k] for k in ("episodes", "num_envs") if k in cfg}
     if policy_art is None:
         kinds = ", ".join(s.get("kind", "?") for s in record.get("stages", []))
-        raise CorlError(f"run {_record_id(record)} ({record.get('pipeline')}: {kinds}) produced no policy artifact; "
-                        "an evaluable stage saves one with corl.store.policies.save_policy")
+        raise CorlError(
+            f"run {_record_id(record)} ({record.get('pipeline')}: {kinds}) produced no policy artifact; "
+            "an evaluable stage saves one with corl.store.policies.save_policy"
+        )
     return policy_art, eval_defaults
 
 
-def _selected(policy_art: Artifact, task: TaskSpec, record: dict[str, Any] | None,
-              eval_defaults: dict[str, Any]) -> list[SelectedPolicy]:
+def _selected(
+    policy_art: Artifact, task: TaskSpec, record: dict[str, Any] | None, eval_defaults: dict[str, Any]
+) -> list[SelectedPolicy]:
     outputs = policy_art.outputs
     limit = outputs.get("cost_limit")
     common = dict(
@@ -171,8 +188,16 @@ def _selected(policy_art: Artifact, task: TaskSpec, record: dict[str, Any] | Non
     if _is_policy_spec(outputs.get("best_offline_policy")):  # DRCORL: the best iterate by the model estimate
         common["recorded_scores"] = dict(record.get("scores", {}).get("best_offline", {})) if record else {}
         best = labels.get("by_iteration", {}).get(labels.get("best_offline_iteration"), {})
-        out.append(SelectedPolicy(policy_art, outputs["best_offline_policy"], "best_offline",
-                                  f"{label} (best offline)", **common, model_estimate=best))
+        out.append(
+            SelectedPolicy(
+                policy_art,
+                outputs["best_offline_policy"],
+                "best_offline",
+                f"{label} (best offline)",
+                **common,
+                model_estimate=best,
+            )
+        )
     return out
 
 
@@ -202,12 +227,15 @@ def _refuse_mixed_settings(root: Path, pipeline: str, task: TaskSpec, finished: 
     if len(newest) < 2:
         return
     listed = "; ".join(f"{short_id(r)} ({describe_settings(r, policy_label(r, root))})" for r in newest.values())
-    raise CorlError(f"{len(newest)} kinds of finished {pipeline} runs on {task.name} differ in settings: {listed}; "
-                    f"pick one with --run ID (`corl runs --pipeline {pipeline}` lists them)")
+    raise CorlError(
+        f"{len(newest)} kinds of finished {pipeline} runs on {task.name} differ in settings: {listed}; "
+        f"pick one with --run ID (`corl runs --pipeline {pipeline}` lists them)"
+    )
 
 
-def select_latest(root: Path, pipeline: str, task: TaskSpec,
-                  cost_limit: float | None = None, strict: bool = True) -> list[SelectedPolicy]:
+def select_latest(
+    root: Path, pipeline: str, task: TaskSpec, cost_limit: float | None = None, strict: bool = True
+) -> list[SelectedPolicy]:
     """The newest finished run of ``pipeline`` on ``task`` (optionally: trained at ``cost_limit``).
 
     ``strict`` (the default): refuse when finished runs differ in settings (see
@@ -215,14 +243,17 @@ def select_latest(root: Path, pipeline: str, task: TaskSpec,
     taken, and the report names it)."""
     known = known_pipelines(root)
     if pipeline not in known:
-        raise CorlError(f"unknown pipeline {pipeline!r}{did_you_mean(pipeline, known)}; "
-                        f"available: {', '.join(known) or 'none'}")
+        raise CorlError(
+            f"unknown pipeline {pipeline!r}{did_you_mean(pipeline, known)}; available: {', '.join(known) or 'none'}"
+        )
     finished, every = _finished_runs(root, pipeline, task)
     if not finished:
         states = sorted({r.get("status", "?") for r in every})
         seen = f" ({len(every)} run(s): {', '.join(states)})" if every else ""
-        raise CorlError(f"no finished {pipeline} run for task {task.name} under {root}{seen}; train one with: "
-                        f"corl run {pipeline} --task {task.name} --preset quick")
+        raise CorlError(
+            f"no finished {pipeline} run for task {task.name} under {root}{seen}; train one with: "
+            f"corl run {pipeline} --task {task.name} --preset quick"
+        )
     if strict and cost_limit is None:
         _refuse_mixed_settings(root, pipeline, task, finished)
     problems = []
@@ -247,14 +278,20 @@ def select_run(root: Path, run_id: str, task: TaskSpec | None, pipeline: str | N
     if not matches:
         records = load_records(root)
         ids = [_record_id(r) for r in records]
-        raise CorlError(f"no run {run_id!r} under {runs_dir(root)}{did_you_mean(run_id, ids)}"
-                        f"{'' if ids else ' (no runs at all)'}; `corl runs` lists them")
+        raise CorlError(
+            f"no run {run_id!r} under {runs_dir(root)}{did_you_mean(run_id, ids)}"
+            f"{'' if ids else ' (no runs at all)'}; `corl runs` lists them"
+        )
     if len(matches) > 1:
-        raise CorlError(f"run {run_id!r} is ambiguous: {', '.join(_record_id(r) for r in matches[:4])}; give more of it")
+        raise CorlError(
+            f"run {run_id!r} is ambiguous: {', '.join(_record_id(r) for r in matches[:4])}; give more of it"
+        )
     record = matches[0]
     if record.get("status") != "ok":
-        raise CorlError(f"run {_record_id(record)} is {record.get('status', 'unknown')}, not finished; rerun it: "
-                        f"{record.get('command', 'corl run ...')}")
+        raise CorlError(
+            f"run {_record_id(record)} is {record.get('status', 'unknown')}, not finished; rerun it: "
+            f"{record.get('command', 'corl run ...')}"
+        )
     if pipeline and record.get("pipeline") != pipeline:
         raise CorlError(f"run {_record_id(record)} is a {record.get('pipeline')} run, not {pipeline}")
     rtask = get_task(record["task"])
@@ -307,5 +344,13 @@ def critic_for(selected: SelectedPolicy, device: str = "cpu"):
     return None
 
 
-__all__ = ["SelectedPolicy", "known_pipelines", "dataset_of", "select_latest", "select_run", "select_artifact",
-           "critic_for", "iterate_labels"]
+__all__ = [
+    "SelectedPolicy",
+    "known_pipelines",
+    "dataset_of",
+    "select_latest",
+    "select_run",
+    "select_artifact",
+    "critic_for",
+    "iterate_labels",
+]

@@ -72,7 +72,9 @@ def select_policies(req: EvalRequest) -> list[tuple[list[select.SelectedPolicy],
         known = select.known_pipelines(root)
         raise CorlError(f"name a pipeline ({', '.join(known) or 'bc, drcorl, micro'}), --run ID or --artifact PATH")
     if spec_task is None:
-        raise CorlError(f"--task is required with a pipeline name, e.g. corl eval {names[0]} --task OfflineCarCircle-v0")
+        raise CorlError(
+            f"--task is required with a pipeline name, e.g. corl eval {names[0]} --task OfflineCarCircle-v0"
+        )
     return [(select.select_latest(root, name, spec_task), name) for name in dict.fromkeys(names)]
 
 
@@ -98,18 +100,25 @@ def evaluate(req: EvalRequest, progress: Progress | None = None) -> EvalSession:
             if wants_q:
                 q = given_critic or select.critic_for(sel, opts.device)
                 if q is None:
-                    raise CorlError(f"the min_Q attack needs a Q critic and the {sel.label} policy "
-                                    f"({sel.artifact.dir.name}) keeps none; pass --critic PATH (a drcorl_critics or "
-                                    "micro_policy artifact, or a .pt critic file)"
-                                    + ("; micro_policy artifacts built before corl saved critic.pt have none: "
-                                       "delete the artifact and rerun the pipeline" if sel.artifact.kind == "micro_policy" else ""))
+                    raise CorlError(
+                        f"the min_Q attack needs a Q critic and the {sel.label} policy "
+                        f"({sel.artifact.dir.name}) keeps none; pass --critic PATH (a drcorl_critics or "
+                        "micro_policy artifact, or a .pt critic file)"
+                        + (
+                            "; micro_policy artifacts built before corl saved critic.pt have none: "
+                            "delete the artifact and rerun the pipeline"
+                            if sel.artifact.kind == "micro_policy"
+                            else ""
+                        )
+                    )
                 check_critic_dims(q, sel.task.obs_dim, sel.task.act_dim)
             per_limit = {}
             if opts.cost_limits and pipeline is not None and sel.checkpoint == "final":
                 for limit in opts.cost_limits:
                     try:
-                        per_limit[limit] = next(p for p in select.select_latest(root, pipeline, sel.task, limit)
-                                                if p.checkpoint == "final")
+                        per_limit[limit] = next(
+                            p for p in select.select_latest(root, pipeline, sel.task, limit) if p.checkpoint == "final"
+                        )
                     except CorlError:
                         pass  # no policy trained at this limit: the primary one is judged there (and labelled so)
             jobs.append((sel, q, per_limit, report.prepare(sel, opts, q)))
@@ -120,23 +129,35 @@ def evaluate(req: EvalRequest, progress: Progress | None = None) -> EvalSession:
     for sel, q, per_limit, prepared in jobs:
         st = prepared.setting
         envs = f"{st.num_envs} env" + ("s" if st.num_envs != 1 else "")
-        say(f"{sel.name}: {sel.artifact.dir}" + (f" (run {sel.run_id})" if sel.run_id else "")
-            + f"; {st.episodes} episodes in total, spread over {envs} (env seeds from {st.seed})")
+        say(
+            f"{sel.name}: {sel.artifact.dir}"
+            + (f" (run {sel.run_id})" if sel.run_id else "")
+            + f"; {st.episodes} episodes in total, spread over {envs} (env seeds from {st.seed})"
+        )
         evals.append(report.evaluate_policy(sel, opts, q, per_limit, progress=say, prepared=prepared))
     for ev in evals:  # DRCORL: the model estimate of labelled iterates against the simulator
         if ev.selected.checkpoint == "final" and ev.selected.model_estimate and req.iterates > 0:
             from corl.eval.iterates import evaluate_iterates
 
             st = ev.data
-            ev.data["iterates"] = evaluate_iterates(ev.selected, req.iterates, st["episodes"], st["num_envs"],
-                                                    st["seed"], st["cost_limit"], opts.device, progress=say)
+            ev.data["iterates"] = evaluate_iterates(
+                ev.selected,
+                req.iterates,
+                st["episodes"],
+                st["num_envs"],
+                st["seed"],
+                st["cost_limit"],
+                opts.device,
+                progress=say,
+            )
     written = report.write_outputs(evals, opts, req.out)
     videos = record_videos(evals, jobs, opts, req.video, say) if req.video.episodes else {}
     return EvalSession(evals, written, videos)
 
 
-def record_videos(evals: list[report.PolicyEval], jobs: list, opts: report.EvalOptions, video: VideoOptions,
-                  say: Progress) -> dict[str, list[VideoFile]]:
+def record_videos(
+    evals: list[report.PolicyEval], jobs: list, opts: report.EvalOptions, video: VideoOptions, say: Progress
+) -> dict[str, list[VideoFile]]:
     """``video.episodes`` episodes per policy into ``<its eval dir>/videos/`` (clean, and with
     ``video.perturbed`` each sim2real cell and attack budget of the evaluation)."""
     import torch
@@ -158,20 +179,41 @@ def record_videos(evals: list[report.PolicyEval], jobs: list, opts: report.EvalO
             if prepared.attack_info is not None:
                 for eps in opts.eps:
                     gen = torch.Generator().manual_seed(st.seed)
-                    attack = make_attack(opts.attack, eps, prepared.obs_std, prepared.victim, q, opts.candidates,
-                                         opts.attack_steps, gen)
+                    attack = make_attack(
+                        opts.attack, eps, prepared.obs_std, prepared.victim, q, opts.candidates, opts.attack_steps, gen
+                    )
                     conditions.append((f"{prepared.attack_info['label']}-eps{eps:g}", attack, None))
         files: list[VideoFile] = []
         for condition, transform, hook in conditions:
-            made = vid.record(sel.task, prepared.policy_fn, video, directory, name, seed=st.seed, condition=condition,
-                              device=opts.device, obs_transform=transform, env_hook=hook)
+            made = vid.record(
+                sel.task,
+                prepared.policy_fn,
+                video,
+                directory,
+                name,
+                seed=st.seed,
+                condition=condition,
+                device=opts.device,
+                obs_transform=transform,
+                env_hook=hook,
+            )
             for f in made:
                 say(f"video: {f.path} ({f.frames} frames, episode of {f.length} steps)")
             files.extend(made)
         out[sel.name] = files
-        ev.data["videos"] = [{"path": str(f.path), "reward": f.reward, "cost": f.cost, "length": f.length,
-                              "frames": f.frames, "every": video.every, "env_seed": f.seed, "condition": f.condition}
-                             for f in files]
+        ev.data["videos"] = [
+            {
+                "path": str(f.path),
+                "reward": f.reward,
+                "cost": f.cost,
+                "length": f.length,
+                "frames": f.frames,
+                "every": video.every,
+                "env_seed": f.seed,
+                "condition": f.condition,
+            }
+            for f in files
+        ]
         path = Path(ev.out_dir) / "eval.json"  # written before the videos: add their list
         data = json.loads(path.read_text())
         data["videos"] = ev.data["videos"]

@@ -51,7 +51,6 @@ a vector env's automatic resets, which call the sub-env's ``reset`` from inside 
 from __future__ import annotations
 
 import abc
-
 import contextlib
 import itertools
 import math
@@ -60,8 +59,8 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from corl.eval.ranges import parse_values
 from corl.errors import CorlError, did_you_mean
+from corl.eval.ranges import parse_values
 from corl.tasks import TaskSpec, get_task
 
 #: Every physics parameter corl knows how to scale, in display order.
@@ -106,7 +105,9 @@ def parse_spec(spec: str, task: TaskSpec | str | None = None) -> SweepAxis:
     return SweepAxis(param, scales)
 
 
-def parse_grid(specs: Sequence[str], task: TaskSpec | str | None = None) -> tuple[list[SweepAxis], list[dict[str, float]]]:
+def parse_grid(
+    specs: Sequence[str], task: TaskSpec | str | None = None
+) -> tuple[list[SweepAxis], list[dict[str, float]]]:
     """Parse several specs into axes and the cartesian grid of ``{param: scale}`` cells.
 
     The cells run with the last axis fastest, so a 2-D grid reshapes to
@@ -255,7 +256,9 @@ class _BulletBackend(_Backend):
             actuators.append((agent, "max_force", agent.max_force))
             if hasattr(agent, "speed_multiplier"):
                 actuators.append((agent, "speed_multiplier", agent.speed_multiplier))
-            actuators += [(j, "max_force", j.max_force) for j in getattr(agent, "joint_list", []) if hasattr(j, "max_force")]
+            actuators += [
+                (j, "max_force", j.max_force) for j in getattr(agent, "joint_list", []) if hasattr(j, "max_force")
+            ]
         return _BulletSnapshot(gravity, links, actuators, tuple(params))
 
     def apply(self, snap: _BulletSnapshot, scales: Mapping[str, float]) -> None:
@@ -265,14 +268,18 @@ class _BulletBackend(_Backend):
         if "friction" in scales:
             root = math.sqrt(scales["friction"])  # Bullet multiplies the two sides' friction
             for body, link, info in snap.links:
-                bc.changeDynamics(body, link, lateralFriction=info[1] * root,
-                                  rollingFriction=info[6] * root, spinningFriction=info[7] * root)
+                bc.changeDynamics(
+                    body,
+                    link,
+                    lateralFriction=info[1] * root,
+                    rollingFriction=info[6] * root,
+                    spinningFriction=info[7] * root,
+                )
         if "mass" in scales:
             s = scales["mass"]
             for body, link, info in snap.links:
                 if info[0] > 0:  # mass 0 means static in Bullet: scaling it would make it move
-                    bc.changeDynamics(body, link, mass=info[0] * s,
-                                      localInertiaDiagonal=[v * s for v in info[2]])
+                    bc.changeDynamics(body, link, mass=info[0] * s, localInertiaDiagonal=[v * s for v in info[2]])
         if "actuator" in scales:
             for obj, attr, value in snap.actuators:
                 setattr(obj, attr, value * scales["actuator"])
@@ -283,8 +290,9 @@ class _BulletBackend(_Backend):
             bc.setGravity(*snap.gravity)
         if "friction" in snap.params:
             for body, link, info in snap.links:
-                bc.changeDynamics(body, link, lateralFriction=info[1], rollingFriction=info[6],
-                                  spinningFriction=info[7])
+                bc.changeDynamics(
+                    body, link, lateralFriction=info[1], rollingFriction=info[6], spinningFriction=info[7]
+                )
         if "mass" in snap.params:
             for body, link, info in snap.links:
                 if info[0] > 0:
@@ -377,7 +385,15 @@ def cell_label(cell: Mapping[str, float]) -> str:
 
 
 __all__ = [
-    "PARAMETERS", "SPEC_SYNTAX", "SweepAxis", "parse_scales", "parse_spec", "parse_grid",
-    "supported_parameters", "env_supported_parameters", "perturbation", "perturbation_hook",
+    "PARAMETERS",
+    "SPEC_SYNTAX",
+    "SweepAxis",
+    "parse_scales",
+    "parse_spec",
+    "parse_grid",
+    "supported_parameters",
+    "env_supported_parameters",
+    "perturbation",
+    "perturbation_hook",
     "cell_label",
 ]

@@ -144,8 +144,9 @@ def write_video(frames: list[np.ndarray], base: Path, fps: float) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if path.suffix == ".mp4":
-            with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1) as writer:
+            with imageio.get_writer(
+                tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1
+            ) as writer:
                 for frame in frames:
                     writer.append_data(frame)
         else:
@@ -160,10 +161,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
 
 
-def record(task: TaskSpec, policy_fn: PolicyFn, opts: VideoOptions, out_dir: Path, name: str,
-           seed: int = 0, condition: str = "clean", device: torch.device | str = "cpu",
-           obs_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-           env_hook: Callable[[Any], ContextManager[Any]] | None = None) -> list[VideoFile]:
+def record(
+    task: TaskSpec,
+    policy_fn: PolicyFn,
+    opts: VideoOptions,
+    out_dir: Path,
+    name: str,
+    seed: int = 0,
+    condition: str = "clean",
+    device: torch.device | str = "cpu",
+    obs_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    env_hook: Callable[[Any], ContextManager[Any]] | None = None,
+) -> list[VideoFile]:
     """Record ``opts.episodes`` episodes (episode ``i`` reset with ``seed + i``) to
     ``out_dir/<name>-<condition>-ep<i>-reward<R>-cost<C>.mp4``; same hooks as the rollout."""
     files: list[VideoFile] = []
@@ -207,5 +216,14 @@ def expected_frames(length: int, every: int) -> int:
     return math.ceil(length / every)
 
 
-__all__ = ["VideoOptions", "VideoFile", "parse_size", "make_render_env", "write_video", "record", "has_ffmpeg",
-           "prefer_egl", "expected_frames"]
+__all__ = [
+    "VideoOptions",
+    "VideoFile",
+    "parse_size",
+    "make_render_env",
+    "write_video",
+    "record",
+    "has_ffmpeg",
+    "prefer_egl",
+    "expected_frames",
+]

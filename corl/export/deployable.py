@@ -21,16 +21,22 @@ from torch import nn
 class DeployablePolicy(nn.Module):
     """``obs (B, obs_dim) float32 -> action (B, act_dim)``: normalise, act deterministically, clip."""
 
-    def __init__(self, module: nn.Module, obs_mean: torch.Tensor | None, obs_std: torch.Tensor | None,
-                 act_low: Sequence[float], act_high: Sequence[float]) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        obs_mean: torch.Tensor | None,
+        obs_std: torch.Tensor | None,
+        act_low: Sequence[float],
+        act_high: Sequence[float],
+    ) -> None:
         super().__init__()
         self.policy = module
         obs_dim = None if obs_mean is None else int(obs_mean.numel())
         self.normalize = obs_mean is not None
-        self.register_buffer("obs_mean", obs_mean.detach().float().reshape(-1) if obs_mean is not None
-                             else torch.zeros(0))
-        self.register_buffer("obs_std", obs_std.detach().float().reshape(-1) if obs_std is not None
-                             else torch.ones(0))
+        self.register_buffer(
+            "obs_mean", obs_mean.detach().float().reshape(-1) if obs_mean is not None else torch.zeros(0)
+        )
+        self.register_buffer("obs_std", obs_std.detach().float().reshape(-1) if obs_std is not None else torch.ones(0))
         self.register_buffer("act_low", torch.as_tensor(list(act_low), dtype=torch.float32))
         self.register_buffer("act_high", torch.as_tensor(list(act_high), dtype=torch.float32))
         self.obs_dim = obs_dim
@@ -84,8 +90,9 @@ def load_deployable(artifact_dir: Path, spec: dict[str, Any], task: Any) -> Load
     module.requires_grad_(False)
     low, high = action_box(task, spec)
     deployable = DeployablePolicy(module, mean, std, low, high).eval()
-    return LoadedPolicy(deployable, spec["builder"], int(task.obs_dim), int(task.act_dim), low, high,
-                        Path(artifact_dir), spec)
+    return LoadedPolicy(
+        deployable, spec["builder"], int(task.obs_dim), int(task.act_dim), low, high, Path(artifact_dir), spec
+    )
 
 
 __all__ = ["DeployablePolicy", "LoadedPolicy", "action_box", "load_deployable"]

@@ -52,15 +52,23 @@ def write_onnx(policy: LoadedPolicy, path: Path) -> Path:
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
-        raise CorlError("--format onnx needs the onnx extra: pip install 'corl-saferl[onnx]' "
-                        "(onnx, onnxruntime)") from None
+        raise CorlError(
+            "--format onnx needs the onnx extra: pip install 'corl-saferl[onnx]' (onnx, onnxruntime)"
+        ) from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(policy.module, (_example(policy),), str(tmp), input_names=["obs"],
-                              output_names=["action"], dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
-                              opset_version=ONNX_OPSET, dynamo=False)
+            torch.onnx.export(
+                policy.module,
+                (_example(policy),),
+                str(tmp),
+                input_names=["obs"],
+                output_names=["action"],
+                dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
+                opset_version=ONNX_OPSET,
+                dynamo=False,
+            )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -69,23 +77,36 @@ def write_onnx(policy: LoadedPolicy, path: Path) -> Path:
 
 def card(policy: LoadedPolicy, fmt: str, file: Path, about: dict[str, Any]) -> dict[str, Any]:
     """The JSON card beside an exported file (see the module docstring)."""
-    from corl.version import __version__
     from corl.data.hashing import file_sha256
+    from corl.version import __version__
 
     return {
-        "format": fmt, "file": file.name, "sha256": file_sha256(file),
-        "input": {"name": "obs", "shape": ["batch", policy.obs_dim], "dtype": "float32",
-                  "note": "raw simulator observations: the normalisation is inside the file"},
-        "output": {"name": "action", "shape": ["batch", policy.act_dim], "dtype": "float32",
-                   "note": "deterministic action, clipped to [act_low, act_high]"},
+        "format": fmt,
+        "file": file.name,
+        "sha256": file_sha256(file),
+        "input": {
+            "name": "obs",
+            "shape": ["batch", policy.obs_dim],
+            "dtype": "float32",
+            "note": "raw simulator observations: the normalisation is inside the file",
+        },
+        "output": {
+            "name": "action",
+            "shape": ["batch", policy.act_dim],
+            "dtype": "float32",
+            "note": "deterministic action, clipped to [act_low, act_high]",
+        },
         "observation_space": {"shape": [policy.obs_dim], "normalized_inside": bool(policy.module.normalize)},
         "action_space": {"shape": [policy.act_dim], "low": policy.act_low, "high": policy.act_high},
         "policy": {"builder": policy.builder, "kwargs": policy.spec.get("kwargs", {})},
         **about,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"corl": __version__, "torch": torch.__version__},
-        "load": ({"python": "torch.jit.load(file)(torch.as_tensor(obs, dtype=torch.float32))"} if fmt == "torchscript"
-                 else {"python": "onnxruntime.InferenceSession(file).run(['action'], {'obs': obs.astype('float32')})"}),
+        "load": (
+            {"python": "torch.jit.load(file)(torch.as_tensor(obs, dtype=torch.float32))"}
+            if fmt == "torchscript"
+            else {"python": "onnxruntime.InferenceSession(file).run(['action'], {'obs': obs.astype('float32')})"}
+        ),
     }
 
 

@@ -55,8 +55,9 @@ def group_min(q: torch.Tensor, groups: int) -> torch.Tensor:
 class ValueFunction(nn.Module):
     """A state-value critic ``V(s) -> (B,)``."""
 
-    def __init__(self, obs_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "relu",
-                 layer_norm: bool = False) -> None:
+    def __init__(
+        self, obs_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "relu", layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.net = MLP(obs_dim, 1, hidden, activation, layer_norm)
 

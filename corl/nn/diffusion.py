@@ -91,29 +91,44 @@ class ScoreNet(nn.Module):
     -> Mish -> Linear(width -> |A|).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, width: int = 256, blocks: int = 3,
-                 time_dim: int = 128, fourier_features: int = 32, fourier_scale: float = 30.0,
-                 expansion: int = 4, dropout: float = 0.1, fourier_learnable: bool = False) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        width: int = 256,
+        blocks: int = 3,
+        time_dim: int = 128,
+        fourier_features: int = 32,
+        fourier_scale: float = 30.0,
+        expansion: int = 4,
+        dropout: float = 0.1,
+        fourier_learnable: bool = False,
+    ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.width, self.num_blocks = obs_dim, act_dim, width, blocks
         self.dropout = dropout
         self.time_embed = nn.Sequential(
             GaussianFourierTime(fourier_features, fourier_scale, fourier_learnable),
-            nn.Linear(2 * fourier_features, time_dim), nn.Mish(), nn.Linear(time_dim, time_dim))
+            nn.Linear(2 * fourier_features, time_dim),
+            nn.Mish(),
+            nn.Linear(time_dim, time_dim),
+        )
         self.inp = nn.Linear(act_dim + obs_dim + time_dim, width)
         self.blocks = nn.ModuleList(ResidualBlock(width, expansion, dropout) for _ in range(blocks))
         self.out = nn.Sequential(nn.Mish(), nn.Linear(width, act_dim))
 
-    def forward(self, noisy_action: torch.Tensor, t: torch.Tensor, obs: torch.Tensor,
-                keep_masks: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, noisy_action: torch.Tensor, t: torch.Tensor, obs: torch.Tensor, keep_masks: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``keep_masks``: ``(blocks, B, width)`` from :meth:`dropout_masks` (else module mode)."""
         x = self.inp(torch.cat([noisy_action, obs, self.time_embed(t)], dim=-1))
         for i, block in enumerate(self.blocks):
             x = block(x, None if keep_masks is None else keep_masks[i])
         return self.out(x)
 
-    def dropout_masks(self, batch_size: int, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None) -> torch.Tensor | None:
+    def dropout_masks(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor | None:
         """Inverted-dropout keep masks drawn from ``generator`` (so training is reproducible)."""
         if self.dropout <= 0:
             return None
@@ -123,16 +138,23 @@ class ScoreNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- loss and sampling
-def sample_diffusion_time(batch_size: int, t_min: float, t_max: float, device: torch.device | str,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_diffusion_time(
+    batch_size: int, t_min: float, t_max: float, device: torch.device | str, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``t ~ U(t_min, t_max)``, shape ``(B,)``."""
     u = torch.rand(batch_size, device=device, generator=generator)
     return t_min + (t_max - t_min) * u
 
 
-def denoising_loss(net: ScoreNet, schedule: VPSchedule, obs: torch.Tensor, actions: torch.Tensor,
-                   t: torch.Tensor, noise: torch.Tensor,
-                   keep_masks: torch.Tensor | None = None) -> torch.Tensor:
+def denoising_loss(
+    net: ScoreNet,
+    schedule: VPSchedule,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    keep_masks: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``E || eps_phi(alpha_t a + sigma_t z, t, s) - z ||^2``: sum over action dims, batch mean."""
     noisy = schedule.perturb(actions, t, noise)
     pred = net(noisy, t, obs, keep_masks)
@@ -140,9 +162,15 @@ def denoising_loss(net: ScoreNet, schedule: VPSchedule, obs: torch.Tensor, actio
 
 
 @torch.no_grad()
-def sample_actions(net: ScoreNet, schedule: VPSchedule, obs: torch.Tensor, steps: int = 50,
-                   t_end: float = 1e-3, generator: torch.Generator | None = None,
-                   clip: tuple[float, float] | None = (-1.0, 1.0)) -> torch.Tensor:
+def sample_actions(
+    net: ScoreNet,
+    schedule: VPSchedule,
+    obs: torch.Tensor,
+    steps: int = 50,
+    t_end: float = 1e-3,
+    generator: torch.Generator | None = None,
+    clip: tuple[float, float] | None = (-1.0, 1.0),
+) -> torch.Tensor:
     """Draw ``a ~ mu(.|s)`` with the first-order probability-flow solver (DDIM / DPM-Solver-1).
 
     From ``a_1 ~ N(0, I)``: ``a0_hat = (a_t - sigma_t eps) / alpha_t`` (clipped to ``clip``),
@@ -180,8 +208,9 @@ class DDPMSchedule:
     with ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{i <= t} alpha_i`` (index 0 = t = 1).
     """
 
-    def __init__(self, steps: int = 5, beta_min: float = 0.1, beta_max: float = 10.0,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, steps: int = 5, beta_min: float = 0.1, beta_max: float = 10.0, device: torch.device | str = "cpu"
+    ) -> None:
         t = torch.arange(1, steps + 1, dtype=torch.float64)
         betas = 1 - torch.exp(-beta_min / steps - 0.5 * (beta_max - beta_min) * (2 * t - 1) / steps**2)
         self.steps = steps
@@ -196,8 +225,14 @@ class DDPMSchedule:
 
 
 @torch.no_grad()
-def ddpm_sample(net: ScoreNet, schedule: DDPMSchedule, obs: torch.Tensor, generator: torch.Generator | None = None,
-                clip: tuple[float, float] | None = (-1.0, 1.0), temperature: float = 1.0) -> torch.Tensor:
+def ddpm_sample(
+    net: ScoreNet,
+    schedule: DDPMSchedule,
+    obs: torch.Tensor,
+    generator: torch.Generator | None = None,
+    clip: tuple[float, float] | None = (-1.0, 1.0),
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Ancestral DDPM sampling: ``x <- (x - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)``,
     plus ``sqrt(beta_t) temperature z`` for ``t > 0``, clipped to ``clip`` after every step
     (FISOR's ``ddpm_sampler`` with ``clip_sampler``). ``net`` receives the raw integer step."""

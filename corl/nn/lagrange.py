@@ -28,8 +28,14 @@ __all__ = ["LagrangeMultiplier", "PIDLagrangeMultiplier", "stepwise_threshold"]
 class LagrangeMultiplier:
     """``λ ≥ 0`` learned by Adam on ``L(λ) = -λ·(J_c - d)``, projected after each step."""
 
-    def __init__(self, cost_limit: float, init_value: float = 0.0, lr: float = 3e-4,
-                 upper_bound: float | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cost_limit: float,
+        init_value: float = 0.0,
+        lr: float = 3e-4,
+        upper_bound: float | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.cost_limit = float(cost_limit)
         self.upper_bound = upper_bound
         self.lagrangian = torch.nn.Parameter(torch.tensor(float(init_value), device=device))
@@ -71,9 +77,17 @@ class PIDLagrangeMultiplier:
     integral ``I ← max(0, I + ki·e)`` is OSRL's ``ki·relu(I' + e)`` written in λ units.
     """
 
-    def __init__(self, cost_limit: float, kp: float = 0.05, ki: float = 5e-4, kd: float = 0.1,
-                 init_value: float = 0.0, ema_alpha: float = 0.0, upper_bound: float | None = None,
-                 form: str = "corl") -> None:
+    def __init__(
+        self,
+        cost_limit: float,
+        kp: float = 0.05,
+        ki: float = 5e-4,
+        kd: float = 0.1,
+        init_value: float = 0.0,
+        ema_alpha: float = 0.0,
+        upper_bound: float | None = None,
+        form: str = "corl",
+    ) -> None:
         if form not in ("corl", "osrl"):
             raise ValueError(f"form must be 'corl' or 'osrl', got {form!r}")
         self.form = form
@@ -94,8 +108,7 @@ class PIDLagrangeMultiplier:
         j_c = float(torch.as_tensor(cost_estimate, dtype=torch.float32).mean())
         error = j_c - self.cost_limit
         self.integral = max(0.0, self.integral + self.ki * error)
-        self.smoothed = j_c if self.smoothed is None else (
-            self.ema_alpha * self.smoothed + (1 - self.ema_alpha) * j_c)
+        self.smoothed = j_c if self.smoothed is None else (self.ema_alpha * self.smoothed + (1 - self.ema_alpha) * j_c)
         derivative = 0.0 if self.previous is None else max(0.0, self.smoothed - self.previous)
         self.previous = self.smoothed
         proportional = self.smoothed - self.cost_limit
@@ -108,8 +121,7 @@ class PIDLagrangeMultiplier:
         return value
 
     def state_dict(self) -> dict:
-        return {"integral": self.integral, "smoothed": self.smoothed, "previous": self.previous,
-                "value": self._value}
+        return {"integral": self.integral, "smoothed": self.smoothed, "previous": self.previous, "value": self._value}
 
     def load_state_dict(self, state: Mapping) -> None:
         self.integral = state["integral"]

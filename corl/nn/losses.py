@@ -61,7 +61,7 @@ def set_flat_params_(params: Iterable[nn.Parameter], flat: torch.Tensor) -> None
     offset = 0
     for p in params:
         n = p.numel()
-        p.copy_(flat[offset:offset + n].view_as(p))
+        p.copy_(flat[offset : offset + n].view_as(p))
         offset += n
     if offset != flat.numel():
         raise ValueError(f"flat vector has {flat.numel()} entries, parameters {offset}")

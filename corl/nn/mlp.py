@@ -19,8 +19,15 @@ Activation = Callable[[], nn.Module]
 def _activation(name: str | Activation) -> nn.Module:
     if callable(name) and not isinstance(name, str):
         return name()
-    table = {"relu": nn.ReLU, "mish": nn.Mish, "silu": nn.SiLU, "swish": nn.SiLU,
-             "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+    table = {
+        "relu": nn.ReLU,
+        "mish": nn.Mish,
+        "silu": nn.SiLU,
+        "swish": nn.SiLU,
+        "tanh": nn.Tanh,
+        "elu": nn.ELU,
+        "gelu": nn.GELU,
+    }
     if name not in table:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
     return table[name]()

@@ -19,7 +19,12 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 class _BoundedPolicy(nn.Module):
-    def __init__(self, act_low: torch.Tensor | Sequence[float] | None, act_high: torch.Tensor | Sequence[float] | None, act_dim: int) -> None:
+    def __init__(
+        self,
+        act_low: torch.Tensor | Sequence[float] | None,
+        act_high: torch.Tensor | Sequence[float] | None,
+        act_dim: int,
+    ) -> None:
         super().__init__()
         low = torch.as_tensor(act_low if act_low is not None else [-1.0] * act_dim, dtype=torch.float32)
         high = torch.as_tensor(act_high if act_high is not None else [1.0] * act_dim, dtype=torch.float32)
@@ -36,10 +41,18 @@ class _BoundedPolicy(nn.Module):
 class TanhGaussianPolicy(_BoundedPolicy):
     """``a = tanh(mu + sigma * eps)`` with the change-of-variables log-probability."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
-                 activation: str = "relu", act_low=None, act_high=None,
-                 state_dependent_std: bool = True, log_std_min: float = LOG_STD_MIN,
-                 log_std_max: float = LOG_STD_MAX) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        act_low=None,
+        act_high=None,
+        state_dependent_std: bool = True,
+        log_std_min: float = LOG_STD_MIN,
+        log_std_max: float = LOG_STD_MAX,
+    ) -> None:
         super().__init__(act_low, act_high, act_dim)
         self.state_dependent_std = state_dependent_std
         self.log_std_min, self.log_std_max = log_std_min, log_std_max  # OSRL's actors: [-20, 2]
@@ -88,8 +101,15 @@ class TanhGaussianPolicy(_BoundedPolicy):
 class DeterministicPolicy(_BoundedPolicy):
     """``a = tanh(f(s))`` scaled to the box: a Dirac policy (TD3, DRCORL's extracted policy)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
-                 activation: str = "relu", act_low=None, act_high=None) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        act_low=None,
+        act_high=None,
+    ) -> None:
         super().__init__(act_low, act_high, act_dim)
         self.net = MLP(obs_dim, act_dim, hidden, activation, output_activation="tanh")
         self.act_dim = act_dim
@@ -109,8 +129,14 @@ class PerturbationActor(nn.Module):
     uses Tanh hidden activations for it.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
-                 activation: str = "tanh", phi: float = 0.05) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "tanh",
+        phi: float = 0.05,
+    ) -> None:
         super().__init__()
         self.phi = phi
         self.net = MLP(obs_dim + act_dim, act_dim, hidden, activation, output_activation="tanh")
@@ -134,10 +160,20 @@ class DiagGaussianPolicy(_BoundedPolicy):
     build the decoupled distributions ``N(μ_θ, σ_b)`` and ``N(μ_b, σ_θ)``.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
-                 activation: str = "relu", act_low=None, act_high=None,
-                 state_dependent_std: bool = True, bounded_mean: bool = True,
-                 log_std_init: float = 0.0, log_std_min: float = -20.0, log_std_max: float = 2.0) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        act_low=None,
+        act_high=None,
+        state_dependent_std: bool = True,
+        bounded_mean: bool = True,
+        log_std_init: float = 0.0,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+    ) -> None:
         super().__init__(act_low, act_high, act_dim)
         self.act_dim = act_dim
         self.state_dependent_std = state_dependent_std
@@ -197,8 +233,15 @@ class CholeskyGaussianPolicy(_BoundedPolicy):
     ``(mean, scale_tril)``.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
-                 activation: str = "relu", act_low=None, act_high=None) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        act_low=None,
+        act_high=None,
+    ) -> None:
         super().__init__(act_low, act_high, act_dim)
         self.act_dim = act_dim
         self.trunk = MLP(obs_dim, hidden[-1], hidden[:-1], activation, output_activation=activation)

@@ -24,8 +24,14 @@ from corl.nn.mlp import MLP
 class VAE(nn.Module):
     """``encode(s, a) -> (mu, std)``, ``decode(s, z=None) -> a in [-1, 1]``."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (400, 400),
-                 latent_dim: int | None = None, latent_clip: float = 0.5) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (400, 400),
+        latent_dim: int | None = None,
+        latent_clip: float = 0.5,
+    ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.latent_dim = int(latent_dim) if latent_dim else 2 * act_dim
@@ -37,20 +43,23 @@ class VAE(nn.Module):
         mu, log_std = self.encoder(torch.cat([obs, act], -1)).chunk(2, -1)
         return mu, log_std.clamp(-4.0, 15.0).exp()
 
-    def decode_raw(self, obs: torch.Tensor, z: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode_raw(
+        self, obs: torch.Tensor, z: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The decoder's pre-``tanh`` output (BEAR matches supports in this space)."""
         if z is None:
             z = torch.randn(*obs.shape[:-1], self.latent_dim, device=obs.device, generator=generator)
             z = z.clamp(-self.latent_clip, self.latent_clip)
         return self.decoder(torch.cat([obs, z], -1))
 
-    def decode(self, obs: torch.Tensor, z: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode(
+        self, obs: torch.Tensor, z: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return torch.tanh(self.decode_raw(obs, z, generator))
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, noise: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obs: torch.Tensor, act: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reconstruction, mu, std) with ``z = mu + std * noise`` (reparameterised)."""
         mu, std = self.encode(obs, act)
         return self.decode(obs, mu + std * noise), mu, std
@@ -66,8 +75,9 @@ def gaussian_kl(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1 + 2 * std.log() - mu.pow(2) - std.pow(2))
 
 
-def vae_loss(vae: VAE, obs: torch.Tensor, act: torch.Tensor, beta: float,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def vae_loss(
+    vae: VAE, obs: torch.Tensor, act: torch.Tensor, beta: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """OSRL's VAE loss ``MSE(recon, a) + beta * mean KL`` and its two parts (for logging)."""
     noise = torch.randn(*obs.shape[:-1], vae.latent_dim, device=obs.device, generator=generator)
     recon, mu, std = vae(obs, act, noise)

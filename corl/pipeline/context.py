@@ -19,9 +19,9 @@ import torch
 from corl.data.store import load_task_dataset
 from corl.errors import CorlError, DatasetError
 from corl.files import append_line, atomic_write
-from corl.store.artifacts import METRICS, Artifact
 from corl.pipeline.checkpoint import Checkpointer, restore_rng_states
 from corl.pipeline.progress import RunCallbacks
+from corl.store.artifacts import METRICS, Artifact
 from corl.tasks import TaskSpec
 
 
@@ -113,7 +113,9 @@ class StageContext:
                 raise DatasetError(f"{path}: dataset recorded by {art.dir.name} is gone; rerun to locate it again")
             dataset = load_task_dataset(self.task, path=path)
             if dataset.metadata.get("sha256") != sha:
-                raise DatasetError(f"{path}: sha256 changed since {art.dir.name} recorded it; rerun to re-key the dataset")
+                raise DatasetError(
+                    f"{path}: sha256 changed since {art.dir.name} recorded it; rerun to re-key the dataset"
+                )
             remember_dataset(dataset)
         return dataset.to(self.device)
 
@@ -149,8 +151,13 @@ class StageContext:
             self.callbacks.message(f"{self.name}: {self.checkpointer.dropped}", "warning")
         return payload
 
-    def train_loop(self, total_steps: int | None, get_state: Callable[[], dict[str, Any]],
-                   set_state: Callable[[dict[str, Any]], None], log_every: int | None = None) -> "TrainLoop":
+    def train_loop(
+        self,
+        total_steps: int | None,
+        get_state: Callable[[], dict[str, Any]],
+        set_state: Callable[[dict[str, Any]], None],
+        log_every: int | None = None,
+    ) -> "TrainLoop":
         return TrainLoop(self, None if total_steps is None else int(total_steps), get_state, set_state, log_every)
 
 
@@ -184,8 +191,14 @@ class TrainLoop:
 
     PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
 
-    def __init__(self, ctx: StageContext, total: int | None, get_state: Callable[[], dict[str, Any]],
-                 set_state: Callable[[dict[str, Any]], None], log_every: int | None = None) -> None:
+    def __init__(
+        self,
+        ctx: StageContext,
+        total: int | None,
+        get_state: Callable[[], dict[str, Any]],
+        set_state: Callable[[dict[str, Any]], None],
+        log_every: int | None = None,
+    ) -> None:
         self.ctx, self.total, self.get_state, self.set_state = ctx, total, get_state, set_state
         self.log_every = max(1, ctx.log_every if log_every is None else log_every)
         self.step = 0

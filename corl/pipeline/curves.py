@@ -26,14 +26,28 @@ from typing import Any, Sequence
 import numpy as np
 
 from corl.store.artifacts import CURVES as CURVES_FILE  # noqa: E402
+
 LOSS_PATTERN = re.compile(r"(loss|nll|mse)", re.IGNORECASE)
 #: bookkeeping columns of metrics.jsonl lines, never plotted as curves
-SKIP = {"step", "episode", "learner", "seed", "training_step", "cost_limit", "epoch", "learner_step",
-        "episode_length", "cum_violations", "cum_violation_excess"}
+SKIP = {
+    "step",
+    "episode",
+    "learner",
+    "seed",
+    "training_step",
+    "cost_limit",
+    "epoch",
+    "learner_step",
+    "episode_length",
+    "cum_violations",
+    "cum_violation_excess",
+}
 MAX_LOSS_PANELS = 6
 # training episodes first (the periodic evaluations are drawn over them), evaluations alone else
-REWARD_COST_KEYS = (("episode_reward", "episode_cost", "training episodes"),
-                    ("eval_reward", "eval_cost", "deterministic evaluation"))
+REWARD_COST_KEYS = (
+    ("episode_reward", "episode_cost", "training episodes"),
+    ("eval_reward", "eval_cost", "deterministic evaluation"),
+)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -79,21 +93,23 @@ def _smooth(values: np.ndarray, k: int) -> np.ndarray:
     return np.convolve(values, np.ones(k) / k, mode="valid")
 
 
-def layout(rows: Sequence[dict[str, Any]], cost_limits: Sequence[float] = ()
-           ) -> tuple[list[tuple[str, str]], tuple[str, str, str] | None, list[float]]:
+def layout(
+    rows: Sequence[dict[str, Any]], cost_limits: Sequence[float] = ()
+) -> tuple[list[tuple[str, str]], tuple[str, str, str] | None, list[float]]:
     """(panels as (loss|reward|cost, metric), the reward/cost pair drawn, the cost limits dashed):
     the stage's ``cost_limits`` plus any ``cost_limit`` its metric lines carry."""
     panels: list[tuple[str, str]] = [("loss", k) for k in loss_keys(rows)]
     pair = next(((r, c, what) for r, c, what in REWARD_COST_KEYS if any(r in row for row in rows)), None)
     if pair is not None:
         panels += [("reward", pair[0]), ("cost", pair[1])]
-    limits = sorted({float(v) for v in cost_limits if v is not None}
-                    | {float(r["cost_limit"]) for r in rows if _is_number(r.get("cost_limit"))})
+    limits = sorted(
+        {float(v) for v in cost_limits if v is not None}
+        | {float(r["cost_limit"]) for r in rows if _is_number(r.get("cost_limit"))}
+    )
     return panels, pair, limits
 
 
-def plot_training_curves(metrics_path: Path, out: Path, title: str,
-                         cost_limits: Sequence[float] = ()) -> Path | None:
+def plot_training_curves(metrics_path: Path, out: Path, title: str, cost_limits: Sequence[float] = ()) -> Path | None:
     """Draw ``out`` (PNG) from ``metrics_path``; None when there is nothing to draw."""
     rows = read_metrics(metrics_path)
     panels, pair, limits = layout(rows, cost_limits)
@@ -119,17 +135,19 @@ def plot_training_curves(metrics_path: Path, out: Path, title: str,
             if key.startswith("episode_") and pair is not None and pair[0].startswith("episode_"):
                 eval_x, eval_y = _series(rows, "eval_" + key.split("_", 1)[1])
                 if len(eval_x):
-                    ax.plot(eval_x, eval_y, "o-", color="k", markersize=3, linewidth=0.8,
-                            label="deterministic evaluation")
+                    ax.plot(
+                        eval_x, eval_y, "o-", color="k", markersize=3, linewidth=0.8, label="deterministic evaluation"
+                    )
             if what == "cost":
                 for i, limit in enumerate(limits):
-                    ax.axhline(limit, color="crimson", linestyle="--", linewidth=1.1,
-                               label="cost limit" if i == 0 else None)
+                    ax.axhline(
+                        limit, color="crimson", linestyle="--", linewidth=1.1, label="cost limit" if i == 0 else None
+                    )
             ax.legend(fontsize=7, loc="best")
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -157,4 +175,12 @@ def write_for_stage(directory: Path, title: str, outputs: dict[str, Any], config
     return plot_training_curves(directory / METRICS, directory / CURVES_FILE, title, cost_limits_of(outputs, config))
 
 
-__all__ = ["CURVES_FILE", "layout", "plot_training_curves", "write_for_stage", "read_metrics", "loss_keys", "cost_limits_of"]
+__all__ = [
+    "CURVES_FILE",
+    "layout",
+    "plot_training_curves",
+    "write_for_stage",
+    "read_metrics",
+    "loss_keys",
+    "cost_limits_of",
+]

@@ -105,8 +105,11 @@ class LogCallbacks(RunCallbacks):
             handle.write(f"{time.strftime('%H:%M:%S')} {text}\n")
 
     def stage_started(self, stage: str, kind: str, total: int | None, resumed_from: int) -> None:
-        self.write(f"{stage} ({kind}) started" + (f", {total} steps" if total else "")
-                   + (f", resumed at step {resumed_from}" if resumed_from else ""))
+        self.write(
+            f"{stage} ({kind}) started"
+            + (f", {total} steps" if total else "")
+            + (f", resumed at step {resumed_from}" if resumed_from else "")
+        )
 
     def stage_progress(self, stage: str, done: int, total: int | None, metrics: dict[str, float]) -> None:
         now = time.monotonic()
@@ -140,8 +143,10 @@ def run_node(node: str, job: StageJob, stop_path: str, log_path: str, threads: i
 
     torch.set_num_threads(max(1, int(threads)))
     log = LogCallbacks(Path(log_path))
-    log.write(f"{node}: {job.pipeline} stage {job.stage.name!r} seed {job.seed} on {socket.gethostname()} "
-              f"(pid {os.getpid()}, {threads} torch thread{'s' if threads != 1 else ''})")
+    log.write(
+        f"{node}: {job.pipeline} stage {job.stage.name!r} seed {job.seed} on {socket.gethostname()} "
+        f"(pid {os.getpid()}, {threads} torch thread{'s' if threads != 1 else ''})"
+    )
     try:
         importlib.import_module(job.kind_module)  # a stage kind registered outside corl.pipeline.stages
         outcome, _ = execute_stage(job, load_inputs(job), log, stop)
@@ -151,10 +156,18 @@ def run_node(node: str, job: StageJob, stop_path: str, log_path: str, threads: i
     except Exception as exc:  # a failing node fails its dependants only: report, do not raise
         log.write(traceback.format_exc())
         reason = str(exc) if isinstance(exc, CorlError) else f"{type(exc).__name__}: {exc}"
-        return {**result, "status": "failed", "reason": reason.strip().splitlines()[0] if reason.strip() else
-                type(exc).__name__}
-    return {**result, "status": outcome.status, "wall_time": outcome.wall_time, "metrics": outcome.metrics,
-            "resumed_from": outcome.resumed_from}
+        return {
+            **result,
+            "status": "failed",
+            "reason": reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__,
+        }
+    return {
+        **result,
+        "status": outcome.status,
+        "wall_time": outcome.wall_time,
+        "metrics": outcome.metrics,
+        "resumed_from": outcome.resumed_from,
+    }
 
 
 def _init_pool_worker(threads: int, driver: int) -> None:
@@ -212,8 +225,12 @@ class PoolBackend:
         self.futures: dict[cf.Future, tuple[str, str]] = {}
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(max_workers=self.capacity, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_pool_worker, initargs=(self.threads, os.getpid()))
+        return cf.ProcessPoolExecutor(
+            max_workers=self.capacity,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_pool_worker,
+            initargs=(self.threads, os.getpid()),
+        )
 
     def submit(self, node: str, args: tuple, upstream: list[Any], resources: dict[str, float]) -> None:
         self.futures[self.pool.submit(run_node, node, *args, *upstream)] = (node, args[2])
@@ -228,8 +245,17 @@ class PoolBackend:
             try:
                 out.append((node, future.result()))
             except Exception as exc:  # the worker process died (killed, out of memory, segfault)
-                out.append((node, {"node": node, "status": "failed", "log": log,
-                                   "reason": f"worker process died ({type(exc).__name__})"}))
+                out.append(
+                    (
+                        node,
+                        {
+                            "node": node,
+                            "status": "failed",
+                            "log": log,
+                            "reason": f"worker process died ({type(exc).__name__})",
+                        },
+                    )
+                )
         if any(r["reason"].startswith("worker process died") for _, r in out if r.get("reason")):
             self._restart()
         return out
@@ -259,7 +285,7 @@ class RayBackend:
         try:
             import ray
         except ImportError:
-            raise CorlError("--ray: Ray is not installed; install the extra: pip install -e \".[ray]\"") from None
+            raise CorlError('--ray: Ray is not installed; install the extra: pip install -e ".[ray]"') from None
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
@@ -272,7 +298,9 @@ class RayBackend:
             try:
                 ray.init(**kwargs)
             except ConnectionError as exc:
-                raise CorlError(f"--ray {address}: cannot connect ({exc}); start a head with `ray start --head`") from None
+                raise CorlError(
+                    f"--ray {address}: cannot connect ({exc}); start a head with `ray start --head`"
+                ) from None
         self.capacity = 1 << 30
         self.name = f"Ray ({address or 'local'})"
         self.remote = ray.remote(run_node)
@@ -283,8 +311,12 @@ class RayBackend:
         return self.handles[node]
 
     def submit(self, node: str, args: tuple, upstream: list[Any], resources: dict[str, float]) -> None:
-        options = {"num_cpus": resources.get("num_cpus", 1.0), "num_gpus": resources.get("num_gpus", 0.0),
-                   "max_retries": 0, "name": node}
+        options = {
+            "num_cpus": resources.get("num_cpus", 1.0),
+            "num_gpus": resources.get("num_gpus", 0.0),
+            "max_retries": 0,
+            "name": node,
+        }
         ref = self.remote.options(**options).remote(node, *args, *upstream)
         self.refs[ref] = (node, args[2])
         self.handles[node] = ref
@@ -299,8 +331,17 @@ class RayBackend:
             try:
                 out.append((node, self.ray.get(ref)))
             except Exception as exc:  # the worker died, or the task was cancelled
-                out.append((node, {"node": node, "status": "failed", "log": log,
-                                   "reason": f"Ray task failed ({type(exc).__name__})"}))
+                out.append(
+                    (
+                        node,
+                        {
+                            "node": node,
+                            "status": "failed",
+                            "log": log,
+                            "reason": f"Ray task failed ({type(exc).__name__})",
+                        },
+                    )
+                )
         return out
 
     def abort(self) -> None:
@@ -319,8 +360,11 @@ def _probe(path: str, token: str, files: list[str]) -> dict:
     """On one Ray node: does it see the driver's cache root (and the sweep's dataset files)?"""
     probe = Path(path)
     seen = probe.read_text() if probe.is_file() else None
-    return {"host": socket.gethostname(), "root": "ok" if seen == token else ("missing" if seen is None else "other"),
-            "missing": [f for f in files if not Path(f).is_file()]}
+    return {
+        "host": socket.gethostname(),
+        "root": "ok" if seen == token else ("missing" if seen is None else "other"),
+        "missing": [f for f in files if not Path(f).is_file()],
+    }
 
 
 def check_shared_root(ray: Any, root: Path, files: list[str]) -> None:
@@ -335,16 +379,25 @@ def check_shared_root(ray: Any, root: Path, files: list[str]) -> None:
     probe.write_text(token)
     try:
         remote = ray.remote(_probe)
-        refs = [remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(str(probe), token, files) for n in ray.nodes() if n.get("Alive")]
+        refs = [
+            remote.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(probe), token, files)
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
         for answer in ray.get(refs, timeout=120):
             if answer["root"] != "ok":
                 what = "does not see" if answer["root"] == "missing" else "sees another directory at"
-                raise CorlError(f"--ray: node {answer['host']} {what} the cache root {root}; a cluster sweep needs "
-                                "the cache root on a filesystem shared by every node (--checkpoints DIR)")
+                raise CorlError(
+                    f"--ray: node {answer['host']} {what} the cache root {root}; a cluster sweep needs "
+                    "the cache root on a filesystem shared by every node (--checkpoints DIR)"
+                )
             if answer["missing"]:
-                raise CorlError(f"--ray: node {answer['host']} does not see the dataset file {answer['missing'][0]}; "
-                                "put the datasets on the shared filesystem too")
+                raise CorlError(
+                    f"--ray: node {answer['host']} does not see the dataset file {answer['missing'][0]}; "
+                    "put the datasets on the shared filesystem too"
+                )
     finally:
         probe.unlink(missing_ok=True)
 
@@ -363,8 +416,15 @@ class SweepCallbacks:
 class Scheduler:
     """Runs a graph's nodes on a backend (see the module docstring)."""
 
-    def __init__(self, graph: Graph, backend: Any, sweep_dir: Path, threads: int = 1,
-                 resources: dict[str, dict[str, float]] | None = None, callbacks: SweepCallbacks | None = None) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        backend: Any,
+        sweep_dir: Path,
+        threads: int = 1,
+        resources: dict[str, dict[str, float]] | None = None,
+        callbacks: SweepCallbacks | None = None,
+    ) -> None:
         self.graph, self.backend, self.sweep_dir, self.threads = graph, backend, sweep_dir, threads
         self.resources = resources or {}
         self.callbacks = callbacks or SweepCallbacks()
@@ -406,12 +466,14 @@ class Scheduler:
                     for nid in list(pending):
                         node = graph.nodes[nid]
                         if not backend.eager:
-                            bad = next((d for d in node.deps if d in self.results and self.results[d].status not in OK),
-                                       None)
+                            bad = next(
+                                (d for d in node.deps if d in self.results and self.results[d].status not in OK), None
+                            )
                             if bad is not None:
                                 pending.remove(nid)
-                                status = "skipped" if self.results[bad].status in ("failed", "skipped") \
-                                    else "not_started"
+                                status = (
+                                    "skipped" if self.results[bad].status in ("failed", "skipped") else "not_started"
+                                )
                                 self._finish(NodeResult(nid, status, reason=f"input {bad} {self.results[bad].status}"))
                                 continue
                             if any(d not in self.results for d in node.deps) or len(inflight) >= backend.capacity:
@@ -444,8 +506,10 @@ class Scheduler:
         if not self.stopping:
             self.stopping = True
             self.stop.request()
-            self.callbacks.message("Ctrl-C: no new nodes; running nodes save a checkpoint and stop "
-                                   "(Ctrl-C again to kill them now)", "warning")
+            self.callbacks.message(
+                "Ctrl-C: no new nodes; running nodes save a checkpoint and stop (Ctrl-C again to kill them now)",
+                "warning",
+            )
 
 
 class _StopOnSigint:
@@ -471,11 +535,11 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def make_backend(workers: int, ray_address: str | None, threads: int, use_ray: bool,
-                 ray_cpus: int | None = None) -> Any:
+def make_backend(
+    workers: int, ray_address: str | None, threads: int, use_ray: bool, ray_cpus: int | None = None
+) -> Any:
     if use_ray:
         return RayBackend(ray_address, threads, ray_cpus)
     if workers <= 1:
         return InProcessBackend()
     return PoolBackend(workers, threads)
-

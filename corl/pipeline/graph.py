@@ -53,13 +53,16 @@ class Graph:
             ids: dict[str, str] = {}
             for ps in plan.stages:  # already in dependency order
                 if ps.status == "pending":
-                    raise CorlError(f"{plan.spec.name} on {plan.task.name} (seed {req.seed}): stage {ps.name!r} has "
-                                    f"no key yet ({ps.fingerprint.get('pending') or 'an input is pending'})")
+                    raise CorlError(
+                        f"{plan.spec.name} on {plan.task.name} (seed {req.seed}): stage {ps.name!r} has "
+                        f"no key yet ({ps.fingerprint.get('pending') or 'an input is pending'})"
+                    )
                 node_id = ps.dir.relative_to(plan.root).as_posix()
                 ids[ps.name] = node_id
                 if node_id not in nodes:
-                    nodes[node_id] = Node(node_id, stage_job(plan, ps.name, req),
-                                          [ids[target] for target in ps.inputs.values()])
+                    nodes[node_id] = Node(
+                        node_id, stage_job(plan, ps.name, req), [ids[target] for target in ps.inputs.values()]
+                    )
                 nodes[node_id].users.append((index, ps.name))
             run_nodes.append(ids)
         return cls(runs, nodes, run_nodes)

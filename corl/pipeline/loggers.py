@@ -116,8 +116,9 @@ class TensorBoardLogger(MetricLogger):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--logger tensorboard needs the tensorboard extra: "
-                              "pip install 'corl-saferl[tensorboard]'") from None
+            raise ConfigError(
+                "--logger tensorboard needs the tensorboard extra: pip install 'corl-saferl[tensorboard]'"
+            ) from None
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
@@ -151,8 +152,14 @@ class WandbLogger(MetricLogger):
         self.wandb = wandb
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "corl"), name=name, dir=str(self.log_dir),
-                              mode=wandb_mode(), config=config, reinit="finish_previous")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "corl"),
+            name=name,
+            dir=str(self.log_dir),
+            mode=wandb_mode(),
+            config=config,
+            reinit="finish_previous",
+        )
         self.stages: set[str] = set()
 
     def write(self, stage: str, step: int, metrics: dict[str, float]) -> None:
@@ -204,15 +211,22 @@ def make_loggers(names: Sequence[str], req: "RunRequest") -> list[MetricLogger]:
         if logger == "tensorboard":
             out.append(TensorBoardLogger(base / "tensorboard" / name))
         else:
-            config = {"pipeline": req.pipeline, "task": req.task, "preset": req.preset, "seed": req.seed,
-                      "overrides": list(req.overrides), "command": req.command()}
+            config = {
+                "pipeline": req.pipeline,
+                "task": req.task,
+                "preset": req.preset,
+                "seed": req.seed,
+                "overrides": list(req.overrides),
+                "command": req.command(),
+            }
             out.append(WandbLogger(base, name, config))
     return out
 
 
 @contextlib.contextmanager
-def with_loggers(logger: str | Sequence[str] | None, req: "RunRequest",
-                 callbacks: RunCallbacks | None = None) -> Iterator[RunCallbacks]:
+def with_loggers(
+    logger: str | Sequence[str] | None, req: "RunRequest", callbacks: RunCallbacks | None = None
+) -> Iterator[RunCallbacks]:
     """``callbacks`` plus the requested loggers (closed on exit, also after a failure)."""
     names = parse_loggers(logger)
     base = callbacks or RunCallbacks()
@@ -231,5 +245,14 @@ def with_loggers(logger: str | Sequence[str] | None, req: "RunRequest",
             lg.close()
 
 
-__all__ = ["LOGGERS", "Tee", "MetricLogger", "TensorBoardLogger", "WandbLogger", "parse_loggers", "make_loggers",
-           "with_loggers", "wandb_mode"]
+__all__ = [
+    "LOGGERS",
+    "Tee",
+    "MetricLogger",
+    "TensorBoardLogger",
+    "WandbLogger",
+    "parse_loggers",
+    "make_loggers",
+    "with_loggers",
+    "wandb_mode",
+]

@@ -56,8 +56,16 @@ def register_stage(
         existing = _REGISTRY.get(name)
         if existing is not None and existing.fn.__module__ != fn.__module__:
             raise ValueError(f"stage kind {name!r} registered twice ({existing.fn.__module__}, {fn.__module__})")
-        _REGISTRY[name] = StageKind(name, fn, config, str(version), tuple(inputs), seeded,
-                                    fingerprint, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = StageKind(
+            name,
+            fn,
+            config,
+            str(version),
+            tuple(inputs),
+            seeded,
+            fingerprint,
+            description or (fn.__doc__ or "").strip().split("\n")[0],
+        )
         return fn
 
     return decorate

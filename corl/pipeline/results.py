@@ -90,9 +90,12 @@ class StageOutcome:
         scored = {k: v for k, v in self.metrics.items() if k.startswith(("final/", "best/", "best_offline/"))}
         if scored:
             keep = ("normalized_reward", "normalized_score", "normalized_cost", "reward", "cost")
-            picked = {f"{label}/{name}": scored[f"{label}/{name}"] for label in ("final", "best", "best_offline")
-                      for name in keep
-                      if f"{label}/{name}" in scored}
+            picked = {
+                f"{label}/{name}": scored[f"{label}/{name}"]
+                for label in ("final", "best", "best_offline")
+                for name in keep
+                if f"{label}/{name}" in scored
+            }
             return picked or scored
         return self.metrics
 

@@ -35,16 +35,22 @@ import torch
 
 from corl.checks import check_run_options
 from corl.errors import ConfigError, CorlError
-from corl.store import artifacts as art
 from corl.pipeline.checkpoint import Checkpointer, checkpoint_problem, seed_everything
-from corl.pipeline.context import (FingerprintContext, InterruptFlag, RunOptions, StageContext, StageInterrupted,
-                                   StageResult)
-from corl.store.lock import ArtifactLock
+from corl.pipeline.context import (
+    FingerprintContext,
+    InterruptFlag,
+    RunOptions,
+    StageContext,
+    StageInterrupted,
+    StageResult,
+)
 from corl.pipeline.progress import RunCallbacks
 from corl.pipeline.registry import get_stage_kind
 from corl.pipeline.results import PlannedStage, RunInterrupted, RunRequest, RunResult, StageOutcome
-from corl.store.runs import new_record_path, write_record
 from corl.pipeline.spec import PipelineSpec, config_dict, load_spec
+from corl.store import artifacts as art
+from corl.store.lock import ArtifactLock
+from corl.store.runs import new_record_path, write_record
 from corl.tasks import TaskSpec, get_task
 
 
@@ -149,8 +155,7 @@ def _plan(req: RunRequest, callbacks: RunCallbacks | None, collect: bool, interr
     prerequisites: dict[str, Prerequisite] = {}
 
     def prerequisite(sub: RunRequest, reason: str = "") -> Prerequisite:
-        done = _prerequisite(req, sub, root, callbacks or RunCallbacks(), dry_run, interrupt or InterruptFlag(),
-                             reason)
+        done = _prerequisite(req, sub, root, callbacks or RunCallbacks(), dry_run, interrupt or InterruptFlag(), reason)
         prerequisites[done.request.command()] = done  # asked again (after a repair): the latest answer counts
         return done
 
@@ -166,8 +171,15 @@ def _plan(req: RunRequest, callbacks: RunCallbacks | None, collect: bool, interr
         if kind.name == "dataset" and dataset_sha is None:
             dataset_sha = fp.get("sha256")
         input_keys = {role: planned[target].key for role, target in sspec.inputs.items()}
-        key = art.artifact_key(kind.name, kind.version, _key_config(kind, cfg), input_keys, dataset_sha,
-                               req.seed if kind.seeded else None, fp.get("key"))
+        key = art.artifact_key(
+            kind.name,
+            kind.version,
+            _key_config(kind, cfg),
+            input_keys,
+            dataset_sha,
+            req.seed if kind.seeded else None,
+            fp.get("key"),
+        )
         directory = root / task.name / f"{kind.name}-{key}"
         status, reason, artifact = "run", "", None
         pending = fp.get("pending") or any(planned[t].status == "pending" for t in sspec.inputs.values())
@@ -183,10 +195,14 @@ def _plan(req: RunRequest, callbacks: RunCallbacks | None, collect: bool, interr
                 status, reason = "corrupt", str(exc)
         if status == "run" and (directory / art.CHECKPOINT).exists():
             problem = checkpoint_problem(directory / art.CHECKPOINT)
-            status, reason = ("resume", "") if problem is None else ("restart", f"{art.CHECKPOINT} {problem}: "
-                                                                     "will restart from step 0")
-        planned[name] = PlannedStage(name, kind.name, key, directory, status, config_dict(cfg),
-                                     dict(sspec.inputs), fp, reason, artifact)
+            status, reason = (
+                ("resume", "")
+                if problem is None
+                else ("restart", f"{art.CHECKPOINT} {problem}: will restart from step 0")
+            )
+        planned[name] = PlannedStage(
+            name, kind.name, key, directory, status, config_dict(cfg), dict(sspec.inputs), fp, reason, artifact
+        )
     return Plan(spec, task, configs, list(planned.values()), root, options, list(prerequisites.values()))
 
 
@@ -219,12 +235,25 @@ class _PrefixedCallbacks(RunCallbacks):
         pass
 
 
-def _prerequisite(parent: RunRequest, sub: RunRequest, root: Path, callbacks: RunCallbacks, dry_run: bool,
-                  interrupt: InterruptFlag, reason: str = "") -> Prerequisite:
+def _prerequisite(
+    parent: RunRequest,
+    sub: RunRequest,
+    root: Path,
+    callbacks: RunCallbacks,
+    dry_run: bool,
+    interrupt: InterruptFlag,
+    reason: str = "",
+) -> Prerequisite:
     """Run (or plan) ``sub`` for ``parent``: see :class:`PlanningContext`."""
     command = sub.command()
-    sub = dataclasses.replace(sub, device=parent.device, offline=parent.offline, checkpoints=str(root),
-                              wait=parent.wait, lock_timeout=parent.lock_timeout)
+    sub = dataclasses.replace(
+        sub,
+        device=parent.device,
+        offline=parent.offline,
+        checkpoints=str(root),
+        wait=parent.wait,
+        lock_timeout=parent.lock_timeout,
+    )
     nested = plan_pipeline(sub)
     prefix = f"{nested.spec.name}:"
     shown = _PrefixedCallbacks(callbacks, prefix)
@@ -234,8 +263,9 @@ def _prerequisite(parent: RunRequest, sub: RunRequest, root: Path, callbacks: Ru
     if dry_run or done:
         shown.plan(nested.stages)
         cached = [s for s in nested.stages if s.status == "cached" and s.artifact is not None]
-        outcomes = [StageOutcome(prefix + s.name, s.kind, s.key, s.dir, "cached", 0.0, s.artifact.metrics)
-                    for s in cached]
+        outcomes = [
+            StageOutcome(prefix + s.name, s.kind, s.key, s.dir, "cached", 0.0, s.artifact.metrics) for s in cached
+        ]
         return Prerequisite(sub, nested, {s.name: s.artifact for s in cached}, outcomes, done, dry_run)
     try:
         result = run_pipeline(sub, shown, interrupt=interrupt)
@@ -272,8 +302,9 @@ class _SigintHandler:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None,
-                 interrupt: InterruptFlag | None = None) -> RunResult:
+def run_pipeline(
+    req: RunRequest, callbacks: RunCallbacks | None = None, interrupt: InterruptFlag | None = None
+) -> RunResult:
     """Run a pipeline: plan it (running a prerequisite collection first when a stage needs
     one), then build every stage that is not cached, in dependency order, each through
     :func:`execute_stage` (the one function that builds an artifact, for ``corl sweep`` too).
@@ -305,8 +336,9 @@ def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None,
                     record["stages"] = [stage_entry(o, plan.root) for o in outcomes + [running]]
                     write_record(record_path, record)
                 job = stage_job(plan, ps.name, req)
-                outcome, artifact = execute_stage(job, {role: artifacts[t] for role, t in ps.inputs.items()},
-                                                  callbacks, interrupt)
+                outcome, artifact = execute_stage(
+                    job, {role: artifacts[t] for role, t in ps.inputs.items()}, callbacks, interrupt
+                )
                 artifacts[ps.name] = artifact
                 outcomes.append(outcome)
                 if ps.kind == "dataset":
@@ -341,28 +373,63 @@ def run_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None,
 def new_record(req: RunRequest, plan: Plan, device: str, started: float, **extra: Any) -> dict[str, Any]:
     """A run record as it starts (``corl runs`` lists it; prune keeps what it references)."""
     return {
-        "pipeline": plan.spec.name, "spec": str(plan.spec.path), "task": plan.task.name, "seed": req.seed,
-        "preset": req.preset, "overrides": list(req.overrides), "device": device, "command": req.command(),
-        "host": socket.gethostname(), "pid": os.getpid(), "started": started, "status": "running", "stages": [],
-        "dataset": {}, **extra,
+        "pipeline": plan.spec.name,
+        "spec": str(plan.spec.path),
+        "task": plan.task.name,
+        "seed": req.seed,
+        "preset": req.preset,
+        "overrides": list(req.overrides),
+        "device": device,
+        "command": req.command(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": started,
+        "status": "running",
+        "stages": [],
+        "dataset": {},
+        **extra,
     }
 
 
 def stage_entry(o: StageOutcome, root: Path) -> dict[str, Any]:
-    return {"name": o.name, "kind": o.kind, "key": o.key, "dir": o.dir.relative_to(root).as_posix(),
-            "status": o.status, "wall_time": o.wall_time, "metrics": o.metrics, "resumed_from": o.resumed_from,
-            "checkpoint_step": o.step}
+    return {
+        "name": o.name,
+        "kind": o.kind,
+        "key": o.key,
+        "dir": o.dir.relative_to(root).as_posix(),
+        "status": o.status,
+        "wall_time": o.wall_time,
+        "metrics": o.metrics,
+        "resumed_from": o.resumed_from,
+        "checkpoint_step": o.step,
+    }
 
 
-def finish_record(record_path: Path, record: dict[str, Any], req: RunRequest, plan: Plan,
-                  outcomes: list[StageOutcome], status: str, started: float) -> RunResult:
+def finish_record(
+    record_path: Path,
+    record: dict[str, Any],
+    req: RunRequest,
+    plan: Plan,
+    outcomes: list[StageOutcome],
+    status: str,
+    started: float,
+) -> RunResult:
     """Write a run's final record; returns its :class:`RunResult`."""
     record["stages"] = [stage_entry(o, plan.root) for o in outcomes]
     record["status"] = status
     record["ended"] = time.time()
     record["wall_time"] = record["ended"] - started
-    result = RunResult(plan.spec.name, plan.task.name, req.seed, req.preset, outcomes, status,
-                       record["wall_time"], record_path, record.get("dataset", {}))
+    result = RunResult(
+        plan.spec.name,
+        plan.task.name,
+        req.seed,
+        req.preset,
+        outcomes,
+        status,
+        record["wall_time"],
+        record_path,
+        record.get("dataset", {}),
+    )
     record["scores"] = result.scores
     try:
         write_record(record_path, record)
@@ -371,6 +438,8 @@ def finish_record(record_path: Path, record: dict[str, Any], req: RunRequest, pl
             raise
         # the run already fails (e.g. the disk is full): report that error, not this one
     return result
+
+
 def _draw_curves(ps: PlannedStage, pipeline: str, task: str, result: StageResult, callbacks: RunCallbacks) -> None:
     """``training_curves.png`` beside the artifact (``corl.pipeline.curves``); a plotting
     failure is a warning, never a lost training run."""
@@ -422,15 +491,23 @@ def stage_job(plan: Plan, name: str, req: RunRequest) -> StageJob:
     policy = plan.spec.checkpoint
     kind = plan.spec.stages[name].kind
     return StageJob(
-        stage=ps, pipeline=plan.spec.name, task=plan.task, config=plan.configs[name], seed=req.seed,
-        device=req.device, options=plan.options,
+        stage=ps,
+        pipeline=plan.spec.name,
+        task=plan.task,
+        config=plan.configs[name],
+        seed=req.seed,
+        device=req.device,
+        options=plan.options,
         every_steps=req.checkpoint_every_steps if req.checkpoint_every_steps is not None else policy.every_steps,
-        every_seconds=(req.checkpoint_every_seconds if req.checkpoint_every_seconds is not None
-                       else policy.every_seconds),
+        every_seconds=(
+            req.checkpoint_every_seconds if req.checkpoint_every_seconds is not None else policy.every_seconds
+        ),
         log_every=req.log_every if req.log_every is not None else policy.log_every,
         dataset_sha256=next((p.fingerprint.get("sha256") for p in plan.stages if p.kind == "dataset"), None),
         input_dirs={role: (plan.stage(t).key, plan.stage(t).dir) for role, t in ps.inputs.items()},
-        kind_module=kind.fn.__module__, wait=req.wait, lock_timeout=req.lock_timeout,
+        kind_module=kind.fn.__module__,
+        wait=req.wait,
+        lock_timeout=req.lock_timeout,
     )
 
 
@@ -440,14 +517,17 @@ def load_inputs(job: StageJob) -> dict[str, art.Artifact]:
     for role, (key, directory) in job.input_dirs.items():
         manifest = art.read_manifest(directory)
         if manifest is None or manifest.get("key") != key:
-            raise CorlError(f"{job.stage.name}: input {role!r} ({directory}) is not finished; "
-                            "does this worker see the driver's cache root?")
+            raise CorlError(
+                f"{job.stage.name}: input {role!r} ({directory}) is not finished; "
+                "does this worker see the driver's cache root?"
+            )
         inputs[role] = art.Artifact(directory, manifest)
     return inputs
 
 
-def execute_stage(job: StageJob, inputs: dict[str, art.Artifact], callbacks: RunCallbacks,
-                  interrupt: InterruptFlag) -> tuple[StageOutcome, art.Artifact]:
+def execute_stage(
+    job: StageJob, inputs: dict[str, art.Artifact], callbacks: RunCallbacks, interrupt: InterruptFlag
+) -> tuple[StageOutcome, art.Artifact]:
     """Build one stage's artifact (or take it from the cache): lock, re-check, run, manifest.
 
     Returns the outcome and the finished artifact. Raises :class:`StageInterrupted` when
@@ -463,8 +543,11 @@ def execute_stage(job: StageJob, inputs: dict[str, art.Artifact], callbacks: Run
     lock.acquire(wait=job.wait, timeout=job.lock_timeout, on_wait=callbacks.message)
     try:
         if lock.recovered_from:
-            callbacks.message(f"{ps.dir.name}: recovered a stale lock of pid {lock.recovered_from.get('pid')}"
-                              f" on {lock.recovered_from.get('host')}", "warning")
+            callbacks.message(
+                f"{ps.dir.name}: recovered a stale lock of pid {lock.recovered_from.get('pid')}"
+                f" on {lock.recovered_from.get('host')}",
+                "warning",
+            )
         try:
             done = art.verify(ps.dir, ps.key)
         except art.CorruptArtifact as exc:
@@ -481,10 +564,20 @@ def execute_stage(job: StageJob, inputs: dict[str, art.Artifact], callbacks: Run
         kind = get_stage_kind(ps.kind)
         seed_everything(job.seed)
         ctx = StageContext(
-            name=ps.name, kind=ps.kind, task=job.task, config=job.config, seed=job.seed, device=device,
-            out_dir=ps.dir, inputs=inputs, options=job.options,
-            checkpointer=Checkpointer(ps.dir, job.every_steps, job.every_seconds), callbacks=callbacks,
-            interrupt=interrupt, log_every=job.log_every, fingerprint=ps.fingerprint,
+            name=ps.name,
+            kind=ps.kind,
+            task=job.task,
+            config=job.config,
+            seed=job.seed,
+            device=device,
+            out_dir=ps.dir,
+            inputs=inputs,
+            options=job.options,
+            checkpointer=Checkpointer(ps.dir, job.every_steps, job.every_seconds),
+            callbacks=callbacks,
+            interrupt=interrupt,
+            log_every=job.log_every,
+            fingerprint=ps.fingerprint,
         )
         t0 = time.time()
         callbacks.stage_started(ps.name, ps.kind, None, 0)  # a train loop re-announces with total/resume
@@ -497,13 +590,24 @@ def execute_stage(job: StageJob, inputs: dict[str, art.Artifact], callbacks: Run
         metrics = {f"train/{k}": v for k, v in ctx.last_train_metrics.items()}
         metrics.update({k: float(v) for k, v in result.metrics.items()})
         manifest = {
-            "key": ps.key, "kind": ps.kind, "stage": ps.name, "stage_version": kind.version,
-            "pipeline": job.pipeline, "task": job.task.name, "config": ps.config,
+            "key": ps.key,
+            "kind": ps.kind,
+            "stage": ps.name,
+            "stage_version": kind.version,
+            "pipeline": job.pipeline,
+            "task": job.task.name,
+            "config": ps.config,
             "inputs": {role: {"stage": ps.inputs[role], "key": a.key, "dir": a.dir.name} for role, a in inputs.items()},
             "dataset_sha256": job.dataset_sha256,
-            "seed": job.seed if kind.seeded else None, "device": str(device), "versions": art.package_versions(),
-            "wall_time": wall, "finished": time.time(), "resumed_from": ctx.resumed_from,
-            "steps": ctx.steps_done, "final_metrics": metrics, "outputs": result.outputs,
+            "seed": job.seed if kind.seeded else None,
+            "device": str(device),
+            "versions": art.package_versions(),
+            "wall_time": wall,
+            "finished": time.time(),
+            "resumed_from": ctx.resumed_from,
+            "steps": ctx.steps_done,
+            "final_metrics": metrics,
+            "outputs": result.outputs,
             "files": art.content_files(ps.dir),
         }
         art.write_json_atomic(ps.dir / art.MANIFEST, manifest)  # last: now the artifact is done

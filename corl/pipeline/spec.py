@@ -33,12 +33,13 @@ override, the preset, then ``--set stage.key=value``.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from corl.checks import check_config, check_value
 from corl.errors import ConfigError, closest
@@ -124,7 +125,9 @@ class PipelineSpec:
             raise ConfigError(f"{where}: no stage {stage!r} in {self.path.name}{did_you_mean(stage, self.stages)}")
         fields = self.stages[stage].kind.config_fields
         if key not in fields:
-            raise ConfigError(f"{where}: stage {stage!r} ({self.stages[stage].kind.name}) has no key {key!r}{did_you_mean(key, fields)}")
+            raise ConfigError(
+                f"{where}: stage {stage!r} ({self.stages[stage].kind.name}) has no key {key!r}{did_you_mean(key, fields)}"
+            )
         value = parse_value(raw.strip())
         hint = typing.get_type_hints(self.stages[stage].kind.config).get(key, Any)
         try:
@@ -294,7 +297,7 @@ def parse_spec(raw: dict[str, Any], path: Path) -> PipelineSpec:
             if role not in stage.inputs:
                 raise ConfigError(
                     f"{where}: missing input {role!r} required by kind {stage.kind.name!r}"
-                    f" (e.g. inputs = {{{role} = \"<stage>\"}})"
+                    f' (e.g. inputs = {{{role} = "<stage>"}})'
                 )
 
     order = _toposort(stages, path)
@@ -319,8 +322,12 @@ def parse_spec(raw: dict[str, Any], path: Path) -> PipelineSpec:
     if not isinstance(description, str):
         raise ConfigError(f"{path}: description: expected a string")
     return PipelineSpec(
-        name=path.stem, path=path, description=description,
-        stages={n: stages[n] for n in order}, presets=presets, tasks=tasks,
+        name=path.stem,
+        path=path,
+        description=description,
+        stages={n: stages[n] for n in order},
+        presets=presets,
+        tasks=tasks,
         checkpoint=CheckpointPolicy(**ck),
     )
 
@@ -359,7 +366,7 @@ def _toposort(stages: dict[str, StageSpec], path: Path) -> list[str]:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = trail[trail.index(name):] + [name]
+            cycle = trail[trail.index(name) :] + [name]
             raise ConfigError(f"{path}: stages.{name}.inputs: dependency cycle {' -> '.join(cycle)}")
         state[name] = 1
         for target in stages[name].inputs.values():

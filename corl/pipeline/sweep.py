@@ -39,10 +39,11 @@ import hashlib
 import itertools
 import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from corl.errors import ConfigError, CorlError
 from corl.pipeline.graph import Graph
@@ -50,8 +51,20 @@ from corl.pipeline.runner import Plan, RunRequest, _plan, plan_pipeline
 from corl.pipeline.spec import did_you_mean, load_spec, parse_value
 from corl.store.pipelines import pipeline_dirs
 
-TOP_KEYS = ("description", "tasks", "seeds", "preset", "datasets", "set", "grid", "methods", "device", "workers",
-            "threads", "resources")
+TOP_KEYS = (
+    "description",
+    "tasks",
+    "seeds",
+    "preset",
+    "datasets",
+    "set",
+    "grid",
+    "methods",
+    "device",
+    "workers",
+    "threads",
+    "resources",
+)
 METHOD_KEYS = ("label", "pipeline", "preset", "set", "grid", "tasks")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 
@@ -108,9 +121,17 @@ class SweepSpec:
                         grid_set = [f"{k}={_toml(v)}" for k, v in zip(keys, point)]
                         setting = " ".join(grid_set) or "-"
                         for seed in self.seeds:
-                            req = RunRequest(pipeline=method.pipeline, task=task, preset=method.preset, seed=seed,
-                                             overrides=method.overrides + grid_set, device=self.device,
-                                             dataset=dataset or None, offline=offline, checkpoints=checkpoints)
+                            req = RunRequest(
+                                pipeline=method.pipeline,
+                                task=task,
+                                preset=method.preset,
+                                seed=seed,
+                                overrides=method.overrides + grid_set,
+                                device=self.device,
+                                dataset=dataset or None,
+                                offline=offline,
+                                checkpoints=checkpoints,
+                            )
                             runs.append(SweepRun(req, method.label, setting, Path(dataset).name if dataset else ""))
         return runs
 
@@ -137,7 +158,7 @@ def _toml(value: Any) -> str:
 def parse_seeds(value: Any, where: str) -> list[int]:
     """``"0-4"``, ``"0,2,5"``, ``"0-2,7"``, an int or a TOML list of ints."""
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected seeds like \"0-4\", \"0,2\" or [0, 1], got {value!r}")
+        raise ConfigError(f'{where}: expected seeds like "0-4", "0,2" or [0, 1], got {value!r}')
     if isinstance(value, int):
         return [value]
     if isinstance(value, list):
@@ -152,11 +173,11 @@ def parse_seeds(value: Any, where: str) -> list[int]:
             try:
                 seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(part)]
             except ValueError:
-                raise ConfigError(f"{where}: bad seed range {part!r} (expected \"0-4\", \"0,2\" or \"0-2,7\")") from None
+                raise ConfigError(f'{where}: bad seed range {part!r} (expected "0-4", "0,2" or "0-2,7")') from None
             if dash and int(hi) < int(lo):
                 raise ConfigError(f"{where}: empty seed range {part!r}")
         return _unique(seeds, where)
-    raise ConfigError(f"{where}: expected seeds like \"0-4\" or [0, 1], got {type(value).__name__}")
+    raise ConfigError(f'{where}: expected seeds like "0-4" or [0, 1], got {type(value).__name__}')
 
 
 def _unique(seeds: list[int], where: str) -> list[int]:
@@ -215,7 +236,7 @@ def _overrides(value: Any, where: str) -> list[str]:
 
 def _grid(value: Any, where: str) -> dict[str, list[Any]]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a table \"stage.key\" = [values]")
+        raise ConfigError(f'{where}: expected a table "stage.key" = [values]')
     grid = {}
     for key, values in value.items():
         if isinstance(values, dict):  # [grid.bc] lr = [...] written as a sub-table
@@ -223,9 +244,9 @@ def _grid(value: Any, where: str) -> dict[str, list[Any]]:
                 grid.update(_grid({f"{key}.{sub}": inner}, where))
             continue
         if "." not in key:
-            raise ConfigError(f"{where}.{key}: expected a \"stage.key\" name")
+            raise ConfigError(f'{where}.{key}: expected a "stage.key" name')
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}.\"{key}\": expected a non-empty list of values, got {values!r}")
+            raise ConfigError(f'{where}."{key}": expected a non-empty list of values, got {values!r}')
         grid[key] = values
     return grid
 
@@ -309,8 +330,10 @@ def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
         raise ConfigError(f"{path}: preset: expected a string")
     common_set = _overrides(raw.get("set", []), f"{path}: set")
     common_grid = _grid(raw.get("grid", {}), f"{path}: grid")
-    datasets = [_dataset_path(d, path.parent, f"{path}: datasets")
-                for d in _strings(raw.get("datasets", []), f"{path}: datasets")]
+    datasets = [
+        _dataset_path(d, path.parent, f"{path}: datasets")
+        for d in _strings(raw.get("datasets", []), f"{path}: datasets")
+    ]
     device = raw.get("device", "auto")
     if not isinstance(device, str):
         raise ConfigError(f"{path}: device: expected a string (auto, cpu, cuda)")
@@ -349,14 +372,29 @@ def parse_sweep(raw: dict[str, Any], path: Path) -> SweepSpec:
         m_tasks = _strings(table["tasks"], f"{where}.tasks") if "tasks" in table else []
         if not m_tasks and not tasks:
             raise ConfigError(f"{where}.tasks: no tasks (give tasks = [...] at the top or in the method)")
-        methods.append(Method(label, table["pipeline"], m_preset,
-                              common_set + _overrides(table.get("set", []), f"{where}.set"), grid, m_tasks))
-    return SweepSpec(path.stem, path, description, methods, tasks, seeds, datasets, device, workers, threads,
-                     resources)
+        methods.append(
+            Method(
+                label,
+                table["pipeline"],
+                m_preset,
+                common_set + _overrides(table.get("set", []), f"{where}.set"),
+                grid,
+                m_tasks,
+            )
+        )
+    return SweepSpec(path.stem, path, description, methods, tasks, seeds, datasets, device, workers, threads, resources)
 
 
-def flag_sweep(pipeline: str, tasks: list[str], seeds: str, preset: str | None, overrides: list[str],
-               grid: list[str], datasets: list[str], device: str = "auto") -> SweepSpec:
+def flag_sweep(
+    pipeline: str,
+    tasks: list[str],
+    seeds: str,
+    preset: str | None,
+    overrides: list[str],
+    grid: list[str],
+    datasets: list[str],
+    device: str = "auto",
+) -> SweepSpec:
     """The sweep ``corl sweep PIPELINE --tasks A,B --seeds 0-4 --grid stage.key=v1,v2`` means."""
     load_spec(pipeline)  # neither a sweep file nor a pipeline: named now
     if not tasks:
@@ -364,8 +402,7 @@ def flag_sweep(pipeline: str, tasks: list[str], seeds: str, preset: str | None, 
     parsed = dict(parse_grid_flag(g) for g in grid)
     method = Method(Path(pipeline).stem, pipeline, preset, _overrides(overrides, "--set"), parsed, [])
     paths = [_dataset_path(d, None, "--dataset") for d in datasets]
-    return SweepSpec(Path(pipeline).stem, None, "", [method], list(tasks), parse_seeds(seeds, "--seeds"), paths,
-                     device)
+    return SweepSpec(Path(pipeline).stem, None, "", [method], list(tasks), parse_seeds(seeds, "--seeds"), paths, device)
 
 
 # ------------------------------------------------------------------------------ planning
@@ -382,8 +419,10 @@ def plan_sweep(spec: SweepSpec, runs: list[SweepRun], collect: bool = False) -> 
         try:
             plans.append(plan_pipeline(run.request))
         except CorlError as exc:
-            raise type(exc)(f"{spec.where}: {run.method} on {run.request.task} (seed {run.request.seed}"
-                            f"{', ' + run.setting if run.setting != '-' else ''}): {exc}") from None
+            raise type(exc)(
+                f"{spec.where}: {run.method} on {run.request.task} (seed {run.request.seed}"
+                f"{', ' + run.setting if run.setting != '-' else ''}): {exc}"
+            ) from None
     if collect:
         for i, (run, plan) in enumerate(zip(runs, plans)):
             if any(s.status == "pending" for s in plan.stages):
@@ -429,43 +468,77 @@ def _run_status(statuses: list[str]) -> str:
     return "interrupted"
 
 
-def run_sweep(spec: SweepSpec, runs: list[SweepRun], graph: Graph, backend: Any, root: Path, command: str,
-              callbacks: Any = None, threads: int | None = None) -> SweepOutcome:
+def run_sweep(
+    spec: SweepSpec,
+    runs: list[SweepRun],
+    graph: Graph,
+    backend: Any,
+    root: Path,
+    command: str,
+    callbacks: Any = None,
+    threads: int | None = None,
+) -> SweepOutcome:
     """Run a planned sweep on ``backend``; write every run's record, the sweep's state and
     its results (see :mod:`corl.pipeline.sweep_results`)."""
     import socket
     import time
 
-    from corl.store import artifacts as art
     from corl.pipeline.executors import NodeResult, Scheduler
     from corl.pipeline.runner import StageOutcome, finish_record, new_record
-    from corl.store.runs import new_record_path, write_record
     from corl.pipeline.sweep_results import run_scores, write_results
+    from corl.store import artifacts as art
+    from corl.store.runs import new_record_path, write_record
 
     started = time.time()
     directory = sweep_dir(root, spec, runs)
     directory.mkdir(parents=True, exist_ok=True)
     ident = directory.name.rsplit("-", 1)[1]
     if hasattr(backend, "check_shared_root"):
-        datasets = sorted({n.job.stage.fingerprint["path"] for n in graph.nodes.values()
-                           if n.kind == "dataset" and n.job.stage.fingerprint.get("path")})
+        datasets = sorted(
+            {
+                n.job.stage.fingerprint["path"]
+                for n in graph.nodes.values()
+                if n.kind == "dataset" and n.job.stage.fingerprint.get("path")
+            }
+        )
         backend.check_shared_root(root, datasets)
 
     # every run is recorded before any work: `corl runs` shows the sweep, prune keeps its artifacts
     records = []
     for index, (run, (req, plan)) in enumerate(zip(runs, graph.runs)):
         path = new_record_path(root, plan.spec.name, plan.task.name, req.seed)
-        record = new_record(req, plan, req.device, started, sweep={"name": spec.name, "id": ident,
-                                                                   "method": run.method, "setting": run.setting})
-        record["stages"] = [{"name": s.name, "kind": s.kind, "key": s.key, "status": s.status,
-                             "dir": s.dir.relative_to(root).as_posix()} for s in plan.stages]
+        record = new_record(
+            req,
+            plan,
+            req.device,
+            started,
+            sweep={"name": spec.name, "id": ident, "method": run.method, "setting": run.setting},
+        )
+        record["stages"] = [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "key": s.key,
+                "status": s.status,
+                "dir": s.dir.relative_to(root).as_posix(),
+            }
+            for s in plan.stages
+        ]
         write_record(path, record)
         records.append((path, record))
 
     state_path = directory / "state.json"
-    state: dict[str, Any] = {"name": spec.name, "id": ident, "spec": str(spec.path or ""), "command": command,
-                             "host": socket.gethostname(), "started": started, "status": "running",
-                             "backend": getattr(backend, "name", ""), "nodes": {}}
+    state: dict[str, Any] = {
+        "name": spec.name,
+        "id": ident,
+        "spec": str(spec.path or ""),
+        "command": command,
+        "host": socket.gethostname(),
+        "started": started,
+        "status": "running",
+        "backend": getattr(backend, "name", ""),
+        "nodes": {},
+    }
 
     class _Tracker:
         def __init__(self, inner: Any) -> None:
@@ -477,8 +550,13 @@ def run_sweep(spec: SweepSpec, runs: list[SweepRun], graph: Graph, backend: Any,
                 self.inner.node_submitted(node)
 
         def node_finished(self, result: NodeResult) -> None:
-            state["nodes"][result.node] = {"status": result.status, "reason": result.reason, "log": result.log,
-                                           "wall_time": result.wall_time, "host": result.host}
+            state["nodes"][result.node] = {
+                "status": result.status,
+                "reason": result.reason,
+                "log": result.log,
+                "wall_time": result.wall_time,
+                "host": result.host,
+            }
             art.write_json_atomic(state_path, state)
             if self.inner is not None:
                 self.inner.node_finished(result)
@@ -500,26 +578,52 @@ def run_sweep(spec: SweepSpec, runs: list[SweepRun], graph: Graph, backend: Any,
         outcomes = []
         for ps in plan.stages:
             r = results.get(graph.run_nodes[index][ps.name]) or NodeResult(ps.name, "not_started")
-            outcomes.append(StageOutcome(ps.name, ps.kind, ps.key, ps.dir, r.status, r.wall_time, r.metrics,
-                                         r.resumed_from, r.step))
+            outcomes.append(
+                StageOutcome(ps.name, ps.kind, ps.key, ps.dir, r.status, r.wall_time, r.metrics, r.resumed_from, r.step)
+            )
         status = _run_status([o.status for o in outcomes])
         path, record = records[index]
         result = finish_record(path, record, req, plan, outcomes, status, started)
-        run_dicts.append({"method": run.method, "pipeline": plan.spec.name, "task": plan.task.name,
-                          "dataset": run.dataset, "setting": run.setting, "seed": req.seed, "status": status,
-                          "scores": run_scores(result.scores), "record": str(path), "command": req.command(),
-                          "artifacts": {o.name: o.dir.relative_to(root).as_posix() for o in outcomes}})
+        run_dicts.append(
+            {
+                "method": run.method,
+                "pipeline": plan.spec.name,
+                "task": plan.task.name,
+                "dataset": run.dataset,
+                "setting": run.setting,
+                "seed": req.seed,
+                "status": status,
+                "scores": run_scores(result.scores),
+                "record": str(path),
+                "command": req.command(),
+                "artifacts": {o.name: o.dir.relative_to(root).as_posix() for o in outcomes},
+            }
+        )
     wall = time.time() - started
-    state["status"] = "interrupted" if interrupted else ("ok" if all(r["status"] == "ok" for r in run_dicts)
-                                                           else "failed")
+    state["status"] = (
+        "interrupted" if interrupted else ("ok" if all(r["status"] == "ok" for r in run_dicts) else "failed")
+    )
     state["ended"], state["wall_time"] = time.time(), wall
     art.write_json_atomic(state_path, state)
     ran = sum(r.status == "ran" for r in results.values())
-    header = {"sweep": spec.name, "id": ident, "spec": str(spec.path or ""), "command": command,
-              "status": state["status"], "wall_time": wall, "backend": getattr(backend, "name", ""),
-              "graph": {"runs": len(runs), "stages": graph.stage_count, "nodes": len(graph.nodes), "ran": ran,
-                        "cached_at_start": sum(n.status == "cached" for n in graph.nodes.values())},
-              "failures": [{"node": r.node, "reason": r.reason, "log": r.log} for r in results.values()
-                           if r.status == "failed"]}
+    header = {
+        "sweep": spec.name,
+        "id": ident,
+        "spec": str(spec.path or ""),
+        "command": command,
+        "status": state["status"],
+        "wall_time": wall,
+        "backend": getattr(backend, "name", ""),
+        "graph": {
+            "runs": len(runs),
+            "stages": graph.stage_count,
+            "nodes": len(graph.nodes),
+            "ran": ran,
+            "cached_at_start": sum(n.status == "cached" for n in graph.nodes.values()),
+        },
+        "failures": [
+            {"node": r.node, "reason": r.reason, "log": r.log} for r in results.values() if r.status == "failed"
+        ],
+    }
     files = write_results(directory, header, run_dicts)
     return SweepOutcome(directory, results, run_dicts, files, interrupted, wall)

@@ -59,19 +59,30 @@ class Group:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"method": self.method, "pipeline": self.pipeline, "task": self.task,
-                               "dataset": self.dataset, "setting": self.setting, "seeds": len(self.seeds),
-                               "finished": sum(r["status"] == "ok" for r in self.runs)}
+        out: dict[str, Any] = {
+            "method": self.method,
+            "pipeline": self.pipeline,
+            "task": self.task,
+            "dataset": self.dataset,
+            "setting": self.setting,
+            "seeds": len(self.seeds),
+            "finished": sum(r["status"] == "ok" for r in self.runs),
+        }
         for label in LABELS:
             scored = [r["scores"][label] for r in self.runs if label in r.get("scores", {})]
             if not scored:
                 continue
             reward = _mean_std([s["reward"] for s in scored])
             cost = _mean_std([s["cost"] for s in scored if "cost" in s])
-            out[label] = {"n": len(scored), "reward_mean": reward[0], "reward_std": reward[1],
-                          "cost_mean": cost[0], "cost_std": cost[1],
-                          "safe_seeds": int(sum(s.get("safe", 0.0) >= 0.5 for s in scored)),
-                          "per_seed": [[s["reward"], s.get("cost")] for s in scored]}
+            out[label] = {
+                "n": len(scored),
+                "reward_mean": reward[0],
+                "reward_std": reward[1],
+                "cost_mean": cost[0],
+                "cost_std": cost[1],
+                "safe_seeds": int(sum(s.get("safe", 0.0) >= 0.5 for s in scored)),
+                "per_seed": [[s["reward"], s.get("cost")] for s in scored],
+            }
         return out
 
 
@@ -104,9 +115,10 @@ def write_results(out_dir: Path, header: dict[str, Any], runs: list[dict[str, An
         writer = csv.writer(handle)
         writer.writerow(columns + [f"{label}_{s}" for label in LABELS for s in stats])
         for g in groups:
-            writer.writerow([g[c] for c in columns]
-                            + [("" if g.get(label, {}).get(s) is None else g[label][s]) for label in LABELS
-                               for s in stats])
+            writer.writerow(
+                [g[c] for c in columns]
+                + [("" if g.get(label, {}).get(s) is None else g[label][s]) for label in LABELS for s in stats]
+            )
     tmp.replace(paths["csv"])
     if not plot(groups, paths["png"]):
         paths.pop("png")
@@ -132,11 +144,26 @@ def plot(groups: list[dict[str, Any]], path: Path) -> bool:
         final = g["final"]
         per_seed = [(r, c) for r, c in final["per_seed"] if c is not None]
         ax.scatter([c for _, c in per_seed], [r for r, _ in per_seed], color=colour, alpha=0.3, s=14)
-        name = " ".join(x for x in (g["method"], g["task"] if len({p["task"] for p in points}) > 1 else "",
-                                    g["dataset"] if len({p["dataset"] for p in points}) > 1 else "",
-                                    "" if g["setting"] == "-" else g["setting"]) if x)
-        ax.errorbar(final["cost_mean"], final["reward_mean"], xerr=final["cost_std"], yerr=final["reward_std"],
-                    fmt="o", color=colour, capsize=3, label=f"{name} ({final['safe_seeds']}/{final['n']} safe)")
+        name = " ".join(
+            x
+            for x in (
+                g["method"],
+                g["task"] if len({p["task"] for p in points}) > 1 else "",
+                g["dataset"] if len({p["dataset"] for p in points}) > 1 else "",
+                "" if g["setting"] == "-" else g["setting"],
+            )
+            if x
+        )
+        ax.errorbar(
+            final["cost_mean"],
+            final["reward_mean"],
+            xerr=final["cost_std"],
+            yerr=final["reward_std"],
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label=f"{name} ({final['safe_seeds']}/{final['n']} safe)",
+        )
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("normalized cost (final policy; <= 1 is safe)")
     ax.set_ylabel("normalized reward (final policy)")

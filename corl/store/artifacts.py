@@ -154,8 +154,9 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
         raise CorruptArtifact(f"{path}: manifest lacks {', '.join(missing)}")
     for name, kind in MANIFEST_FIELDS.items():
         if not isinstance(manifest[name], kind):
-            raise CorruptArtifact(f"{path}: manifest field {name!r} is a {type(manifest[name]).__name__}, "
-                                  f"expected a {kind.__name__}")
+            raise CorruptArtifact(
+                f"{path}: manifest field {name!r} is a {type(manifest[name]).__name__}, expected a {kind.__name__}"
+            )
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
         raise CorruptArtifact(f"{path}: manifest field 'files' must map file names to sha256 strings")
     return manifest

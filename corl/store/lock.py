@@ -65,7 +65,11 @@ def describe(holder: dict[str, Any] | None) -> str:
     if not holder:
         return "another process"
     stamp = holder.get("started")
-    started = time.strftime("%H:%M:%S", time.localtime(stamp)) if isinstance(stamp, (int, float)) and 0 <= stamp < 1e11 else "?"
+    started = (
+        time.strftime("%H:%M:%S", time.localtime(stamp))
+        if isinstance(stamp, (int, float)) and 0 <= stamp < 1e11
+        else "?"
+    )
     return f"pid {holder.get('pid')} on {holder.get('host')} (since {started}: {holder.get('command', '?')})"
 
 
@@ -88,10 +92,14 @@ class ArtifactLock:
         return None
 
     def _info(self) -> bytes:
-        return json.dumps({
-            "pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-            "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300],
-        }).encode()
+        return json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.time(),
+                "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300],
+            }
+        ).encode()
 
     def _try_flock(self) -> bool:
         try:
@@ -136,8 +144,13 @@ class ArtifactLock:
         os.close(fd)
         return True
 
-    def acquire(self, wait: bool = True, timeout: float | None = None,
-                on_wait: Callable[[str], None] | None = None, poll: float = 0.25) -> None:
+    def acquire(
+        self,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        poll: float = 0.25,
+    ) -> None:
         """Take the lock; if held, wait (telling ``on_wait`` who holds it) or raise LockHeld."""
         ensure_dir(self.path.parent)
         attempt = self._try_excl if self._excl else self._try_flock

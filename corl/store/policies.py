@@ -45,9 +45,15 @@ def _builtin() -> None:
     _BUILDERS.setdefault("fisor", FISORPolicy)  # FISOR: DDPM candidates, least feasibility value
 
 
-def save_policy(out_dir: Path, module: nn.Module, builder: str, kwargs: dict[str, Any],
-                obs_mean: torch.Tensor | None = None, obs_std: torch.Tensor | None = None,
-                file: str = "policy.pt") -> dict[str, Any]:
+def save_policy(
+    out_dir: Path,
+    module: nn.Module,
+    builder: str,
+    kwargs: dict[str, Any],
+    obs_mean: torch.Tensor | None = None,
+    obs_std: torch.Tensor | None = None,
+    file: str = "policy.pt",
+) -> dict[str, Any]:
     """Write the policy's weights (atomically) and return its spec for ``outputs["policy"]``."""
     from corl.files import torch_save_atomic
 
@@ -59,8 +65,9 @@ def save_policy(out_dir: Path, module: nn.Module, builder: str, kwargs: dict[str
     return {"file": file, "builder": builder, "kwargs": kwargs, "normalize_obs": obs_mean is not None}
 
 
-def load_policy_module(artifact_dir: Path, spec: dict[str, Any], device: torch.device | str = "cpu"
-                       ) -> tuple[nn.Module, torch.Tensor | None, torch.Tensor | None]:
+def load_policy_module(
+    artifact_dir: Path, spec: dict[str, Any], device: torch.device | str = "cpu"
+) -> tuple[nn.Module, torch.Tensor | None, torch.Tensor | None]:
     """(module in eval mode on ``device``, obs mean or None, obs std or None)."""
     _builtin()
     builder = spec["builder"]

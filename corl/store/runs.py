@@ -32,8 +32,14 @@ class PruneRefused(CorlError):
 
 #: Fields ``corl runs`` reads from a record, and their JSON types.
 RECORD_FIELDS: dict[str, tuple[type, ...]] = {
-    "started": (int, float), "wall_time": (int, float, type(None)), "pipeline": (str,), "task": (str,),
-    "status": (str,), "preset": (str, type(None)), "scores": (dict,), "seed": (int, type(None)),
+    "started": (int, float),
+    "wall_time": (int, float, type(None)),
+    "pipeline": (str,),
+    "task": (str,),
+    "status": (str,),
+    "preset": (str, type(None)),
+    "scores": (dict,),
+    "seed": (int, type(None)),
 }
 
 
@@ -56,14 +62,21 @@ def read_record(path: Path) -> dict[str, Any]:
     record = read_json(path, dict, "run record")
     stages = record.get("stages", [])
     if not isinstance(stages, list) or not all(
-            isinstance(s, dict) and isinstance(s.get("dir", ""), str) and isinstance(s.get("name"), str)
-            and isinstance(s.get("status"), str) and s["status"] for s in stages):
-        raise UnreadableFile(f"{path}: unreadable run record: 'stages' must be a list of stage objects "
-                             "with name, status and dir")
+        isinstance(s, dict)
+        and isinstance(s.get("dir", ""), str)
+        and isinstance(s.get("name"), str)
+        and isinstance(s.get("status"), str)
+        and s["status"]
+        for s in stages
+    ):
+        raise UnreadableFile(
+            f"{path}: unreadable run record: 'stages' must be a list of stage objects with name, status and dir"
+        )
     for name, kinds in RECORD_FIELDS.items():
         if name in record and not isinstance(record[name], kinds):
-            raise UnreadableFile(f"{path}: unreadable run record: field {name!r} has the wrong type "
-                                 f"({type(record[name]).__name__})")
+            raise UnreadableFile(
+                f"{path}: unreadable run record: field {name!r} has the wrong type ({type(record[name]).__name__})"
+            )
     scores = record.get("scores", {})
     if not all(isinstance(v, dict) for v in scores.values()):
         raise UnreadableFile(f"{path}: unreadable run record: 'scores' must map labels to objects")
@@ -152,10 +165,20 @@ def scan_cache(root: Path, records: list[dict[str, Any]] | None = None) -> list[
             except CorruptArtifact as exc:
                 corrupt = str(exc)
             wall = manifest.get("wall_time") if manifest else None
-            entries.append(CacheEntry(task_dir.name, art.name, art, manifest is not None, _size(art),
-                                      refs.get(rel, 0), ArtifactLock(art).is_locked_by_other(),
-                                      wall if isinstance(wall, (int, float)) else None, corrupt,
-                                      (art / CHECKPOINT).is_file()))
+            entries.append(
+                CacheEntry(
+                    task_dir.name,
+                    art.name,
+                    art,
+                    manifest is not None,
+                    _size(art),
+                    refs.get(rel, 0),
+                    ArtifactLock(art).is_locked_by_other(),
+                    wall if isinstance(wall, (int, float)) else None,
+                    corrupt,
+                    (art / CHECKPOINT).is_file(),
+                )
+            )
     return entries
 
 
@@ -173,9 +196,11 @@ def prune(root: Path, dry_run: bool = True) -> list[CacheEntry]:
     records, problems = read_records(root)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise PruneRefused(f"cache prune deleted nothing: {problems[0]}{more}; an artifact only an unreadable "
-                           f"run record references cannot be told from an unreferenced one. Fix or remove "
-                           f"the record{'s' if len(problems) > 1 else ''} under {runs_dir(root)} and prune again")
+        raise PruneRefused(
+            f"cache prune deleted nothing: {problems[0]}{more}; an artifact only an unreadable "
+            f"run record references cannot be told from an unreferenced one. Fix or remove "
+            f"the record{'s' if len(problems) > 1 else ''} under {runs_dir(root)} and prune again"
+        )
     victims = prune_candidates(scan_cache(root, records))
     if dry_run:
         return victims
@@ -244,8 +269,11 @@ def settings(record: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two runs of a pipeline on a task different methods or data, the seed aside:
     preset, ``--set`` overrides (sorted) and the dataset's sha256. ``corl eval PIPELINE`` refuses
     to pick between runs whose settings differ."""
-    return (record.get("preset"), tuple(sorted(record.get("overrides") or [])),
-            (record.get("dataset") or {}).get("sha256"))
+    return (
+        record.get("preset"),
+        tuple(sorted(record.get("overrides") or [])),
+        (record.get("dataset") or {}).get("sha256"),
+    )
 
 
 def describe_settings(record: dict[str, Any], label: str | None = None) -> str:

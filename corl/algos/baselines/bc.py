@@ -69,13 +69,23 @@ def select_episodes(dataset: TransitionDataset, mode: str, cost_limit: float | N
 class BCLearner:
     """One maximum-likelihood update per :meth:`update`; ``state_dict`` makes resume exact."""
 
-    def __init__(self, config: BCConfig, obs_dim: int, act_dim: int, act_low: Any = None, act_high: Any = None,
-                 obs_mean: torch.Tensor | None = None, obs_std: torch.Tensor | None = None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        config: BCConfig,
+        obs_dim: int,
+        act_dim: int,
+        act_low: Any = None,
+        act_high: Any = None,
+        obs_mean: torch.Tensor | None = None,
+        obs_std: torch.Tensor | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.config = config
         self.device = torch.device(device)
         self.policy_kwargs = {
-            "obs_dim": obs_dim, "act_dim": act_dim, "hidden": list(config.hidden),
+            "obs_dim": obs_dim,
+            "act_dim": act_dim,
+            "hidden": list(config.hidden),
             "act_low": None if act_low is None else [float(x) for x in np.asarray(act_low).ravel()],
             "act_high": None if act_high is None else [float(x) for x in np.asarray(act_high).ravel()],
         }
@@ -112,8 +122,13 @@ class BCLearner:
         return self.policy.act(self._normalize(obs), deterministic=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "obs_mean": self.obs_mean, "obs_std": self.obs_std, "step": self.step}
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "obs_mean": self.obs_mean,
+            "obs_std": self.obs_std,
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])

@@ -49,8 +49,14 @@ def q_threshold(cost_limit: float, gamma: float, episode_len: int) -> float:
 class BatchPrep:
     """Turns a corl batch into OSRL's tensors (scaled reward/cost, normalised actions, masks)."""
 
-    def __init__(self, cfg: OfflineSafeConfig, act_low: Sequence[float] | None, act_high: Sequence[float] | None,
-                 act_dim: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: OfflineSafeConfig,
+        act_low: Sequence[float] | None,
+        act_high: Sequence[float] | None,
+        act_dim: int,
+        device: torch.device,
+    ) -> None:
         low = torch.as_tensor(act_low if act_low is not None else [-1.0] * act_dim, dtype=torch.float32)
         high = torch.as_tensor(act_high if act_high is not None else [1.0] * act_dim, dtype=torch.float32)
         self.scale = ((high - low) / 2).to(device)
@@ -60,16 +66,22 @@ class BatchPrep:
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         done = batch["terminals"] | batch["timeouts"] if cfg.done_on_timeout else batch["terminals"]
-        return {"obs": batch["observations"], "next_obs": batch["next_observations"],
-                "act": ((batch["actions"] - self.bias) / self.scale).clamp(-1.0, 1.0),
-                "reward": batch["rewards"] * cfg.reward_scale, "cost": batch["costs"] * cfg.cost_scale,
-                "not_done": (~done).float()}
+        return {
+            "obs": batch["observations"],
+            "next_obs": batch["next_observations"],
+            "act": ((batch["actions"] - self.bias) / self.scale).clamp(-1.0, 1.0),
+            "reward": batch["rewards"] * cfg.reward_scale,
+            "cost": batch["costs"] * cfg.cost_scale,
+            "not_done": (~done).float(),
+        }
 
 
 def bounds_kwargs(act_low: Sequence[float] | None, act_high: Sequence[float] | None) -> dict:
     """JSON-able action bounds for a policy builder's kwargs."""
-    return {"act_low": None if act_low is None else [float(x) for x in act_low],
-            "act_high": None if act_high is None else [float(x) for x in act_high]}
+    return {
+        "act_low": None if act_low is None else [float(x) for x in act_low],
+        "act_high": None if act_high is None else [float(x) for x in act_high],
+    }
 
 
 def soft_clipped_double_q(pair: torch.Tensor, lmbda: float) -> torch.Tensor:
@@ -79,9 +91,17 @@ def soft_clipped_double_q(pair: torch.Tensor, lmbda: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reward_cost_targets(critic_target: torch.nn.Module, s_rep: torch.Tensor, a_next: torch.Tensor,
-                        b: dict[str, torch.Tensor], num_samples: int, num_q: int, gamma: float, lmbda: float,
-                        cost_done_mask: bool) -> torch.Tensor:
+def reward_cost_targets(
+    critic_target: torch.nn.Module,
+    s_rep: torch.Tensor,
+    a_next: torch.Tensor,
+    b: dict[str, torch.Tensor],
+    num_samples: int,
+    num_q: int,
+    gamma: float,
+    lmbda: float,
+    cost_done_mask: bool,
+) -> torch.Tensor:
     """BCQ-Lag / BEAR-Lag critic targets, ``(4 num_q, B)``: one ensemble whose members
     ``[0, 2 num_q)`` are the reward critic (groups Q1, Q2) and ``[2 num_q, 4 num_q)`` the cost
     critic; ``a_next`` are ``num_samples`` candidate next actions per row of ``s_rep``.
@@ -99,8 +119,9 @@ def reward_cost_targets(critic_target: torch.nn.Module, s_rep: torch.Tensor, a_n
     return torch.cat([y.expand(k, -1), yc.expand(k, -1)])
 
 
-def joint_vae_step(vae: VAE, optimizer: torch.optim.Optimizer, obs: torch.Tensor, act: torch.Tensor,
-                   beta: float) -> float:
+def joint_vae_step(
+    vae: VAE, optimizer: torch.optim.Optimizer, obs: torch.Tensor, act: torch.Tensor, beta: float
+) -> float:
     """One Adam step of the behaviour VAE trained jointly with the policy (``vae_joint``);
     returns the loss for the logs."""
     loss, _ = vae_loss(vae, obs, act, beta)

@@ -35,9 +35,8 @@ from typing import Any, Sequence
 
 import torch
 
-from corl.algos.baselines.common import (BatchPrep, OfflineSafeConfig, bounds_kwargs, joint_vae_step,
-                                         reward_cost_targets)
-from corl.nn import EnsembleQ, PerturbationActor, VAE, group_min, soft_update
+from corl.algos.baselines.common import BatchPrep, OfflineSafeConfig, bounds_kwargs, joint_vae_step, reward_cost_targets
+from corl.nn import VAE, EnsembleQ, PerturbationActor, group_min, soft_update
 from corl.nn.lagrange import PIDLagrangeMultiplier
 from corl.nn.policies import _BoundedPolicy
 
@@ -76,8 +75,18 @@ class BCQLConfig(OfflineSafeConfig):
 class BCQPolicy(_BoundedPolicy):
     """The evaluation policy ``xi(s, G(s))`` mapped to the env's box."""
 
-    def __init__(self, obs_dim: int, act_dim: int, vae_hidden: Sequence[int], latent_dim: int,
-                 hidden: Sequence[int], phi: float, act_low=None, act_high=None, latent: str = "sample") -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        vae_hidden: Sequence[int],
+        latent_dim: int,
+        hidden: Sequence[int],
+        phi: float,
+        act_low=None,
+        act_high=None,
+        latent: str = "sample",
+    ) -> None:
         super().__init__(act_low, act_high, act_dim)
         self.vae = VAE(obs_dim, act_dim, vae_hidden, latent_dim)
         self.actor = PerturbationActor(obs_dim, act_dim, hidden, "tanh", phi)
@@ -100,13 +109,29 @@ class BCQPolicy(_BoundedPolicy):
 class BCQLLearner:
     """One BCQ-Lag step per :meth:`update`; ``state_dict`` carries everything for resume."""
 
-    def __init__(self, cfg: BCQLConfig, obs_dim: int, act_dim: int, vae: VAE, qc_thres: float,
-                 act_low=None, act_high=None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: BCQLConfig,
+        obs_dim: int,
+        act_dim: int,
+        vae: VAE,
+        qc_thres: float,
+        act_low=None,
+        act_high=None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.cfg, self.device, self.qc_thres = cfg, torch.device(device), float(qc_thres)
         self.prep = BatchPrep(cfg, act_low, act_high, act_dim, self.device)
-        self.policy_kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, "vae_hidden": list(_hidden_of(vae)),
-                              "latent_dim": vae.latent_dim, "hidden": list(cfg.hidden), "phi": cfg.phi,
-                              "latent": cfg.eval_latent, **bounds_kwargs(act_low, act_high)}
+        self.policy_kwargs = {
+            "obs_dim": obs_dim,
+            "act_dim": act_dim,
+            "vae_hidden": list(_hidden_of(vae)),
+            "latent_dim": vae.latent_dim,
+            "hidden": list(cfg.hidden),
+            "phi": cfg.phi,
+            "latent": cfg.eval_latent,
+            **bounds_kwargs(act_low, act_high),
+        }
         self.policy = BCQPolicy(**self.policy_kwargs).to(self.device)
         self.policy.vae.load_state_dict(vae.state_dict())
         self.vae, self.actor = self.policy.vae, self.policy.actor
@@ -129,8 +154,9 @@ class BCQLLearner:
         cfg, n = self.cfg, self.cfg.num_samples
         s_rep = b["next_obs"].repeat_interleave(n, 0)
         a_next = self.actor_target(s_rep, self.vae.decode(s_rep))
-        return reward_cost_targets(self.critic_target, s_rep, a_next, b, n, cfg.num_q, cfg.gamma, cfg.lmbda,
-                                   cfg.cost_done_mask)
+        return reward_cost_targets(
+            self.critic_target, s_rep, a_next, b, n, cfg.num_q, cfg.gamma, cfg.lmbda, cfg.cost_done_mask
+        )
 
     def _critic_loss(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
         """``sum_members mean (Q_k - y_k)^2`` over reward and cost members."""
@@ -165,8 +191,13 @@ class BCQLLearner:
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)
         self.step += 1
-        logs.update({"critic/loss": float(c_loss.detach()), "actor/loss": float(a_loss.detach()),
-                     **{f"actor/{k}": v for k, v in info.items()}})
+        logs.update(
+            {
+                "critic/loss": float(c_loss.detach()),
+                "actor/loss": float(a_loss.detach()),
+                **{f"actor/{k}": v for k, v in info.items()},
+            }
+        )
         return logs
 
     @torch.no_grad()
@@ -175,11 +206,17 @@ class BCQLLearner:
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "actor_target": self.actor_target.state_dict(),
-                "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
-                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "vae_opt": self.vae_opt.state_dict() if self.vae_opt is not None else {},
-                "pid": self.pid.state_dict(), "step": self.step}
+        return {
+            "policy": self.policy.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "vae_opt": self.vae_opt.state_dict() if self.vae_opt is not None else {},
+            "pid": self.pid.state_dict(),
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])

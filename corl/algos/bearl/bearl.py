@@ -35,9 +35,8 @@ from typing import Any
 
 import torch
 
-from corl.algos.baselines.common import (BatchPrep, OfflineSafeConfig, bounds_kwargs, joint_vae_step,
-                                         reward_cost_targets)
-from corl.nn import EnsembleQ, TanhGaussianPolicy, VAE, group_min, soft_update
+from corl.algos.baselines.common import BatchPrep, OfflineSafeConfig, bounds_kwargs, joint_vae_step, reward_cost_targets
+from corl.nn import VAE, EnsembleQ, TanhGaussianPolicy, group_min, soft_update
 from corl.nn.lagrange import PIDLagrangeMultiplier
 
 
@@ -75,6 +74,7 @@ class BEARLConfig(OfflineSafeConfig):
 
 def mmd(x: torch.Tensor, y: torch.Tensor, sigma: float, kernel: str = "gaussian") -> torch.Tensor:
     """Per-row MMD between sample sets ``x, y`` of shape ``(B, n, A)`` (BEAR's estimator)."""
+
     def k(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         diff = a.unsqueeze(2) - b.unsqueeze(1)  # (B, n, n, A)
         dist = diff.pow(2).sum(-1) if kernel == "gaussian" else diff.abs().sum(-1)
@@ -86,12 +86,26 @@ def mmd(x: torch.Tensor, y: torch.Tensor, sigma: float, kernel: str = "gaussian"
 class BEARLLearner:
     """One BEAR-Lag step per :meth:`update`; ``state_dict`` carries everything for resume."""
 
-    def __init__(self, cfg: BEARLConfig, obs_dim: int, act_dim: int, vae: VAE, qc_thres: float,
-                 act_low=None, act_high=None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: BEARLConfig,
+        obs_dim: int,
+        act_dim: int,
+        vae: VAE,
+        qc_thres: float,
+        act_low=None,
+        act_high=None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.cfg, self.device, self.qc_thres = cfg, torch.device(device), float(qc_thres)
         self.prep = BatchPrep(cfg, act_low, act_high, act_dim, self.device)
-        self.policy_kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden": list(cfg.hidden),
-                              "log_std_min": cfg.log_std_min, **bounds_kwargs(act_low, act_high)}
+        self.policy_kwargs = {
+            "obs_dim": obs_dim,
+            "act_dim": act_dim,
+            "hidden": list(cfg.hidden),
+            "log_std_min": cfg.log_std_min,
+            **bounds_kwargs(act_low, act_high),
+        }
         self.actor = TanhGaussianPolicy(**self.policy_kwargs).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.vae = vae.to(self.device).requires_grad_(cfg.vae_joint)
@@ -110,8 +124,9 @@ class BEARLLearner:
         cfg, n = self.cfg, self.cfg.num_samples
         s_rep = b["next_obs"].repeat_interleave(n, 0)
         a_next = torch.tanh(self.actor_target.distribution(s_rep).sample())
-        return reward_cost_targets(self.critic_target, s_rep, a_next, b, n, cfg.num_q, cfg.gamma, cfg.lmbda,
-                                   cfg.cost_done_mask)
+        return reward_cost_targets(
+            self.critic_target, s_rep, a_next, b, n, cfg.num_q, cfg.gamma, cfg.lmbda, cfg.cost_done_mask
+        )
 
     def _actor_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         cfg, n = self.cfg, self.cfg.mmd_samples
@@ -128,8 +143,11 @@ class BEARLLearner:
         if self.step >= cfg.start_update_policy_step:
             support = support - q
         loss = support.mean() + ((qc - self.qc_thres) * lam).mean()
-        return loss, gap.detach(), {"q": float(q.detach().mean()), "qc": float(qc.detach().mean()),
-                                    "lambda": lam, "alpha": float(alpha)}
+        return (
+            loss,
+            gap.detach(),
+            {"q": float(q.detach().mean()), "qc": float(qc.detach().mean()), "lambda": lam, "alpha": float(alpha)},
+        )
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         b = self.prep(batch)
@@ -154,9 +172,14 @@ class BEARLLearner:
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)
         self.step += 1
-        logs.update({"critic/loss": float(c_loss.detach()), "actor/loss": float(a_loss.detach()),
-                     "actor/mmd": float(gap.mean()) + self.cfg.target_mmd_thresh,
-                     **{f"actor/{k}": v for k, v in info.items()}})
+        logs.update(
+            {
+                "critic/loss": float(c_loss.detach()),
+                "actor/loss": float(a_loss.detach()),
+                "actor/mmd": float(gap.mean()) + self.cfg.target_mmd_thresh,
+                **{f"actor/{k}": v for k, v in info.items()},
+            }
+        )
         return logs
 
     @torch.no_grad()
@@ -164,12 +187,19 @@ class BEARLLearner:
         return self.actor.act(obs, deterministic=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"actor": self.actor.state_dict(), "actor_target": self.actor_target.state_dict(),
-                "vae": self.vae.state_dict(), "critic": self.critic.state_dict(),
-                "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.clone(),
-                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "vae_opt": self.vae_opt.state_dict() if self.vae_opt is not None else {},
-                "pid": self.pid.state_dict(), "step": self.step}
+        return {
+            "actor": self.actor.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "vae": self.vae.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "vae_opt": self.vae_opt.state_dict() if self.vae_opt is not None else {},
+            "pid": self.pid.state_dict(),
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("actor", "actor_target", "vae", "critic", "critic_target"):

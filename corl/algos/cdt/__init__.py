@@ -4,5 +4,14 @@ learner) and :mod:`corl.algos.cdt.data` (trajectories, Pareto relabelling, windo
 from corl.algos.cdt.cdt import CDTConfig, CDTLearner, CDTModel, CDTPolicy
 from corl.algos.cdt.data import Trajectories, WindowSampler, augment, pareto_front, split_trajectories
 
-__all__ = ["CDTConfig", "CDTLearner", "CDTModel", "CDTPolicy", "Trajectories", "WindowSampler", "augment",
-           "pareto_front", "split_trajectories"]
+__all__ = [
+    "CDTConfig",
+    "CDTLearner",
+    "CDTModel",
+    "CDTPolicy",
+    "Trajectories",
+    "WindowSampler",
+    "augment",
+    "pareto_front",
+    "split_trajectories",
+]

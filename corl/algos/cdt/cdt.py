@@ -92,10 +92,20 @@ class Block(nn.Module):
 class CDTModel(nn.Module):
     """Tokens ``[RTG, CTG, s, a]`` per step -> (action Normal from s-tokens, cost logits from a-tokens)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, seq_len: int = 10, episode_len: int = 1000,
-                 embedding_dim: int = 128, num_layers: int = 3, num_heads: int = 8,
-                 attention_dropout: float = 0.1, residual_dropout: float = 0.1, embedding_dropout: float = 0.1,
-                 cost_transform_offset: float = 50.0) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        seq_len: int = 10,
+        episode_len: int = 1000,
+        embedding_dim: int = 128,
+        num_layers: int = 3,
+        num_heads: int = 8,
+        attention_dropout: float = 0.1,
+        residual_dropout: float = 0.1,
+        embedding_dropout: float = 0.1,
+        cost_transform_offset: float = 50.0,
+    ) -> None:
         super().__init__()
         d = embedding_dim
         self.obs_dim, self.act_dim, self.seq_len = obs_dim, act_dim, seq_len
@@ -108,8 +118,9 @@ class CDTModel(nn.Module):
         self.out_norm = nn.LayerNorm(d)
         self.mu, self.log_std = nn.Linear(d, act_dim), nn.Linear(d, act_dim)
         self.cost_head = nn.Linear(d, 2)
-        self.register_buffer("causal", torch.triu(torch.ones(4 * seq_len, 4 * seq_len, dtype=torch.bool), 1),
-                             persistent=False)
+        self.register_buffer(
+            "causal", torch.triu(torch.ones(4 * seq_len, 4 * seq_len, dtype=torch.bool), 1), persistent=False
+        )
         self.apply(self._init)
 
     @staticmethod
@@ -122,17 +133,29 @@ class CDTModel(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, rtg: torch.Tensor, ctg: torch.Tensor,
-                timesteps: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.distributions.Normal, torch.Tensor]:
+    def forward(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        rtg: torch.Tensor,
+        ctg: torch.Tensor,
+        timesteps: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.distributions.Normal, torch.Tensor]:
         b, t = obs.shape[:2]
         time = self.timestep_emb(timesteps)
-        tokens = torch.stack([self.return_emb(rtg.unsqueeze(-1)) + time,
-                              self.cost_emb((self.cost_transform_offset - ctg).unsqueeze(-1)) + time,
-                              self.state_emb(obs) + time, self.action_emb(act) + time], dim=2)  # (B, T, 4, d)
+        tokens = torch.stack(
+            [
+                self.return_emb(rtg.unsqueeze(-1)) + time,
+                self.cost_emb((self.cost_transform_offset - ctg).unsqueeze(-1)) + time,
+                self.state_emb(obs) + time,
+                self.action_emb(act) + time,
+            ],
+            dim=2,
+        )  # (B, T, 4, d)
         x = self.emb_drop(self.emb_norm(tokens.reshape(b, 4 * t, -1)))
         padding = None if mask is None else ~mask.repeat_interleave(4, dim=1)
-        causal = self.causal[:4 * t, :4 * t]
+        causal = self.causal[: 4 * t, : 4 * t]
         for block in self.blocks:
             x = block(x, causal, padding)
         x = self.out_norm(x).reshape(b, t, 4, -1)
@@ -148,10 +171,12 @@ class CDTLearner:
         self.cfg, self.device = cfg, torch.device(device)
         self.model = model.to(self.device)
         betas = tuple(cfg.betas) if cfg.betas else (0.9, 0.999)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           betas=betas)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=betas
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min((step + 1) / max(cfg.warmup_steps, 1), 1.0))
+            self.optimizer, lambda step: min((step + 1) / max(cfg.warmup_steps, 1), 1.0)
+        )
         self.log_temperature = torch.tensor(math.log(cfg.init_temperature), device=self.device, requires_grad=True)
         self.temp_optimizer = torch.optim.Adam([self.log_temperature], lr=cfg.lr)
         self.target_entropy = -float(model.act_dim)
@@ -160,8 +185,9 @@ class CDTLearner:
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
-        dist, cost_logp = self.model(batch["obs"], batch["act"], batch["rtg"], batch["ctg"], batch["timesteps"],
-                                     batch["mask"])
+        dist, cost_logp = self.model(
+            batch["obs"], batch["act"], batch["rtg"], batch["ctg"], batch["timesteps"], batch["mask"]
+        )
         m = batch["mask"]
         # OSRL's reductions: log-probability and entropy averaged per action dimension over real
         # steps; the cost NLL zeroed at padded steps but averaged over every position
@@ -183,13 +209,22 @@ class CDTLearner:
         temp_loss.backward()
         self.temp_optimizer.step()
         self.step += 1
-        return {"loss/act": float(act_loss.detach()), "loss/cost": float(cost_nll.detach()),
-                "entropy": float(entropy.detach()), "temperature": float(temp)}
+        return {
+            "loss/act": float(act_loss.detach()),
+            "loss/cost": float(cost_nll.detach()),
+            "entropy": float(entropy.detach()),
+            "temperature": float(temp),
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "log_temperature": self.log_temperature.detach().clone(),
-                "temp_optimizer": self.temp_optimizer.state_dict(), "step": self.step}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "log_temperature": self.log_temperature.detach().clone(),
+            "temp_optimizer": self.temp_optimizer.state_dict(),
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -209,8 +244,18 @@ class CDTPolicy(nn.Module):
     Normal's mean clamped to the box (OSRL). Targets are in raw units and scaled inside.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, model: dict, target_return: float, target_cost: float,
-                 reward_scale: float = 0.1, cost_scale: float = 1.0, act_low=None, act_high=None) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        model: dict,
+        target_return: float,
+        target_cost: float,
+        reward_scale: float = 0.1,
+        cost_scale: float = 1.0,
+        act_low=None,
+        act_high=None,
+    ) -> None:
         super().__init__()
         self.model = CDTModel(obs_dim, act_dim, **model)
         self.reward_scale, self.cost_scale = reward_scale, cost_scale
@@ -232,12 +277,15 @@ class CDTPolicy(nn.Module):
 
     def _new_history(self, n: int, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         k, dev = self.model.seq_len, obs.device
-        return {"obs": torch.zeros(n, k, self.model.obs_dim, device=dev),
-                "act": torch.zeros(n, k, self.model.act_dim, device=dev),
-                "rtg": torch.zeros(n, k, device=dev), "ctg": torch.zeros(n, k, device=dev),
-                "t": torch.zeros(n, dtype=torch.long, device=dev),
-                "ret": torch.full((n,), self.target_return * self.reward_scale, device=dev),
-                "cst": torch.full((n,), self.target_cost * self.cost_scale, device=dev)}
+        return {
+            "obs": torch.zeros(n, k, self.model.obs_dim, device=dev),
+            "act": torch.zeros(n, k, self.model.act_dim, device=dev),
+            "rtg": torch.zeros(n, k, device=dev),
+            "ctg": torch.zeros(n, k, device=dev),
+            "t": torch.zeros(n, dtype=torch.long, device=dev),
+            "ret": torch.full((n,), self.target_return * self.reward_scale, device=dev),
+            "cst": torch.full((n,), self.target_cost * self.cost_scale, device=dev),
+        }
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -254,17 +302,18 @@ class CDTPolicy(nn.Module):
         steps = h["t"] + 1  # real steps in the window, at most k
         valid = torch.arange(k, device=obs.device)[None, :] >= (k - steps.clamp(max=k))[:, None]
         # real tokens first (OSRL right-pads): roll each row so its valid part starts at 0
-        shift = (k - steps.clamp(max=k))
+        shift = k - steps.clamp(max=k)
         idx = (torch.arange(k, device=obs.device)[None, :] + shift[:, None]) % k
         gather = lambda x: torch.gather(x, 1, idx.view(n, k, *([1] * (x.dim() - 2))).expand_as(x))  # noqa: E731
         window = {key: gather(h[key]) for key in ("obs", "act", "rtg", "ctg")}
         mask = gather(valid)
         first_t = (h["t"] - steps.clamp(max=k) + 1).clamp(min=0)
         timesteps = (first_t[:, None] + torch.arange(k, device=obs.device)[None, :]).clamp(
-            max=self.model.timestep_emb.num_embeddings - 1)
+            max=self.model.timestep_emb.num_embeddings - 1
+        )
         self.model.eval()
         dist, _ = self.model(window["obs"], window["act"], window["rtg"], window["ctg"], timesteps, mask)
-        last = (steps.clamp(max=k) - 1)
+        last = steps.clamp(max=k) - 1
         action = dist.mean[torch.arange(n), last]
         action = torch.max(torch.min(action, self.act_high), self.act_low)
         h["act"][:, -1] = action

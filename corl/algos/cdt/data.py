@@ -56,9 +56,17 @@ def pareto_front(costs: np.ndarray, rewards: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=np.int64)
 
 
-def grid_filter(costs: np.ndarray, rewards: np.ndarray, rng: np.random.Generator, cost_bins: int = 10,
-                reward_bins: int = 50, max_per_bin: int = 10, min_per_bin: int = 3) -> np.ndarray:
+def grid_filter(
+    costs: np.ndarray,
+    rewards: np.ndarray,
+    rng: np.random.Generator,
+    cost_bins: int = 10,
+    reward_bins: int = 50,
+    max_per_bin: int = 10,
+    min_per_bin: int = 3,
+) -> np.ndarray:
     """Keep at most ``max_per_bin`` random trajectories per (cost, reward) cell; drop sparse cells."""
+
     def bin_of(x: np.ndarray, n: int) -> np.ndarray:
         lo, hi = x.min(), x.max()
         return np.minimum(((x - lo) / max(hi - lo, 1e-12) * n).astype(int), n - 1)
@@ -73,9 +81,16 @@ def grid_filter(costs: np.ndarray, rewards: np.ndarray, rng: np.random.Generator
     return np.sort(np.array(kept, dtype=np.int64))
 
 
-def augment(trajs: Trajectories, rng: np.random.Generator, percent: float = 0.2, deg: int = 4,
-            max_reward: float = 600.0, min_reward: float = 1.0, max_rew_decrease: float = 100.0,
-            beta: float = 1.0) -> tuple[Trajectories, int]:
+def augment(
+    trajs: Trajectories,
+    rng: np.random.Generator,
+    percent: float = 0.2,
+    deg: int = 4,
+    max_reward: float = 600.0,
+    min_reward: float = 1.0,
+    max_rew_decrease: float = 100.0,
+    beta: float = 1.0,
+) -> tuple[Trajectories, int]:
     """OSRL's Pareto relabelling: imitate the best trajectory whose cost fits a target above the frontier.
 
     Targets ``(C_k, R_k)`` with ``C_k`` evenly spaced over the filtered costs and ``R_k`` drawn
@@ -121,9 +136,16 @@ def augment(trajs: Trajectories, rng: np.random.Generator, percent: float = 0.2,
 class WindowSampler:
     """Padded windows of ``seq_len`` steps, trajectories drawn with ``P ∝ max(0, C_max - C_traj)``."""
 
-    def __init__(self, trajs: Trajectories, seq_len: int, reward_scale: float, cost_scale: float,
-                 cost_sample: bool = True, cost_sample_max: float = 70.0,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        trajs: Trajectories,
+        seq_len: int,
+        reward_scale: float,
+        cost_scale: float,
+        cost_sample: bool = True,
+        cost_sample_max: float = 70.0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.seq_len, self.device = seq_len, torch.device(device)
         lengths = np.array([len(o) for o in trajs.obs])
         self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -150,6 +172,12 @@ class WindowSampler:
         mask = pos < lengths[:, None]
         index = np.where(mask, self.offsets[traj][:, None] + pos, self.pad_index)
         idx = torch.as_tensor(index, device=self.device)
-        return {"obs": self.obs[idx], "act": self.act[idx], "rtg": self.rtg[idx], "ctg": self.ctg[idx],
-                "cost": self.cost[idx], "timesteps": torch.as_tensor(pos, device=self.device),
-                "mask": torch.as_tensor(mask, device=self.device)}
+        return {
+            "obs": self.obs[idx],
+            "act": self.act[idx],
+            "rtg": self.rtg[idx],
+            "ctg": self.ctg[idx],
+            "cost": self.cost[idx],
+            "timesteps": torch.as_tensor(pos, device=self.device),
+            "mask": torch.as_tensor(mask, device=self.device),
+        }

@@ -98,16 +98,31 @@ def initial_flags(episode_ends: torch.Tensor) -> torch.Tensor:
 class COptiDICELearner:
     """One COptiDICE step per :meth:`update` (batches carry ``is_init``)."""
 
-    def __init__(self, cfg: COptiDICEConfig, obs_dim: int, act_dim: int, qc_thres: float, p_init: float,
-                 obs_std: torch.Tensor, act_std: torch.Tensor, act_low=None, act_high=None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: COptiDICEConfig,
+        obs_dim: int,
+        act_dim: int,
+        qc_thres: float,
+        p_init: float,
+        obs_std: torch.Tensor,
+        act_std: torch.Tensor,
+        act_low=None,
+        act_high=None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.qc_thres = float(qc_thres) * ((1 - cfg.gamma) if cfg.threshold_mode == "normalized" else 1.0)
         self.p_init = float(p_init)
         self.prep = BatchPrep(cfg, act_low, act_high, act_dim, self.device)
         self.obs_std, self.act_std = obs_std.to(self.device), (act_std / self.prep.scale.cpu()).to(self.device)
-        self.policy_kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden": list(cfg.hidden),
-                              "log_std_min": cfg.log_std_min, **bounds_kwargs(act_low, act_high)}
+        self.policy_kwargs = {
+            "obs_dim": obs_dim,
+            "act_dim": act_dim,
+            "hidden": list(cfg.hidden),
+            "log_std_min": cfg.log_std_min,
+            **bounds_kwargs(act_low, act_high),
+        }
         self.actor = TanhGaussianPolicy(**self.policy_kwargs).to(self.device)
         self.nu = EnsembleMLP(obs_dim, 1, cfg.num_nu, cfg.hidden).to(self.device)
         self.chi = EnsembleMLP(obs_dim, 1, cfg.num_chi, cfg.hidden).to(self.device)
@@ -148,8 +163,9 @@ class COptiDICELearner:
             tau = F.softplus(self.tau_raw)
             chi_both = self._state_value(self.chi, torch.cat([b["obs"], b["next_obs"]]))
             chi_s, chi_next = chi_both.chunk(2)
-            ell = ((1 - cfg.gamma) * chi_s * is_init / self.p_init
-                   + w_sg * (b["cost"] + cfg.gamma * b["not_done"] * chi_next - chi_s))
+            ell = (1 - cfg.gamma) * chi_s * is_init / self.p_init + w_sg * (
+                b["cost"] + cfg.gamma * b["not_done"] * chi_next - chi_s
+            )
             p = torch.softmax(ell / tau.detach(), 0) * ell.shape[0]
             kl = (p * torch.log(p + 1e-10) - p + 1).mean()
             cost_ub = (p * w_sg * b["cost"]).mean()
@@ -180,9 +196,16 @@ class COptiDICELearner:
         actor_loss.backward()
         self.actor_opt.step()
         self.step += 1
-        logs.update({"nu/loss": float(nu_loss.detach()), "lambda": float(lam.detach()),
-                     "cost_ub": float(cost_ub.detach()), "w/mean": float(w_sg.mean()), "w/max": float(w_sg.max()),
-                     "actor/loss": float(actor_loss.detach())})
+        logs.update(
+            {
+                "nu/loss": float(nu_loss.detach()),
+                "lambda": float(lam.detach()),
+                "cost_ub": float(cost_ub.detach()),
+                "w/mean": float(w_sg.mean()),
+                "w/max": float(w_sg.max()),
+                "actor/loss": float(actor_loss.detach()),
+            }
+        )
         return logs
 
     def _actor_loss(self, b: dict[str, torch.Tensor], lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,10 +230,18 @@ class COptiDICELearner:
         return self.actor.act(obs, deterministic=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"actor": self.actor.state_dict(), "nu": self.nu.state_dict(), "chi": self.chi.state_dict(),
-                "lambda_raw": self.lambda_raw.detach().clone(), "tau_raw": self.tau_raw.detach().clone(),
-                **{name: getattr(self, name).state_dict()
-                   for name in ("actor_opt", "nu_opt", "chi_opt", "lambda_opt", "tau_opt")}, "step": self.step}
+        return {
+            "actor": self.actor.state_dict(),
+            "nu": self.nu.state_dict(),
+            "chi": self.chi.state_dict(),
+            "lambda_raw": self.lambda_raw.detach().clone(),
+            "tau_raw": self.tau_raw.detach().clone(),
+            **{
+                name: getattr(self, name).state_dict()
+                for name in ("actor_opt", "nu_opt", "chi_opt", "lambda_opt", "tau_opt")
+            },
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])

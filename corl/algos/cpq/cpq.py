@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from corl.algos.baselines.common import BatchPrep, OfflineSafeConfig, bounds_kwargs, joint_vae_step
-from corl.nn import EnsembleQ, TanhGaussianPolicy, VAE, soft_update
+from corl.nn import VAE, EnsembleQ, TanhGaussianPolicy, soft_update
 
 
 @dataclass
@@ -77,13 +77,27 @@ class CPQConfig(OfflineSafeConfig):
 class CPQLearner:
     """One CPQ step per :meth:`update`; ``state_dict`` carries everything for resume."""
 
-    def __init__(self, cfg: CPQConfig, obs_dim: int, act_dim: int, vae: VAE, q_thres: float,
-                 act_low=None, act_high=None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: CPQConfig,
+        obs_dim: int,
+        act_dim: int,
+        vae: VAE,
+        q_thres: float,
+        act_low=None,
+        act_high=None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.q_thres, self.ood_thres = float(q_thres), cfg.qc_scalar * float(q_thres)
         self.prep = BatchPrep(cfg, act_low, act_high, act_dim, self.device)
-        self.policy_kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden": list(cfg.hidden),
-                              "log_std_min": cfg.log_std_min, **bounds_kwargs(act_low, act_high)}
+        self.policy_kwargs = {
+            "obs_dim": obs_dim,
+            "act_dim": act_dim,
+            "hidden": list(cfg.hidden),
+            "log_std_min": cfg.log_std_min,
+            **bounds_kwargs(act_low, act_high),
+        }
         self.actor = TanhGaussianPolicy(**self.policy_kwargs).to(self.device)
         self.vae = vae.to(self.device).requires_grad_(cfg.vae_joint)
         self.critic = EnsembleQ(obs_dim, act_dim, cfg.num_q, cfg.hidden).to(self.device)
@@ -118,9 +132,16 @@ class CPQLearner:
         qc_ood = self._ood_cost(b["obs"])
         alpha = self.log_alpha.exp()
         penalty = -alpha * (qc_ood - self.ood_thres)
-        return q_loss, qc_loss + penalty, {"critic/q_loss": float(q_loss.detach()),
-                                           "critic/qc_loss": float(qc_loss.detach()),
-                                           "critic/qc_ood": float(qc_ood.detach()), "alpha": float(alpha)}
+        return (
+            q_loss,
+            qc_loss + penalty,
+            {
+                "critic/q_loss": float(q_loss.detach()),
+                "critic/qc_loss": float(qc_loss.detach()),
+                "critic/qc_ood": float(qc_ood.detach()),
+                "alpha": float(alpha),
+            },
+        )
 
     def _ood_cost(self, obs: torch.Tensor) -> torch.Tensor:
         """``mean_j 1[KL_j >= q_0.75] Q_c(s, u_j)`` over N policy samples per state."""
@@ -142,8 +163,11 @@ class CPQLearner:
         q = self.critic.reduced(obs, a, "min")
         qc = self.cost_critic.reduced(obs, a, "min")
         safe = (qc <= self.q_thres).float()
-        return -(safe * q).mean(), {"actor/q": float(q.detach().mean()), "actor/qc": float(qc.detach().mean()),
-                                    "actor/safe_frac": float(safe.mean())}
+        return -(safe * q).mean(), {
+            "actor/q": float(q.detach().mean()),
+            "actor/qc": float(qc.detach().mean()),
+            "actor/safe_frac": float(safe.mean()),
+        }
 
     # ------------------------------------------------------------------ one step
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -183,13 +207,20 @@ class CPQLearner:
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        return {"actor": self.actor.state_dict(), "vae": self.vae.state_dict(),
-                "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
-                "cost_critic": self.cost_critic.state_dict(),
-                "cost_critic_target": self.cost_critic_target.state_dict(),
-                "log_alpha": self.log_alpha.clone(), "actor_opt": self.actor_opt.state_dict(),
-                "critic_opt": self.critic_opt.state_dict(), "cost_opt": self.cost_opt.state_dict(),
-                "vae_opt": self.vae_opt.state_dict() if self.vae_opt is not None else {}, "step": self.step}
+        return {
+            "actor": self.actor.state_dict(),
+            "vae": self.vae.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "cost_critic": self.cost_critic.state_dict(),
+            "cost_critic_target": self.cost_critic_target.state_dict(),
+            "log_alpha": self.log_alpha.clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "cost_opt": self.cost_opt.state_dict(),
+            "vae_opt": self.vae_opt.state_dict() if self.vae_opt is not None else {},
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])

@@ -121,11 +121,31 @@ class CVPOConfig:
 
 def original_config(**overrides) -> CVPOConfig:
     """The original ``cvpo-safe-rl`` settings (``config_cvpo.yaml`` + the SafetyCarCircle override)."""
-    base = dict(cost_limit=20.0, hidden=(256, 256), policy="cholesky", num_q=2, num_qc=1, gamma=0.99,
-                tau=0.005, critic_lr=0.0015, estep_critic="target", sample_action_num=64, estep_kl=0.1,
-                estep_solver="slsqp", mstep_iter_num=29, mstep_kl_mu=0.001, mstep_kl_std=0.001,
-                mstep_dual_mode="projected", actor_lr=0.0064, actor_grad_clip=0.01, behaviour="target",
-                batch_size=300, buffer_size=8000, episodes_per_round=20, episode_rerun_num=28,
-                warmup_steps=2000)
+    base = dict(
+        cost_limit=20.0,
+        hidden=(256, 256),
+        policy="cholesky",
+        num_q=2,
+        num_qc=1,
+        gamma=0.99,
+        tau=0.005,
+        critic_lr=0.0015,
+        estep_critic="target",
+        sample_action_num=64,
+        estep_kl=0.1,
+        estep_solver="slsqp",
+        mstep_iter_num=29,
+        mstep_kl_mu=0.001,
+        mstep_kl_std=0.001,
+        mstep_dual_mode="projected",
+        actor_lr=0.0064,
+        actor_grad_clip=0.01,
+        behaviour="target",
+        batch_size=300,
+        buffer_size=8000,
+        episodes_per_round=20,
+        episode_rerun_num=28,
+        warmup_steps=2000,
+    )
     base.update(overrides)
     return dataclasses.replace(CVPOConfig(), **base)

@@ -36,8 +36,17 @@ from corl.nn.critics import EnsembleQ, soft_update
 from corl.nn.losses import stepwise_threshold
 from corl.nn.policies import CholeskyGaussianPolicy, DiagGaussianPolicy
 
-__all__ = ["stepwise_threshold", "estep_dual", "solve_dual_adam", "solve_dual_slsqp", "estep_weights",
-           "decoupled_kl", "weighted_mle_loss", "CVPOLearner", "CVPOTrainer"]
+__all__ = [
+    "stepwise_threshold",
+    "estep_dual",
+    "solve_dual_adam",
+    "solve_dual_slsqp",
+    "estep_weights",
+    "decoupled_kl",
+    "weighted_mle_loss",
+    "CVPOLearner",
+    "CVPOTrainer",
+]
 
 DUAL_MIN = 1e-6
 
@@ -50,8 +59,9 @@ def _as_constraints(c: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, t
     return c, lam.reshape(-1)
 
 
-def estep_dual(eta: torch.Tensor, lam: torch.Tensor, q: torch.Tensor, c: torch.Tensor,
-               eps: float, eps_c: float | torch.Tensor) -> torch.Tensor:
+def estep_dual(
+    eta: torch.Tensor, lam: torch.Tensor, q: torch.Tensor, c: torch.Tensor, eps: float, eps_c: float | torch.Tensor
+) -> torch.Tensor:
     """``g(η, λ) = η ε + λ·ε_c + η mean_j [logsumexp_i((Q_ij − λ·C_ij)/η) − log N]``.
 
     ``q``: ``(K, N)`` reward values; ``c``: ``(K, N)`` or ``(m, K, N)`` cost values; ``λ``: scalar
@@ -65,8 +75,16 @@ def estep_dual(eta: torch.Tensor, lam: torch.Tensor, q: torch.Tensor, c: torch.T
     return eta * eps + (lam * eps_c).sum() + eta * lse.mean()
 
 
-def solve_dual_adam(duals: nn.Parameter, optimizer: torch.optim.Optimizer, q: torch.Tensor, c: torch.Tensor,
-                    eps: float, eps_c: float | torch.Tensor, iters: int = 1, dual_max: float = 20.0) -> float:
+def solve_dual_adam(
+    duals: nn.Parameter,
+    optimizer: torch.optim.Optimizer,
+    q: torch.Tensor,
+    c: torch.Tensor,
+    eps: float,
+    eps_c: float | torch.Tensor,
+    iters: int = 1,
+    dual_max: float = 20.0,
+) -> float:
     """FSRL's solver: ``iters`` Adam steps on ``g`` over ``duals = [η, λ_1..λ_m]``, then clamp.
 
     Returns the last dual value ``g``. ``q``/``c`` are treated as constants.
@@ -84,9 +102,17 @@ def solve_dual_adam(duals: nn.Parameter, optimizer: torch.optim.Optimizer, q: to
     return value
 
 
-def solve_dual_slsqp(x0: np.ndarray, q: torch.Tensor, c: torch.Tensor, eps: float, eps_c: float | torch.Tensor,
-                     dual_max: float = 1e5, maxiter: int = 10, tol: float = 1e-3,
-                     lambda_max: float | None = None) -> tuple[np.ndarray, float]:
+def solve_dual_slsqp(
+    x0: np.ndarray,
+    q: torch.Tensor,
+    c: torch.Tensor,
+    eps: float,
+    eps_c: float | torch.Tensor,
+    dual_max: float = 1e5,
+    maxiter: int = 10,
+    tol: float = 1e-3,
+    lambda_max: float | None = None,
+) -> tuple[np.ndarray, float]:
     """The original solver: SciPy SLSQP on ``g`` (float64, exact gradient), bounds ``[1e-6, dual_max]``
     (``lambda_max``, when given, bounds the cost multipliers instead).
 
@@ -154,8 +180,9 @@ def solve_dual_slsqp(x0: np.ndarray, q: torch.Tensor, c: torch.Tensor, eps: floa
     z0 = to_norm(x0)
     best, best_val = z0, fun(z0)[0]
     with torch.no_grad():  # coarse log-grid over η' at the warm-start λ' and at λ' = lower bound
-        etas = torch.exp(torch.linspace(max(lo[0], math.log(1e-4)), min(hi[0], math.log(1e4)), 25,
-                                        dtype=torch.float64))[:, None]
+        etas = torch.exp(
+            torch.linspace(max(lo[0], math.log(1e-4)), min(hi[0], math.log(1e4)), 25, dtype=torch.float64)
+        )[:, None]
         for lam_n in (z0[1:], lo[1:]):
             lam_t = torch.as_tensor(lam_n, dtype=torch.float64)
             adv = qn - (lam_t[:, None, None] * cn).sum(0)
@@ -164,14 +191,23 @@ def solve_dual_slsqp(x0: np.ndarray, q: torch.Tensor, c: torch.Tensor, eps: floa
             i = int(torch.argmin(vals))
             if float(vals[i]) < best_val:
                 best, best_val = np.concatenate([[math.log(float(etas[i, 0]))], lam_n]), float(vals[i])
-    res = minimize(fun, best, jac=True, method="SLSQP", bounds=list(zip(lo, hi)), tol=tol,
-                   options={"maxiter": maxiter, "ftol": tol})
+    res = minimize(
+        fun,
+        best,
+        jac=True,
+        method="SLSQP",
+        bounds=list(zip(lo, hi)),
+        tol=tol,
+        options={"maxiter": maxiter, "ftol": tol},
+    )
     z = res.x if fun(res.x)[0] <= best_val else best
     x = from_norm(z)
     return x, raw(x)
 
 
-def estep_weights(q: torch.Tensor, c: torch.Tensor, eta: torch.Tensor | float, lam: torch.Tensor | float) -> torch.Tensor:
+def estep_weights(
+    q: torch.Tensor, c: torch.Tensor, eta: torch.Tensor | float, lam: torch.Tensor | float
+) -> torch.Tensor:
     """``q_ij = softmax_i((Q_ij − λ·C_ij)/η)``: ``(K, N)``, each row sums to one (no gradient)."""
     q = q.detach()
     c, lam_t = _as_constraints(c.detach(), torch.as_tensor(lam, dtype=q.dtype, device=q.device))
@@ -180,8 +216,9 @@ def estep_weights(q: torch.Tensor, c: torch.Tensor, eta: torch.Tensor | float, l
 
 
 # ------------------------------------------------------------------------------ 3. M-step
-def decoupled_kl(make_dist: Callable, mean_b: torch.Tensor, scale_b: torch.Tensor, mean_t: torch.Tensor,
-                 scale_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def decoupled_kl(
+    make_dist: Callable, mean_b: torch.Tensor, scale_b: torch.Tensor, mean_t: torch.Tensor, scale_t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``KL_μ = mean_j KL(N(μ_b,Σ_b) ‖ N(μ_θ,Σ_b))`` and ``KL_Σ = mean_j KL(N(μ_b,Σ_b) ‖ N(μ_b,Σ_θ))``.
 
     For a diagonal Gaussian these are ``Σ_d ½(μ_b−μ_θ)²/σ_b²`` and
@@ -194,8 +231,15 @@ def decoupled_kl(make_dist: Callable, mean_b: torch.Tensor, scale_b: torch.Tenso
     return kl_mu, kl_sigma
 
 
-def weighted_mle_loss(make_dist: Callable, mean_b: torch.Tensor, scale_b: torch.Tensor, mean_t: torch.Tensor,
-                      scale_t: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_mle_loss(
+    make_dist: Callable,
+    mean_b: torch.Tensor,
+    scale_b: torch.Tensor,
+    mean_t: torch.Tensor,
+    scale_t: torch.Tensor,
+    actions: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
     """``L_MLE = − mean_ij q_ij [log N(a_ij; μ_θ, Σ_b) + log N(a_ij; μ_b, Σ_θ)]``.
 
     ``actions``: ``(N, K, A)``; ``weights``: ``(K, N)``. The mean over the ``N×K`` grid (not a sum
@@ -209,15 +253,31 @@ def weighted_mle_loss(make_dist: Callable, mean_b: torch.Tensor, scale_b: torch.
 class CVPOLearner:
     """Networks, optimisers and duals of CVPO; ``update(batch)`` is one gradient step (§3.6 order)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, config: CVPOConfig | None = None, act_low=None,
-                 act_high=None, horizon: int = 300, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: CVPOConfig | None = None,
+        act_low=None,
+        act_high=None,
+        horizon: int = 300,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.config = cfg = config or CVPOConfig()
         self.device = torch.device(device)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.horizon = int(cfg.horizon or horizon)
         if cfg.policy == "diag":
-            self.actor: nn.Module = DiagGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.activation, act_low, act_high,
-                                                       state_dependent_std=cfg.state_dependent_std, bounded_mean=True)
+            self.actor: nn.Module = DiagGaussianPolicy(
+                obs_dim,
+                act_dim,
+                cfg.hidden,
+                cfg.activation,
+                act_low,
+                act_high,
+                state_dependent_std=cfg.state_dependent_std,
+                bounded_mean=True,
+            )
         elif cfg.policy == "cholesky":
             self.actor = CholeskyGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.activation, act_low, act_high)
         else:
@@ -228,8 +288,9 @@ class CVPOLearner:
         self.cost_critic = EnsembleQ(obs_dim, act_dim, cfg.num_qc, cfg.hidden, cfg.activation).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
-        self.critic_optimizer = torch.optim.Adam(list(self.critic.parameters()) + list(self.cost_critic.parameters()),
-                                                 lr=cfg.critic_lr)
+        self.critic_optimizer = torch.optim.Adam(
+            list(self.critic.parameters()) + list(self.cost_critic.parameters()), lr=cfg.critic_lr
+        )
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         # E-step duals [η, λ]: a parameter for Adam; SLSQP reads/writes the same tensor as warm start
         self.estep_duals = nn.Parameter(torch.full((2,), cfg.estep_dual_init, device=self.device))
@@ -286,8 +347,12 @@ class CVPOLearner:
         self.critic_optimizer.zero_grad(set_to_none=True)
         (loss_q + loss_qc).backward()
         self.critic_optimizer.step()
-        return {"loss_q": float(loss_q.detach()), "loss_qc": float(loss_qc.detach()), "q": float(q.detach().mean()),
-                "qc": float(qc.detach().mean())}
+        return {
+            "loss_q": float(loss_q.detach()),
+            "loss_qc": float(loss_qc.detach()),
+            "q": float(q.detach().mean()),
+            "qc": float(qc.detach().mean()),
+        }
 
     # ------------------------------------------------------------------ §3.5 E-step
     @torch.no_grad()
@@ -309,12 +374,28 @@ class CVPOLearner:
         cfg = self.config
         actions, q, c = self._sample_and_evaluate(obs)
         if cfg.estep_solver == "adam":
-            g = solve_dual_adam(self.estep_duals, self.estep_optimizer, q, c, cfg.estep_kl, self.cost_threshold,
-                                cfg.estep_iter_num, cfg.estep_dual_max)
+            g = solve_dual_adam(
+                self.estep_duals,
+                self.estep_optimizer,
+                q,
+                c,
+                cfg.estep_kl,
+                self.cost_threshold,
+                cfg.estep_iter_num,
+                cfg.estep_dual_max,
+            )
         elif cfg.estep_solver == "slsqp":
-            x, g = solve_dual_slsqp(self.estep_duals.detach().cpu().double().numpy(), q, c, cfg.estep_kl,
-                                    self.cost_threshold, cfg.slsqp_dual_max, cfg.slsqp_maxiter, cfg.slsqp_tol,
-                                    cfg.slsqp_lambda_max)
+            x, g = solve_dual_slsqp(
+                self.estep_duals.detach().cpu().double().numpy(),
+                q,
+                c,
+                cfg.estep_kl,
+                self.cost_threshold,
+                cfg.slsqp_dual_max,
+                cfg.slsqp_maxiter,
+                cfg.slsqp_tol,
+                cfg.slsqp_lambda_max,
+            )
             with torch.no_grad():
                 self.estep_duals.copy_(torch.as_tensor(x, dtype=torch.float32))
         else:
@@ -322,8 +403,14 @@ class CVPOLearner:
         eta, lam = self.estep_duals.detach()[0], self.estep_duals.detach()[1:]
         weights = estep_weights(q, c, eta, lam)
         ess = (1.0 / weights.pow(2).sum(-1)).mean()
-        logs = {"eta": float(eta), "lambda": float(lam[0]), "estep_dual": g, "qc_sampled": float(c.mean()),
-                "cost_threshold": float(self.cost_threshold), "weights_ess": float(ess)}
+        logs = {
+            "eta": float(eta),
+            "lambda": float(lam[0]),
+            "estep_dual": g,
+            "qc_sampled": float(c.mean()),
+            "cost_threshold": float(self.cost_threshold),
+            "weights_ess": float(ess),
+        }
         return actions, weights, logs
 
     # ------------------------------------------------------------------ §3.6 M-step
@@ -347,8 +434,13 @@ class CVPOLearner:
             if cfg.actor_grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.actor_grad_clip)
             self.actor_optimizer.step()
-            logs = {"loss_mle": float(loss_mle.detach()), "kl_mu": float(kl_mu.detach()), "kl_sigma": float(kl_sigma.detach()),
-                    "alpha_mu": float(alpha[0]), "alpha_sigma": float(alpha[1])}
+            logs = {
+                "loss_mle": float(loss_mle.detach()),
+                "kl_mu": float(kl_mu.detach()),
+                "kl_sigma": float(kl_sigma.detach()),
+                "alpha_mu": float(alpha[0]),
+                "alpha_sigma": float(alpha[1]),
+            }
         return logs
 
     @torch.no_grad()
@@ -389,13 +481,21 @@ class CVPOLearner:
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
         return {
-            "actor": self.actor.state_dict(), "behaviour": self.behaviour.state_dict(),
-            "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
-            "cost_critic": self.cost_critic.state_dict(), "cost_critic_target": self.cost_critic_target.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(), "actor_optimizer": self.actor_optimizer.state_dict(),
-            "estep_duals": self.estep_duals.detach().clone(), "estep_optimizer": self.estep_optimizer.state_dict(),
-            "mstep_duals": self.mstep_duals.detach().clone(), "mstep_optimizer": self.mstep_optimizer.state_dict(),
-            "total_steps": self.total_steps, "rounds": self.rounds, "cost_threshold": self.cost_threshold,
+            "actor": self.actor.state_dict(),
+            "behaviour": self.behaviour.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "cost_critic": self.cost_critic.state_dict(),
+            "cost_critic_target": self.cost_critic_target.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "estep_duals": self.estep_duals.detach().clone(),
+            "estep_optimizer": self.estep_optimizer.state_dict(),
+            "mstep_duals": self.mstep_duals.detach().clone(),
+            "mstep_optimizer": self.mstep_optimizer.state_dict(),
+            "total_steps": self.total_steps,
+            "rounds": self.rounds,
+            "cost_threshold": self.cost_threshold,
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -423,15 +523,28 @@ class CVPOTrainer:
     the last round it calls ``begin_round()`` and runs the round's updates on uniform batches.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, config: CVPOConfig | None = None, act_low=None,
-                 act_high=None, horizon: int = 300, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: CVPOConfig | None = None,
+        act_low=None,
+        act_high=None,
+        horizon: int = 300,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.config = cfg = config or CVPOConfig()
         self.device = torch.device(device)
         self.learner = CVPOLearner(obs_dim, act_dim, cfg, act_low, act_high, horizon, device)
-        fields = {"observations": ((obs_dim,), torch.float32), "actions": ((act_dim,), torch.float32),
-                  "rewards": ((), torch.float32), "costs": ((), torch.float32),
-                  "next_observations": ((obs_dim,), torch.float32), "terminals": ((), torch.float32),
-                  "discounts": ((), torch.float32)}  # γ^m of each (n-step) row
+        fields = {
+            "observations": ((obs_dim,), torch.float32),
+            "actions": ((act_dim,), torch.float32),
+            "rewards": ((), torch.float32),
+            "costs": ((), torch.float32),
+            "next_observations": ((obs_dim,), torch.float32),
+            "terminals": ((), torch.float32),
+            "discounts": ((), torch.float32),
+        }  # γ^m of each (n-step) row
         self.buffer = TensorReplayBuffer(cfg.buffer_size, fields, self.device)
         self._pending: list[collections.deque] = []
         self.act_low = np.asarray(act_low if act_low is not None else [-1.0] * act_dim, dtype=np.float32)
@@ -509,9 +622,16 @@ class CVPOTrainer:
         out: list[tuple] = []
         for j in range(n):
             queue = self._pending[j]
-            queue.append((torch.as_tensor(step.observations[j]), torch.as_tensor(step.actions[j]),
-                          float(step.rewards[j]), float(step.costs[j]), torch.as_tensor(step.next_observations[j]),
-                          float(terminals[j])))
+            queue.append(
+                (
+                    torch.as_tensor(step.observations[j]),
+                    torch.as_tensor(step.actions[j]),
+                    float(step.rewards[j]),
+                    float(step.costs[j]),
+                    torch.as_tensor(step.next_observations[j]),
+                    float(terminals[j]),
+                )
+            )
             flush = bool(dones[j] or terminals[j])
             while queue and (flush or len(queue) >= cfg.n_step):
                 rows = list(queue)
@@ -521,12 +641,17 @@ class CVPOTrainer:
                 queue.popleft()
         if out:
             cols = list(zip(*out))
-            self.buffer.add({
-                "observations": torch.stack(cols[0]), "actions": torch.stack(cols[1]),
-                "rewards": torch.tensor(cols[2]), "costs": torch.tensor(cols[3]),
-                "next_observations": torch.stack(cols[4]), "terminals": torch.tensor(cols[5]),
-                "discounts": torch.tensor(cols[6]),
-            })
+            self.buffer.add(
+                {
+                    "observations": torch.stack(cols[0]),
+                    "actions": torch.stack(cols[1]),
+                    "rewards": torch.tensor(cols[2]),
+                    "costs": torch.tensor(cols[3]),
+                    "next_observations": torch.stack(cols[4]),
+                    "terminals": torch.tensor(cols[5]),
+                    "discounts": torch.tensor(cols[6]),
+                }
+            )
 
     def run_updates(self, n_updates: int) -> dict[str, float] | None:
         """One round: ``begin_round()`` then ``n_updates`` learner updates; the mean of their logs."""
@@ -552,11 +677,17 @@ class CVPOTrainer:
         Like ``nn.Module.state_dict`` the tensors share storage with the live objects: save it
         (``torch.save``; loads with ``weights_only=True``) or ``copy.deepcopy`` it before training on.
         """
-        return {"learner": self.learner.state_dict(), "buffer": self.buffer.state_dict(),
-                "env_steps": self.env_steps, "steps_since_round": self.steps_since_round,
-                "episodes_since_round": self.episodes_since_round, "warmed_up": self.warmed_up,
-                "pending": [[list(row) for row in q] for q in self._pending],
-                "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        return {
+            "learner": self.learner.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "env_steps": self.env_steps,
+            "steps_since_round": self.steps_since_round,
+            "episodes_since_round": self.episodes_since_round,
+            "warmed_up": self.warmed_up,
+            "pending": [[list(row) for row in q] for q in self._pending],
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore everything, including the global torch RNG state (exact resume)."""

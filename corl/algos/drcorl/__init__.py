@@ -9,14 +9,39 @@ Three pure learners, run in order (``algorithms.md`` 1.7):
 """
 
 from corl.algos.drcorl.behavior import BehaviorLearner, build_score_net
-from corl.algos.drcorl.config import (PAPER_TASKS, BehaviorConfig, CriticConfig, DRCORLConfig,
-                                      PolicyConfig, paper_config, reproduce_code_bugs)
+from corl.algos.drcorl.config import (
+    PAPER_TASKS,
+    BehaviorConfig,
+    CriticConfig,
+    DRCORLConfig,
+    PolicyConfig,
+    paper_config,
+    reproduce_code_bugs,
+)
 from corl.algos.drcorl.critics import CriticLearner, iql_reward_scale
-from corl.algos.drcorl.policy import (PolicyLearner, critic_episodic_cost, initial_observations,
-                                      normalised_cost, switch_branch)
+from corl.algos.drcorl.policy import (
+    PolicyLearner,
+    critic_episodic_cost,
+    initial_observations,
+    normalised_cost,
+    switch_branch,
+)
 
 __all__ = [
-    "BehaviorConfig", "CriticConfig", "PolicyConfig", "DRCORLConfig", "PAPER_TASKS", "paper_config",
-    "reproduce_code_bugs", "BehaviorLearner", "build_score_net", "CriticLearner", "iql_reward_scale",
-    "PolicyLearner", "switch_branch", "normalised_cost", "critic_episodic_cost", "initial_observations",
+    "BehaviorConfig",
+    "CriticConfig",
+    "PolicyConfig",
+    "DRCORLConfig",
+    "PAPER_TASKS",
+    "paper_config",
+    "reproduce_code_bugs",
+    "BehaviorLearner",
+    "build_score_net",
+    "CriticLearner",
+    "iql_reward_scale",
+    "PolicyLearner",
+    "switch_branch",
+    "normalised_cost",
+    "critic_episodic_cost",
+    "initial_observations",
 ]

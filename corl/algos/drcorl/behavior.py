@@ -18,14 +18,30 @@ from corl.nn.diffusion import ScoreNet, VPSchedule, denoising_loss, sample_diffu
 
 
 def build_score_net(obs_dim: int, act_dim: int, cfg: BehaviorConfig) -> ScoreNet:
-    return ScoreNet(obs_dim, act_dim, width=cfg.width, blocks=cfg.blocks, time_dim=cfg.time_dim,
-                    fourier_features=cfg.fourier_features, fourier_scale=cfg.fourier_scale,
-                    expansion=cfg.expansion, dropout=cfg.dropout)
+    return ScoreNet(
+        obs_dim,
+        act_dim,
+        width=cfg.width,
+        blocks=cfg.blocks,
+        time_dim=cfg.time_dim,
+        fourier_features=cfg.fourier_features,
+        fourier_scale=cfg.fourier_scale,
+        expansion=cfg.expansion,
+        dropout=cfg.dropout,
+    )
 
 
-def behavior_step(net: ScoreNet, optimizer: torch.optim.Optimizer, schedule: VPSchedule,
-                  obs: torch.Tensor, actions: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                  keep_masks: torch.Tensor | None, loss_fn=denoising_loss) -> torch.Tensor:
+def behavior_step(
+    net: ScoreNet,
+    optimizer: torch.optim.Optimizer,
+    schedule: VPSchedule,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    keep_masks: torch.Tensor | None,
+    loss_fn=denoising_loss,
+) -> torch.Tensor:
     """One AdamW step on ``L_diff``; all randomness (t, z, dropout) is passed in."""
     loss = loss_fn(net, schedule, obs, actions, t, noise, keep_masks)
     optimizer.zero_grad(set_to_none=True)
@@ -37,14 +53,21 @@ def behavior_step(net: ScoreNet, optimizer: torch.optim.Optimizer, schedule: VPS
 class BehaviorLearner:
     """Fits ``eps_phi``; ``update(batch)`` performs one gradient step on ``L_diff``."""
 
-    def __init__(self, obs_dim: int, act_dim: int, config: BehaviorConfig | None = None,
-                 device: torch.device | str = "cpu", seed: int = 0) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: BehaviorConfig | None = None,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ) -> None:
         self.config = cfg = config or BehaviorConfig()
         self.device = torch.device(device)
         self.schedule = VPSchedule(cfg.beta0, cfg.beta1)
         self.net = build_score_net(obs_dim, act_dim, cfg).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           foreach=True)
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
+        )
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.step = 0
@@ -57,8 +80,7 @@ class BehaviorLearner:
         t = sample_diffusion_time(b, self.config.t_min, 1.0, self.device, self.generator)
         noise = torch.randn(actions.shape, device=self.device, generator=self.generator)
         masks = self.net.dropout_masks(b, self.generator, self.device)
-        loss = behavior_step(self.net, self.optimizer, self.schedule, obs, actions, t, noise, masks,
-                             self._loss_fn)
+        loss = behavior_step(self.net, self.optimizer, self.schedule, obs, actions, t, noise, masks, self._loss_fn)
         self.step += 1
         return {"behavior/loss": float(loss)}
 
@@ -78,8 +100,12 @@ class BehaviorLearner:
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "step": self.step}
+        return {
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.net.load_state_dict(state["net"])

@@ -222,8 +222,9 @@ PAPER_TASKS: dict[str, tuple[float, float, float, float, int, int, int, bool, in
     "OfflineSwimmerVelocityGymnasium-v1": (10, 0.5, 1e-4, 3e-4, 100, 4000, 256, False, 1000),
     "OfflineWalker2dVelocityGymnasium-v1": (10, 0.5, 5e-5, 3e-4, 50, 8000, 256, False, 1000),
 }
-_BATCH_TYPO = {f"OfflinePoint{n}Gymnasium-v0" for n in
-               ("Button2", "Circle1", "Circle2", "Goal1", "Goal2", "Push1", "Push2")}
+_BATCH_TYPO = {
+    f"OfflinePoint{n}Gymnasium-v0" for n in ("Button2", "Circle1", "Circle2", "Goal1", "Goal2", "Push1", "Push2")
+}
 
 
 def paper_config(task: str, reproduce_batch_typo: bool = False) -> DRCORLConfig:
@@ -240,9 +241,17 @@ def paper_config(task: str, reproduce_batch_typo: bool = False) -> DRCORLConfig:
         batch = 256
     cfg.critics = dataclasses.replace(cfg.critics, q_lr=qlr, v_lr=qlr)
     cfg.policy = dataclasses.replace(
-        cfg.policy, cost_threshold=float(kappa), slack_bound=h, lr=plr, pretrain_epochs=pre,
-        train_epochs=train, batch_size=batch, use_lagrangian=lag, lambda_mode="pid",
-        episode_len=horizon)
+        cfg.policy,
+        cost_threshold=float(kappa),
+        slack_bound=h,
+        lr=plr,
+        pretrain_epochs=pre,
+        train_epochs=train,
+        batch_size=batch,
+        use_lagrangian=lag,
+        lambda_mode="pid",
+        episode_len=horizon,
+    )
     return cfg
 
 
@@ -251,5 +260,7 @@ def reproduce_code_bugs(cfg: DRCORLConfig) -> DRCORLConfig:
     return DRCORLConfig(
         behavior=dataclasses.replace(cfg.behavior),
         critics=dataclasses.replace(cfg.critics, fix_cost_broadcast=False),
-        policy=dataclasses.replace(cfg.policy, fix_single_episode_eval=False,
-                                   fix_cost_normalisation=False, fix_pid_threshold=False))
+        policy=dataclasses.replace(
+            cfg.policy, fix_single_episode_eval=False, fix_cost_normalisation=False, fix_pid_threshold=False
+        ),
+    )

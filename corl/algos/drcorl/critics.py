@@ -74,17 +74,26 @@ def kaiming_uniform_ensemble_(q: EnsembleQ) -> None:
 
 
 # ----------------------------------------------------------------------------- losses
-def value_loss(v: ValueFunction, q_target: EnsembleQ, obs: torch.Tensor, act: torch.Tensor,
-               expectile: float) -> torch.Tensor:
+def value_loss(
+    v: ValueFunction, q_target: EnsembleQ, obs: torch.Tensor, act: torch.Tensor, expectile: float
+) -> torch.Tensor:
     """``L_V = E |tau - 1{u<0}| u^2``, ``u = sg(min_j Qbar_j(s, a)) - V(s)``."""
     with torch.no_grad():
         target = q_target.reduced(obs, act, "min")
     return expectile_loss(target - v(obs), expectile)
 
 
-def iql_q_loss(q: EnsembleQ, v: ValueFunction, obs: torch.Tensor, act: torch.Tensor,
-               y: torch.Tensor, next_obs: torch.Tensor, not_done: torch.Tensor, gamma: float,
-               broadcast_bug: bool = False) -> torch.Tensor:
+def iql_q_loss(
+    q: EnsembleQ,
+    v: ValueFunction,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    y: torch.Tensor,
+    next_obs: torch.Tensor,
+    not_done: torch.Tensor,
+    gamma: float,
+    broadcast_bug: bool = False,
+) -> torch.Tensor:
     """``mean_j E (Q_j(s, a) - (y + gamma (1-d) sg V(s')))^2``.
 
     ``broadcast_bug`` reproduces the authors' cost path: a ``(B,)`` target against ``(B, 1)``
@@ -99,9 +108,17 @@ def iql_q_loss(q: EnsembleQ, v: ValueFunction, obs: torch.Tensor, act: torch.Ten
     return ((qs - (y + boot)) ** 2).mean()
 
 
-def td_q_loss(q: EnsembleQ, q_target: EnsembleQ, obs: torch.Tensor, act: torch.Tensor,
-              y: torch.Tensor, next_obs: torch.Tensor, next_act: torch.Tensor,
-              not_done: torch.Tensor, gamma: float) -> torch.Tensor:
+def td_q_loss(
+    q: EnsembleQ,
+    q_target: EnsembleQ,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    y: torch.Tensor,
+    next_obs: torch.Tensor,
+    next_act: torch.Tensor,
+    not_done: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
     """``mean_j E (Q_j(s, a) - (y + gamma (1-d) Qbar_j(s', pi(s'))))^2`` (per-member targets)."""
     with torch.no_grad():
         target = y + gamma * not_done * q_target(next_obs, next_act)  # (E, B)
@@ -116,8 +133,14 @@ class CriticLearner:
     ``td_update(batch, policy)``: one policy-evaluation step (used by the policy learner).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, config: CriticConfig | None = None,
-                 reward_scale: float = 1.0, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: CriticConfig | None = None,
+        reward_scale: float = 1.0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.config = cfg = config or CriticConfig()
         self.device = torch.device(device)
         self.reward_scale = float(reward_scale)
@@ -141,10 +164,8 @@ class CriticLearner:
     def reset_optimizers(self) -> None:
         """Fresh Adam optimizers (one for both Q's, one for both V's: independent losses)."""
         cfg = self.config
-        self.q_optimizer = torch.optim.Adam([*self.q_r.parameters(), *self.q_c.parameters()], lr=cfg.q_lr,
-                                            foreach=True)
-        self.v_optimizer = torch.optim.Adam([*self.v_r.parameters(), *self.v_c.parameters()], lr=cfg.v_lr,
-                                            foreach=True)
+        self.q_optimizer = torch.optim.Adam([*self.q_r.parameters(), *self.q_c.parameters()], lr=cfg.q_lr, foreach=True)
+        self.v_optimizer = torch.optim.Adam([*self.v_r.parameters(), *self.v_c.parameters()], lr=cfg.v_lr, foreach=True)
 
     # ------------------------------------------------------------------ IQL pre-training
     def update(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -155,8 +176,9 @@ class CriticLearner:
         v_r_loss, v_c_loss = self._update_values(obs, act)
         cfg = self.config
         q_r_loss = self._iql_q_loss(self.q_r, self.v_r, obs, act, reward, next_obs, not_done, cfg.gamma)
-        q_c_loss = self._iql_q_loss(self.q_c, self.v_c, obs, act, cost, next_obs, not_done, cfg.gamma,
-                              broadcast_bug=not cfg.fix_cost_broadcast)
+        q_c_loss = self._iql_q_loss(
+            self.q_c, self.v_c, obs, act, cost, next_obs, not_done, cfg.gamma, broadcast_bug=not cfg.fix_cost_broadcast
+        )
         self._step_q(q_r_loss, q_c_loss)
         self._polyak()
         self.step += 1
@@ -183,8 +205,9 @@ class CriticLearner:
         soft_update(self.q_c_target, self.q_c, self.config.tau)
 
     # ------------------------------------------------------------------ TD fine-tuning
-    def td_update(self, batch: Mapping[str, torch.Tensor],
-                  policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+    def td_update(
+        self, batch: Mapping[str, torch.Tensor], policy: Callable[[torch.Tensor], torch.Tensor]
+    ) -> dict[str, float]:
         """Policy evaluation of ``pi`` with per-member targets (V still expectile-updated)."""
         obs, act, next_obs = batch["observations"], batch["actions"], batch["next_observations"]
         reward = batch["rewards"].reshape(-1) * self.reward_scale
@@ -199,17 +222,22 @@ class CriticLearner:
         self._step_q(q_r_loss, q_c_loss)
         self._polyak()
         self.td_step += 1
-        return _floats("critic/", v_r_loss=v_r_loss, v_c_loss=v_c_loss, td_q_r_loss=q_r_loss,
-                       td_q_c_loss=q_c_loss)
+        return _floats("critic/", v_r_loss=v_r_loss, v_c_loss=v_c_loss, td_q_r_loss=q_r_loss, td_q_c_loss=q_c_loss)
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {
-            "q_r": self.q_r.state_dict(), "q_c": self.q_c.state_dict(),
-            "q_r_target": self.q_r_target.state_dict(), "q_c_target": self.q_c_target.state_dict(),
-            "v_r": self.v_r.state_dict(), "v_c": self.v_c.state_dict(),
-            "q_optimizer": self.q_optimizer.state_dict(), "v_optimizer": self.v_optimizer.state_dict(),
-            "reward_scale": self.reward_scale, "step": self.step, "td_step": self.td_step,
+            "q_r": self.q_r.state_dict(),
+            "q_c": self.q_c.state_dict(),
+            "q_r_target": self.q_r_target.state_dict(),
+            "q_c_target": self.q_c_target.state_dict(),
+            "v_r": self.v_r.state_dict(),
+            "v_c": self.v_c.state_dict(),
+            "q_optimizer": self.q_optimizer.state_dict(),
+            "v_optimizer": self.v_optimizer.state_dict(),
+            "reward_scale": self.reward_scale,
+            "step": self.step,
+            "td_step": self.td_step,
         }
 
     def load_state_dict(self, state: Mapping[str, Any], optimizers: bool = True) -> None:

@@ -87,17 +87,26 @@ class ModelEstimate:
         return {f"{prefix}{k}": float(v) for k, v in self.__dict__.items()}
 
 
-def _member_stats(dynamics: GaussianEnsembleDynamics, obs: torch.Tensor, act: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _member_stats(
+    dynamics: GaussianEnsembleDynamics, obs: torch.Tensor, act: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The elites' ``(mu, logvar)``, each ``(E', B, target_dim)`` in raw units."""
     return dynamics.predict(obs, act, dynamics.elites)
 
 
 @torch.no_grad()
-def model_rollout_returns(dynamics: GaussianEnsembleDynamics, policy: nn.Module, starts: torch.Tensor,
-                          steps: int, gamma: float, pessimism: float, generator: torch.Generator,
-                          sample_noise: bool = True, obs_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
-                          termination: Termination | None = None) -> dict[str, torch.Tensor]:
+def model_rollout_returns(
+    dynamics: GaussianEnsembleDynamics,
+    policy: nn.Module,
+    starts: torch.Tensor,
+    steps: int,
+    gamma: float,
+    pessimism: float,
+    generator: torch.Generator,
+    sample_noise: bool = True,
+    obs_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    termination: Termination | None = None,
+) -> dict[str, torch.Tensor]:
     """Roll ``policy`` through the ensemble from ``starts`` for ``steps`` steps (batched).
 
     Returns per-row tensors ``(B,)``: ``cost``, ``reward`` (sum of ``gamma^h`` times the
@@ -140,8 +149,15 @@ def model_rollout_returns(dynamics: GaussianEnsembleDynamics, policy: nn.Module,
             alive = alive * (~termination(obs, act, next_obs)).float()
         obs = next_obs
         weight *= gamma
-    return {"cost": cost, "reward": reward, "alive": alive, "discount": alive * weight, "final_obs": obs,
-            "cost_std": cost_std / max(steps, 1), "reward_std": reward_std / max(steps, 1)}
+    return {
+        "cost": cost,
+        "reward": reward,
+        "alive": alive,
+        "discount": alive * weight,
+        "final_obs": obs,
+        "cost_std": cost_std / max(steps, 1),
+        "reward_std": reward_std / max(steps, 1),
+    }
 
 
 def draw_starts(pool: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
@@ -154,11 +170,20 @@ def draw_starts(pool: torch.Tensor, num: int, generator: torch.Generator) -> tor
 
 
 @torch.no_grad()
-def model_episodic_estimate(dynamics: GaussianEnsembleDynamics, policy: nn.Module, starts: torch.Tensor,
-                            config: ModelEstimateConfig, gamma: float, episode_len: int, generator: torch.Generator,
-                            q_c: QFunction | None = None, q_r: QFunction | None = None, reward_scale: float = 1.0,
-                            obs_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
-                            termination: Termination | None = None) -> ModelEstimate:
+def model_episodic_estimate(
+    dynamics: GaussianEnsembleDynamics,
+    policy: nn.Module,
+    starts: torch.Tensor,
+    config: ModelEstimateConfig,
+    gamma: float,
+    episode_len: int,
+    generator: torch.Generator,
+    q_c: QFunction | None = None,
+    q_r: QFunction | None = None,
+    reward_scale: float = 1.0,
+    obs_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    termination: Termination | None = None,
+) -> ModelEstimate:
     """The episodic cost and reward of ``policy`` (see the module docstring).
 
     ``starts``: the pool of start states (dataset observations for ``'dataset'``, episode-
@@ -171,13 +196,33 @@ def model_episodic_estimate(dynamics: GaussianEnsembleDynamics, policy: nn.Modul
     try:
         s0 = draw_starts(starts, config.num_starts, generator)
         if config.start_states == "initial":
-            out = model_rollout_returns(dynamics, policy, s0, episode_len, 1.0, config.pessimism, generator,
-                                        config.sample_noise, obs_bounds, termination)
+            out = model_rollout_returns(
+                dynamics,
+                policy,
+                s0,
+                episode_len,
+                1.0,
+                config.pessimism,
+                generator,
+                config.sample_noise,
+                obs_bounds,
+                termination,
+            )
             cost_model, reward_model = out["cost"].mean(), out["reward"].mean()
             cost, reward, steps = cost_model, reward_model, episode_len
         else:
-            out = model_rollout_returns(dynamics, policy, s0, config.horizon, gamma, config.pessimism, generator,
-                                        config.sample_noise, obs_bounds, termination)
+            out = model_rollout_returns(
+                dynamics,
+                policy,
+                s0,
+                config.horizon,
+                gamma,
+                config.pessimism,
+                generator,
+                config.sample_noise,
+                obs_bounds,
+                termination,
+            )
             scale = (1.0 - gamma) * episode_len
             g_c, g_r = out["cost"], out["reward"]
             cost_model, reward_model = scale * g_c.mean(), scale * g_r.mean()
@@ -191,9 +236,15 @@ def model_episodic_estimate(dynamics: GaussianEnsembleDynamics, policy: nn.Modul
             cost, reward, steps = scale * g_c.mean(), scale * g_r.mean(), config.horizon
     finally:
         policy.train(was_training)
-    return ModelEstimate(cost=float(cost), reward=float(reward), cost_model=float(cost_model),
-                         reward_model=float(reward_model), cost_disagreement=float(out["cost_std"]),
-                         reward_disagreement=float(out["reward_std"]), steps=int(steps))
+    return ModelEstimate(
+        cost=float(cost),
+        reward=float(reward),
+        cost_model=float(cost_model),
+        reward_model=float(reward_model),
+        cost_disagreement=float(out["cost_std"]),
+        reward_disagreement=float(out["reward_std"]),
+        steps=int(steps),
+    )
 
 
 def observation_bounds(observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,10 +262,18 @@ class PolicyModelEstimator:
     only through the policies, which is what ranking and switching compare.
     """
 
-    def __init__(self, dynamics: GaussianEnsembleDynamics, config: ModelEstimateConfig, gamma: float,
-                 episode_len: int, dataset_obs: torch.Tensor, initial_obs: torch.Tensor | None = None,
-                 critics: object | None = None, seed: int = 0,
-                 termination: Termination | None = None) -> None:
+    def __init__(
+        self,
+        dynamics: GaussianEnsembleDynamics,
+        config: ModelEstimateConfig,
+        gamma: float,
+        episode_len: int,
+        dataset_obs: torch.Tensor,
+        initial_obs: torch.Tensor | None = None,
+        critics: object | None = None,
+        seed: int = 0,
+        termination: Termination | None = None,
+    ) -> None:
         self.dynamics = dynamics.eval().requires_grad_(False)
         self.config, self.gamma, self.episode_len = config, float(gamma), int(episode_len)
         if config.start_states == "initial":
@@ -238,8 +297,20 @@ class PolicyModelEstimator:
         q_c = getattr(critics, "q_c_target", None)
         q_r = getattr(critics, "q_r_target", None)
         scale = float(getattr(critics, "reward_scale", 1.0))
-        return model_episodic_estimate(self.dynamics, policy, self.pool, self.config, self.gamma, self.episode_len,
-                                       self._generator(), q_c, q_r, scale, self.bounds, self.termination)
+        return model_episodic_estimate(
+            self.dynamics,
+            policy,
+            self.pool,
+            self.config,
+            self.gamma,
+            self.episode_len,
+            self._generator(),
+            q_c,
+            q_r,
+            scale,
+            self.bounds,
+            self.termination,
+        )
 
     def __call__(self, policy: nn.Module, n_episodes: int = 0) -> float:  # noqa: ARG002 - CostEstimator API
         """``(policy, n_episodes) -> episodic cost``: the learner's ``CostEstimator`` interface."""

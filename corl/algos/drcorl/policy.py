@@ -45,8 +45,9 @@ BRANCH_CODES = {WARM_START: 0.0, REWARD: 1.0, MERGE: 2.0, COST: 3.0}
 
 
 # ----------------------------------------------------------------------------- the switch (1.6)
-def switch_branch(cost_estimate: float, cost_limit: float, slack_bound: float, iteration: int,
-                  warmup_iters: int = 500) -> str:
+def switch_branch(
+    cost_estimate: float, cost_limit: float, slack_bound: float, iteration: int, warmup_iters: int = 500
+) -> str:
     """The safety switching rule.
 
     ``iteration <= warmup_iters`` or ``C <= l - h`` -> ``'reward'``;
@@ -77,8 +78,15 @@ def member_value(q: EnsembleQ, obs: torch.Tensor, act: torch.Tensor, pessimism: 
 
 
 @torch.no_grad()
-def critic_episodic_cost(q_c_target: EnsembleQ, policy: nn.Module, obs: torch.Tensor, gamma: float,
-                         horizon: int, initial_states: bool = False, pessimism: float = 0.0) -> torch.Tensor:
+def critic_episodic_cost(
+    q_c_target: EnsembleQ,
+    policy: nn.Module,
+    obs: torch.Tensor,
+    gamma: float,
+    horizon: int,
+    initial_states: bool = False,
+    pessimism: float = 0.0,
+) -> torch.Tensor:
     """Offline episodic-cost estimate from the cost critic at ``a = pi(s)`` (mean of members,
     plus ``pessimism`` member std).
 
@@ -124,13 +132,24 @@ def calibration_rows(dataset: TransitionDataset, gamma: float, n: int, seed: int
     starts, stops = dataset.episode_bounds()
     terminal_end = dataset.terminals.detach().cpu().numpy().astype(bool)[stops - 1]
     horizon = int(math.ceil(math.log(0.1) / math.log(gamma))) if 0 < gamma < 1 else 0
-    eligible = np.concatenate([np.arange(a, b) if t else np.arange(a, max(a, b - horizon))
-                               for a, b, t in zip(starts, stops, terminal_end)]) if len(starts) else np.arange(0)
+    eligible = (
+        np.concatenate(
+            [
+                np.arange(a, b) if t else np.arange(a, max(a, b - horizon))
+                for a, b, t in zip(starts, stops, terminal_end)
+            ]
+        )
+        if len(starts)
+        else np.arange(0)
+    )
     pool = torch.as_tensor(eligible if len(eligible) else np.arange(len(dataset)), dtype=torch.long)
     g = torch.Generator(device="cpu").manual_seed(seed)
     idx = pool[torch.randint(len(pool), (min(n, len(pool)),), generator=g)].to(dataset.device)
-    return {"observations": dataset.observations[idx], "actions": dataset.actions[idx],
-            "cost_to_go": discounted_cost_to_go(dataset, gamma)[idx]}
+    return {
+        "observations": dataset.observations[idx],
+        "actions": dataset.actions[idx],
+        "cost_to_go": discounted_cost_to_go(dataset, gamma)[idx],
+    }
 
 
 def initial_observations(dataset: TransitionDataset) -> torch.Tensor:
@@ -165,8 +184,12 @@ class CriticPIDLagrangian:
         return self.value
 
     def state_dict(self) -> dict[str, float]:
-        return {"integral": self.integral, "prev_error": self.prev_error, "value": self.value,
-                "threshold": self.threshold}
+        return {
+            "integral": self.integral,
+            "prev_error": self.prev_error,
+            "value": self.value,
+            "threshold": self.threshold,
+        }
 
     def load_state_dict(self, state: Mapping[str, float]) -> None:
         for key in ("integral", "prev_error", "value", "threshold"):
@@ -201,9 +224,12 @@ def diffusion_weight(alpha: torch.Tensor, sigma: torch.Tensor, weighting: str) -
     raise ValueError(f"unknown weighting {weighting!r}; expected VDS, stable or score")
 
 
-def critic_guidance(critics: Sequence[tuple[EnsembleQ, float] | tuple[EnsembleQ, float, float]],
-                    obs: torch.Tensor, act: torch.Tensor,
-                    regq: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def critic_guidance(
+    critics: Sequence[tuple[EnsembleQ, float] | tuple[EnsembleQ, float, float]],
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    regq: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``sg(grad_a sum_i coef_i (mean_j Q_i,j(s, a) + k_i std_j Q_i,j(s, a)))`` and each
     critic's value (detached); an entry is ``(q, coef)`` or ``(q, coef, k)`` (``k`` 0 if absent).
 
@@ -219,8 +245,9 @@ def critic_guidance(critics: Sequence[tuple[EnsembleQ, float] | tuple[EnsembleQ,
     return g.detach(), [v.detach().mean() for v in values]
 
 
-def score_regularised_loss(eps_hat: torch.Tensor, weight: torch.Tensor, act: torch.Tensor,
-                           guidance: torch.Tensor | None, beta: float) -> torch.Tensor:
+def score_regularised_loss(
+    eps_hat: torch.Tensor, weight: torch.Tensor, act: torch.Tensor, guidance: torch.Tensor | None, beta: float
+) -> torch.Tensor:
     """``E[w(t) <sg(eps_hat), a> - beta <sg(g), a>]`` (``L_bc`` when ``guidance`` is None)."""
     loss = (weight.reshape(-1) * inner_surrogate(eps_hat, act)).mean()
     if guidance is not None:
@@ -247,12 +274,22 @@ class PolicyLearner:
     the safe phase when ``td_finetune``.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, behavior: ScoreNet, critics: CriticLearner,
-                 config: PolicyConfig | None = None, act_low=None, act_high=None,
-                 schedule: VPSchedule | None = None, device: torch.device | str = "cpu", seed: int = 0,
-                 cost_estimator: CostEstimator | None = None,
-                 initial_observations: torch.Tensor | None = None,
-                 calibration: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        behavior: ScoreNet,
+        critics: CriticLearner,
+        config: PolicyConfig | None = None,
+        act_low=None,
+        act_high=None,
+        schedule: VPSchedule | None = None,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        cost_estimator: CostEstimator | None = None,
+        initial_observations: torch.Tensor | None = None,
+        calibration: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
         self.config = cfg = config or PolicyConfig()
         self.device = torch.device(device)
         self.schedule = schedule or VPSchedule()
@@ -260,19 +297,24 @@ class PolicyLearner:
         self.critics = critics
         if cfg.td_finetune and cfg.td_reset_critic_optimizers:
             critics.reset_optimizers()
-        self.policy = DeterministicPolicy(obs_dim, act_dim, tuple(cfg.hidden), "relu",
-                                          act_low, act_high).to(self.device)
+        self.policy = DeterministicPolicy(obs_dim, act_dim, tuple(cfg.hidden), "relu", act_low, act_high).to(
+            self.device
+        )
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, foreach=True)
         # pretrain_lr (a corl option): the warm start has its own optimizer; the safe phase's
         # starts fresh at ``lr`` (None: one optimizer for both phases, as the authors' code).
-        self.pretrain_optimizer = (None if cfg.pretrain_lr is None else
-                                   torch.optim.Adam(self.policy.parameters(), lr=cfg.pretrain_lr, foreach=True))
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=cfg.n_policy_epochs * 10_000)
+        self.pretrain_optimizer = (
+            None
+            if cfg.pretrain_lr is None
+            else torch.optim.Adam(self.policy.parameters(), lr=cfg.pretrain_lr, foreach=True)
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.n_policy_epochs * 10_000)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         if cfg.switch_estimator in ("online", "model") and cost_estimator is None:
-            raise ValueError(f"switch_estimator={cfg.switch_estimator!r} needs a cost_estimator(policy, n_episodes) callable")
+            raise ValueError(
+                f"switch_estimator={cfg.switch_estimator!r} needs a cost_estimator(policy, n_episodes) callable"
+            )
         self.cost_estimator = cost_estimator
         self.initial_obs = None if initial_observations is None else initial_observations.to(self.device)
         if cfg.critic_calibration and calibration is None:
@@ -314,8 +356,11 @@ class PolicyLearner:
     def _warm_start_step(self, obs: torch.Tensor) -> dict[str, float]:
         optimizer = self.pretrain_optimizer or self.optimizer
         loss = self._policy_step(obs, guidance_critics=None, beta=0.0, optimizer=optimizer)
-        return {"policy/loss_bc": float(loss), "policy/branch": BRANCH_CODES[WARM_START],
-                "policy/lr": optimizer.param_groups[0]["lr"]}
+        return {
+            "policy/loss_bc": float(loss),
+            "policy/branch": BRANCH_CODES[WARM_START],
+            "policy/lr": optimizer.param_groups[0]["lr"],
+        }
 
     # ------------------------------------------------------------------ 3b: safe iteration
     def _safe_iteration(self, batch: Mapping[str, torch.Tensor], k: int) -> dict[str, float]:
@@ -333,9 +378,16 @@ class PolicyLearner:
             loss = self._policy_step(obs, self._cost_direction(obs), beta)
         else:
             loss = self._merged_step(obs, beta)
-        metrics.update({"policy/loss": float(loss), "policy/beta": beta, "policy/cost_estimate": c_hat,
-                        "policy/branch": BRANCH_CODES[branch], "policy/lambda": self.lagrangian.value,
-                        "policy/lr": self.optimizer.param_groups[0]["lr"]})
+        metrics.update(
+            {
+                "policy/loss": float(loss),
+                "policy/beta": beta,
+                "policy/cost_estimate": c_hat,
+                "policy/branch": BRANCH_CODES[branch],
+                "policy/lambda": self.lagrangian.value,
+                "policy/lr": self.optimizer.param_groups[0]["lr"],
+            }
+        )
         if cfg.critic_calibration:
             metrics["policy/calibration"] = self.calibration_factor
         metrics.update({f"policy/{k_}": float(v) for k_, v in self._last_q.items()})
@@ -352,9 +404,17 @@ class PolicyLearner:
         else:
             use_initial = cfg.critic_states == "initial" and self.initial_obs is not None
             states = self.initial_obs if use_initial else obs
-            episodic = float(critic_episodic_cost(self.critics.q_c_target, self.policy, states, cfg.gamma,
-                                                  cfg.episode_len, initial_states=use_initial,
-                                                  pessimism=cfg.cost_pessimism))
+            episodic = float(
+                critic_episodic_cost(
+                    self.critics.q_c_target,
+                    self.policy,
+                    states,
+                    cfg.gamma,
+                    cfg.episode_len,
+                    initial_states=use_initial,
+                    pessimism=cfg.cost_pessimism,
+                )
+            )
             if cfg.critic_calibration:
                 episodic *= self._calibration()
         self.cost_estimate = normalised_cost(episodic, cfg.cost_threshold, cfg.fix_cost_normalisation)
@@ -405,8 +465,13 @@ class PolicyLearner:
         return 0.5 * (loss_r + loss_c)
 
     # ------------------------------------------------------------------ one Adam step on a surrogate
-    def _policy_step(self, obs: torch.Tensor, guidance_critics: list[tuple[EnsembleQ, float]] | None,
-                     beta: float, optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
+    def _policy_step(
+        self,
+        obs: torch.Tensor,
+        guidance_critics: list[tuple[EnsembleQ, float]] | None,
+        beta: float,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> torch.Tensor:
         """One Adam step on ``E[w <eps_hat, a> - beta <g, a>]`` (and a scheduler step unless a
         separate warm-start ``optimizer`` is given)."""
         cfg = self.config
@@ -435,11 +500,16 @@ class PolicyLearner:
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {
-            "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
-            "step": self.step, "cost_estimate": self.cost_estimate, "calibration_factor": self.calibration_factor,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "cost_estimate": self.cost_estimate,
+            "calibration_factor": self.calibration_factor,
             "calibration_measured": self.calibration_measured,
-            "lagrangian": self.lagrangian.state_dict(), "critics": self.critics.state_dict(),
+            "lagrangian": self.lagrangian.state_dict(),
+            "critics": self.critics.state_dict(),
             "last_q": {k: float(v) for k, v in self._last_q.items()},
             "behavior": self.behavior.state_dict(),
             **({} if self.pretrain_optimizer is None else {"pretrain_optimizer": self.pretrain_optimizer.state_dict()}),

@@ -89,15 +89,34 @@ def constraint_signal(cost: torch.Tensor, cost_scale: float) -> torch.Tensor:
 
 
 def build_actor(obs_dim: int, act_dim: int, cfg: FISORConfig) -> ScoreNet:
-    return ScoreNet(obs_dim, act_dim, cfg.width, cfg.blocks, cfg.time_dim, cfg.fourier_features, cfg.fourier_scale,
-                    dropout=cfg.dropout, fourier_learnable=True)
+    return ScoreNet(
+        obs_dim,
+        act_dim,
+        cfg.width,
+        cfg.blocks,
+        cfg.time_dim,
+        cfg.fourier_features,
+        cfg.fourier_scale,
+        dropout=cfg.dropout,
+        fourier_learnable=True,
+    )
 
 
 class FISORPolicy(nn.Module):
     """Evaluation: DDPM candidates from the EMA actor, the one with the least ``max_k Q_h'``."""
 
-    def __init__(self, obs_dim: int, act_dim: int, actor: dict, critic_hidden: list[int], num_q: int = 2,
-                 diffusion: dict | None = None, num_candidates: int = 16, act_low=None, act_high=None) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        actor: dict,
+        critic_hidden: list[int],
+        num_q: int = 2,
+        diffusion: dict | None = None,
+        num_candidates: int = 16,
+        act_low=None,
+        act_high=None,
+    ) -> None:
         super().__init__()
         self.actor = ScoreNet(obs_dim, act_dim, **actor)
         self.feasibility = EnsembleQ(obs_dim, act_dim, num_q, critic_hidden)
@@ -125,8 +144,16 @@ class FISORPolicy(nn.Module):
 class FISORLearner:
     """One FISOR update (actor slices, then critics) per :meth:`update`."""
 
-    def __init__(self, cfg: FISORConfig, obs_dim: int, act_dim: int, reward_factor: float = 1.0,
-                 act_low=None, act_high=None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: FISORConfig,
+        obs_dim: int,
+        act_dim: int,
+        reward_factor: float = 1.0,
+        act_low=None,
+        act_high=None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.cfg, self.device, self.reward_factor = cfg, torch.device(device), float(reward_factor)
         low = torch.as_tensor(act_low if act_low is not None else [-1.0] * act_dim, dtype=torch.float32)
         high = torch.as_tensor(act_high if act_high is not None else [1.0] * act_dim, dtype=torch.float32)
@@ -142,29 +169,47 @@ class FISORLearner:
         self.vh = ValueFunction(obs_dim, cfg.hidden).to(self.device)
         self.actor_opt = torch.optim.AdamW(self.actor.parameters(), lr=cfg.actor_lr, weight_decay=0.0)
         self.actor_sched = torch.optim.lr_scheduler.LambdaLR(
-            self.actor_opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, cfg.actor_lr_decay_steps)
-                                                           / cfg.actor_lr_decay_steps)))
+            self.actor_opt,
+            lambda k: 0.5 * (1 + math.cos(math.pi * min(k, cfg.actor_lr_decay_steps) / cfg.actor_lr_decay_steps)),
+        )
         self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.critic_lr)
         self.qh_opt = torch.optim.Adam(self.qh.parameters(), lr=cfg.critic_lr)
         self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.value_lr)
         self.vh_opt = torch.optim.Adam(self.vh.parameters(), lr=cfg.value_lr)
         self.policy_kwargs = {
-            "obs_dim": obs_dim, "act_dim": act_dim, "critic_hidden": list(cfg.hidden), "num_q": cfg.num_q,
-            "actor": {"width": cfg.width, "blocks": cfg.blocks, "time_dim": cfg.time_dim,
-                      "fourier_features": cfg.fourier_features, "fourier_scale": cfg.fourier_scale,
-                      "dropout": cfg.dropout, "fourier_learnable": True},
+            "obs_dim": obs_dim,
+            "act_dim": act_dim,
+            "critic_hidden": list(cfg.hidden),
+            "num_q": cfg.num_q,
+            "actor": {
+                "width": cfg.width,
+                "blocks": cfg.blocks,
+                "time_dim": cfg.time_dim,
+                "fourier_features": cfg.fourier_features,
+                "fourier_scale": cfg.fourier_scale,
+                "dropout": cfg.dropout,
+                "fourier_learnable": True,
+            },
             "diffusion": {"steps": cfg.diffusion_steps, "beta_min": cfg.beta_min, "beta_max": cfg.beta_max},
-            "num_candidates": cfg.num_candidates, "act_low": low.tolist(), "act_high": high.tolist()}
+            "num_candidates": cfg.num_candidates,
+            "act_low": low.tolist(),
+            "act_high": high.tolist(),
+        }
         self.step = 0
 
     # ------------------------------------------------------------------ data
     def _prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         done = batch["terminals"] | batch["timeouts"]
         act = ((batch["actions"] - self.act_bias) / self.act_scale).clamp(-1 + 1e-5, 1 - 1e-5)
-        return {"obs": batch["observations"], "next_obs": batch["next_observations"], "act": act,
-                "reward": batch["rewards"] * self.reward_factor,
-                "h": constraint_signal(batch["costs"], self.cfg.cost_scale),
-                "mask": (~done).float(), "terminal": done.float()}
+        return {
+            "obs": batch["observations"],
+            "next_obs": batch["next_observations"],
+            "act": act,
+            "reward": batch["rewards"] * self.reward_factor,
+            "h": constraint_signal(batch["costs"], self.cfg.cost_scale),
+            "mask": (~done).float(),
+            "terminal": done.float(),
+        }
 
     # ------------------------------------------------------------------ actor
     @torch.no_grad()
@@ -231,14 +276,20 @@ class FISORLearner:
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         cfg, b = self.cfg, self._prepare(batch)
-        actor_losses = [self._actor_step(o, a) for o, a in zip(b["obs"].chunk(cfg.actor_splits),
-                                                                 b["act"].chunk(cfg.actor_splits))]
-        mini = {k: v[:cfg.critic_batch_size] for k, v in b.items()}
+        actor_losses = [
+            self._actor_step(o, a) for o, a in zip(b["obs"].chunk(cfg.actor_splits), b["act"].chunk(cfg.actor_splits))
+        ]
+        mini = {k: v[: cfg.critic_batch_size] for k, v in b.items()}
         v_loss, q_loss = self._value_step(mini)
         vh_loss, qh_loss = self._feasibility_step(mini)
         self.step += 1
-        return {"actor/loss": sum(actor_losses) / len(actor_losses), "v/loss": v_loss, "q/loss": q_loss,
-                "vh/loss": vh_loss, "qh/loss": qh_loss}
+        return {
+            "actor/loss": sum(actor_losses) / len(actor_losses),
+            "v/loss": v_loss,
+            "q/loss": q_loss,
+            "vh/loss": vh_loss,
+            "qh/loss": qh_loss,
+        }
 
     def make_policy(self) -> FISORPolicy:
         policy = FISORPolicy(**self.policy_kwargs).to(self.device)
@@ -246,8 +297,22 @@ class FISORLearner:
         policy.feasibility.load_state_dict(self.qh_target.state_dict())
         return policy
 
-    _MODULES = ("actor", "actor_ema", "q", "qh", "q_target", "qh_target", "v", "vh",
-                "actor_opt", "actor_sched", "q_opt", "qh_opt", "v_opt", "vh_opt")
+    _MODULES = (
+        "actor",
+        "actor_ema",
+        "q",
+        "qh",
+        "q_target",
+        "qh_target",
+        "v",
+        "vh",
+        "actor_opt",
+        "actor_sched",
+        "q_opt",
+        "qh_opt",
+        "v_opt",
+        "vh_opt",
+    )
 
     def state_dict(self) -> dict[str, Any]:
         return {**{name: getattr(self, name).state_dict() for name in self._MODULES}, "step": self.step}

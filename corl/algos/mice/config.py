@@ -92,10 +92,24 @@ class MICEConfig:
             raise ValueError(f"base must be 'cpo' or 'ppo_lag', got {self.base!r}")
         if self.empty_cost_window not in ("epoch_rate", "zero"):
             raise ValueError(f"empty_cost_window must be 'epoch_rate' or 'zero', got {self.empty_cost_window!r}")
-        if min(self.cost_window, self.cg_iters, self.line_search_steps, self.update_iters, self.batch_size,
-               self.steps_per_epoch, self.k_knn, self.emb_dim, self.memory_capacity) < 1:
-            raise ValueError("cost_window, cg_iters, line_search_steps, update_iters, batch_size, steps_per_epoch, "
-                             "k_knn, emb_dim and memory_capacity must be >= 1")
+        if (
+            min(
+                self.cost_window,
+                self.cg_iters,
+                self.line_search_steps,
+                self.update_iters,
+                self.batch_size,
+                self.steps_per_epoch,
+                self.k_knn,
+                self.emb_dim,
+                self.memory_capacity,
+            )
+            < 1
+        ):
+            raise ValueError(
+                "cost_window, cg_iters, line_search_steps, update_iters, batch_size, steps_per_epoch, "
+                "k_knn, emb_dim and memory_capacity must be >= 1"
+            )
         for name in ("gamma", "cost_gamma", "lam", "lam_c", "intrinsic_decay", "line_search_decay"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

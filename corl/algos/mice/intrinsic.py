@@ -37,8 +37,14 @@ class RandomProjection(nn.Module):
         return self.linear(obs)
 
 
-def kernel_pseudo_count(emb: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, k: int = 10,
-                        xi: float = 0.008, eps_kernel: float = 1e-4) -> torch.Tensor:
+def kernel_pseudo_count(
+    emb: torch.Tensor,
+    memory: torch.Tensor,
+    valid: torch.Tensor,
+    k: int = 10,
+    xi: float = 0.008,
+    eps_kernel: float = 1e-4,
+) -> torch.Tensor:
     """``ĉ`` for each env: ``emb`` ``(n, d)``, ``memory`` ``(n, M, d)``, ``valid`` ``(n, M)`` → ``(n,)``.
 
     Envs whose memory holds ``≤ k`` entries get 0.
@@ -62,9 +68,19 @@ def kernel_pseudo_count(emb: torch.Tensor, memory: torch.Tensor, valid: torch.Te
 class IntrinsicCostModule:
     """Projection + per-env memory + kernel + decay: ``step(obs, costs, epoch) -> c^I``."""
 
-    def __init__(self, obs_dim: int, num_envs: int, emb_dim: int = 8, capacity: int = 100, k: int = 10,
-                 xi: float = 0.008, eps_kernel: float = 1e-4, intrinsic_factor: float = 5.0,
-                 decay: float = 0.99, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        num_envs: int,
+        emb_dim: int = 8,
+        capacity: int = 100,
+        k: int = 10,
+        xi: float = 0.008,
+        eps_kernel: float = 1e-4,
+        intrinsic_factor: float = 5.0,
+        decay: float = 0.99,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.projection = RandomProjection(obs_dim, emb_dim).to(device)
         self.memory = FlashbulbMemory(num_envs, emb_dim, capacity, device)
         self.k, self.xi, self.eps_kernel = k, xi, eps_kernel
@@ -81,8 +97,7 @@ class IntrinsicCostModule:
         self.memory.insert(costs > 0, emb)
         if self.intrinsic_factor == 0.0:
             return torch.zeros(obs.shape[0], device=obs.device)
-        c_hat = kernel_pseudo_count(emb, self.memory.data, self.memory.valid_mask(), self.k, self.xi,
-                                    self.eps_kernel)
+        c_hat = kernel_pseudo_count(emb, self.memory.data, self.memory.valid_mask(), self.k, self.xi, self.eps_kernel)
         return self.scale(epoch) * c_hat
 
     def state_dict(self) -> dict:

@@ -37,8 +37,7 @@ from corl.nn.lagrange import LagrangeMultiplier
 from corl.nn.losses import flat_params, set_flat_params_
 from corl.nn.policies import DiagGaussianPolicy
 
-__all__ = ["flat_grad", "conjugate_gradient", "cpo_step_direction", "MICELearner", "RunningNormalizer",
-           "MICETrainer"]
+__all__ = ["flat_grad", "conjugate_gradient", "cpo_step_direction", "MICELearner", "RunningNormalizer", "MICETrainer"]
 
 
 # ------------------------------------------------------------------------------ 1. trust-region math
@@ -47,8 +46,9 @@ def flat_grad(output: torch.Tensor, params: list[nn.Parameter], create_graph: bo
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
-def conjugate_gradient(avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 15,
-                       residual_tol: float = 1e-10) -> torch.Tensor:
+def conjugate_gradient(
+    avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 15, residual_tol: float = 1e-10
+) -> torch.Tensor:
     """Solve ``A x = b`` for symmetric positive-definite ``A`` given only ``v ↦ A v``.
 
     Branch-free: once ``rᵀr < residual_tol`` the step size is masked to 0 (``x``, ``r`` and
@@ -72,8 +72,17 @@ def conjugate_gradient(avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
     return x
 
 
-def cpo_step_direction(x: torch.Tensor, p: torch.Tensor, q: float, r: float, s: float, c: float,
-                       b_norm_sq: float, target_kl: float, eps: float = 1e-8) -> tuple[torch.Tensor, int, float, float]:
+def cpo_step_direction(
+    x: torch.Tensor,
+    p: torch.Tensor,
+    q: float,
+    r: float,
+    s: float,
+    c: float,
+    b_norm_sq: float,
+    target_kl: float,
+    eps: float = 1e-8,
+) -> tuple[torch.Tensor, int, float, float]:
     """The CPO dual solution: ``(step, case, λ*, ν*)``.
 
     ``x = H⁻¹g``, ``p = H⁻¹b``, ``q = gᵀx``, ``r = gᵀp``, ``s = bᵀp``, ``c`` the constraint value
@@ -126,12 +135,20 @@ class MICELearner:
     ``intrinsic_return`` (``mean Ĵ^I``).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, config: MICEConfig | None = None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, config: MICEConfig | None = None, device: torch.device | str = "cpu"
+    ) -> None:
         self.config = cfg = config or MICEConfig()
         self.device = torch.device(device)
-        self.actor = DiagGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.activation, state_dependent_std=False,
-                                        bounded_mean=False, log_std_init=cfg.log_std_init).to(self.device)
+        self.actor = DiagGaussianPolicy(
+            obs_dim,
+            act_dim,
+            cfg.hidden,
+            cfg.activation,
+            state_dependent_std=False,
+            bounded_mean=False,
+            log_std_init=cfg.log_std_init,
+        ).to(self.device)
         self.reward_critic = ValueFunction(obs_dim, cfg.hidden, cfg.activation).to(self.device)
         self.cost_critic = ValueFunction(obs_dim, cfg.hidden, cfg.activation).to(self.device)
         self.reward_optimizer = torch.optim.Adam(self.reward_critic.parameters(), lr=cfg.critic_lr)
@@ -153,7 +170,9 @@ class MICELearner:
         """Reward advantages standardised, cost advantages only centred (§4.4)."""
         return (adv_r - adv_r.mean()) / (adv_r.std() + 1e-8), adv_c - adv_c.mean()
 
-    def _surrogates(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.distributions.Distribution]:
+    def _surrogates(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.distributions.Distribution]:
         """``(E[ρ_θ A^R], E[ρ_θ A^C], π_θ)``."""
         dist = self.actor.distribution(batch["observations"])
         ratio = torch.exp(dist.log_prob(batch["actions"]) - batch["log_probs"])
@@ -191,13 +210,24 @@ class MICELearner:
         q, r, s = float(torch.dot(g, x)), float(torch.dot(g, p)), float(torch.dot(b, p))
         step, case, lam, nu = cpo_step_direction(x, p, q, r, s, constraint, float(torch.dot(b, b)), cfg.target_kl)
         accepted, kl, frac = self._line_search(batch, step, case, constraint, sur_r, sur_c, old_mean, old_std)
-        return {"cpo_case": float(case), "cpo_lambda": lam, "cpo_nu": nu, "cpo_q": q, "cpo_r": r, "cpo_s": s,
-                "line_search_accepted": float(accepted), "line_search_fraction": frac, "kl": kl,
-                "surrogate_r": sur_r, "surrogate_c": sur_c}
+        return {
+            "cpo_case": float(case),
+            "cpo_lambda": lam,
+            "cpo_nu": nu,
+            "cpo_q": q,
+            "cpo_r": r,
+            "cpo_s": s,
+            "line_search_accepted": float(accepted),
+            "line_search_fraction": frac,
+            "kl": kl,
+            "surrogate_r": sur_r,
+            "surrogate_c": sur_c,
+        }
 
     @torch.no_grad()
-    def _line_search(self, batch, step, case, constraint, sur_r_old, sur_c_old, old_mean, old_std
-                     ) -> tuple[bool, float, float]:
+    def _line_search(
+        self, batch, step, case, constraint, sur_r_old, sur_c_old, old_mean, old_std
+    ) -> tuple[bool, float, float]:
         """Backtrack ``θ_old + 0.8^j Δ``; accept the first admissible one, else keep ``θ_old``."""
         cfg = self.config
         params = list(self.actor.parameters())
@@ -230,7 +260,7 @@ class MICELearner:
         for _ in range(cfg.update_iters):
             perm = torch.randperm(n, generator=self.generator)
             for start in range(0, n, cfg.batch_size):
-                idx = perm[start:start + cfg.batch_size]
+                idx = perm[start : start + cfg.batch_size]
                 logp = self.actor.log_prob(batch["observations"][idx], batch["actions"][idx])
                 ratio = torch.exp(logp - batch["log_probs"][idx])
                 clipped = ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip)
@@ -251,14 +281,16 @@ class MICELearner:
         """
         cfg = self.config
         n = batch["observations"].shape[0]
-        critics = ((self.reward_critic, self.reward_optimizer, batch["target_r"]),
-                   (self.cost_critic, self.cost_optimizer, batch["target_c"]))
+        critics = (
+            (self.reward_critic, self.reward_optimizer, batch["target_r"]),
+            (self.cost_critic, self.cost_optimizer, batch["target_c"]),
+        )
         params = [list(critic.parameters()) for critic, _, _ in critics]
         losses = [torch.zeros(()), torch.zeros(())]
         for _ in range(cfg.update_iters):
             perm = torch.randperm(n, generator=self.generator)
             for start in range(0, n, cfg.batch_size):
-                idx = perm[start:start + cfg.batch_size]
+                idx = perm[start : start + cfg.batch_size]
                 obs = batch["observations"][idx]
                 for i, (critic, _, target) in enumerate(critics):
                     loss = (critic(obs) - target[idx]).pow(2).mean()
@@ -287,21 +319,40 @@ class MICELearner:
         else:
             raise ValueError(f"base must be 'cpo' or 'ppo_lag', got {cfg.base!r}")
         logs.update(self._update_critics(batch))
-        logs.update({"constraint": constraint, "ep_cost_estimate": ep_cost, "intrinsic_return": j_int,
-                     "std": float(self.actor.log_std.detach().exp().mean())})
+        logs.update(
+            {
+                "constraint": constraint,
+                "ep_cost_estimate": ep_cost,
+                "intrinsic_return": j_int,
+                "std": float(self.actor.log_std.detach().exp().mean()),
+            }
+        )
         self.total_steps += 1
         return logs
 
     def state_dict(self) -> dict:
-        return {"actor": self.actor.state_dict(), "reward_critic": self.reward_critic.state_dict(),
-                "cost_critic": self.cost_critic.state_dict(), "reward_optimizer": self.reward_optimizer.state_dict(),
-                "cost_optimizer": self.cost_optimizer.state_dict(), "actor_optimizer": self.actor_optimizer.state_dict(),
-                "lagrange": self.lagrange.state_dict(), "total_steps": self.total_steps,
-                "generator": self.generator.get_state()}
+        return {
+            "actor": self.actor.state_dict(),
+            "reward_critic": self.reward_critic.state_dict(),
+            "cost_critic": self.cost_critic.state_dict(),
+            "reward_optimizer": self.reward_optimizer.state_dict(),
+            "cost_optimizer": self.cost_optimizer.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "lagrange": self.lagrange.state_dict(),
+            "total_steps": self.total_steps,
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
-        for name in ("actor", "reward_critic", "cost_critic", "reward_optimizer", "cost_optimizer", "actor_optimizer",
-                     "lagrange"):
+        for name in (
+            "actor",
+            "reward_critic",
+            "cost_critic",
+            "reward_optimizer",
+            "cost_optimizer",
+            "actor_optimizer",
+            "lagrange",
+        ):
             getattr(self, name).load_state_dict(state[name])
         self.total_steps = int(state["total_steps"])
         self.generator.set_state(state["generator"])
@@ -351,16 +402,32 @@ class MICETrainer:
     intrinsic decay ``γ_c^{epoch}``) advances.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, num_envs: int, config: MICEConfig | None = None,
-                 horizon: int = 1000, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        num_envs: int,
+        config: MICEConfig | None = None,
+        horizon: int = 1000,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.config = cfg = config or MICEConfig()
         self.device = torch.device(device)
         self.num_envs = int(num_envs)
         self.horizon = int(cfg.horizon or horizon)
         self.learner = MICELearner(obs_dim, act_dim, cfg, device)
-        self.intrinsic = IntrinsicCostModule(obs_dim, num_envs, cfg.emb_dim, cfg.memory_capacity, cfg.k_knn,
-                                             cfg.kernel_xi, cfg.kernel_eps, cfg.intrinsic_factor,
-                                             cfg.intrinsic_decay, device)
+        self.intrinsic = IntrinsicCostModule(
+            obs_dim,
+            num_envs,
+            cfg.emb_dim,
+            cfg.memory_capacity,
+            cfg.k_knn,
+            cfg.kernel_xi,
+            cfg.kernel_eps,
+            cfg.intrinsic_factor,
+            cfg.intrinsic_decay,
+            device,
+        )
         self.normalizer = RunningNormalizer(obs_dim) if cfg.obs_normalize else None
         self.beta = [cfg.beta_init] * self.num_envs
         self.episode_costs: collections.deque = collections.deque(maxlen=cfg.cost_window)
@@ -369,8 +436,9 @@ class MICETrainer:
         self._reset_rollout()
 
     @classmethod
-    def for_task(cls, task, num_envs: int, config: MICEConfig | None = None,
-                 device: torch.device | str = "cpu") -> "MICETrainer":
+    def for_task(
+        cls, task, num_envs: int, config: MICEConfig | None = None, device: torch.device | str = "cpu"
+    ) -> "MICETrainer":
         from corl.tasks import get_task
 
         spec = get_task(task) if isinstance(task, str) else task
@@ -382,8 +450,9 @@ class MICETrainer:
 
     def _reset_rollout(self) -> None:
         self.rows: list[dict[str, list]] = [{k: [] for k in _ROW_KEYS} for _ in range(self.num_envs)]
-        self.results: list[dict[str, list]] = [{"adv_r": [], "adv_c": [], "target_r": [], "target_c": []}
-                                               for _ in range(self.num_envs)]
+        self.results: list[dict[str, list]] = [
+            {"adv_r": [], "adv_c": [], "target_r": [], "target_c": []} for _ in range(self.num_envs)
+        ]
         self.slice_start = [0] * self.num_envs
         self.intrinsic_returns: list[float] = []
         self.epoch_steps = 0
@@ -444,12 +513,24 @@ class MICETrainer:
         """Reward GAE and the bias-corrected cost value on env ``j``'s open slice (§4.4)."""
         cfg = self.config
         row, start = self.rows[j], self.slice_start[j]
-        sl = {k: torch.tensor(row[k][start:], dtype=torch.float32) for k in
-              ("rewards", "costs", "intrinsic", "values_r", "values_c")}
+        sl = {
+            k: torch.tensor(row[k][start:], dtype=torch.float32)
+            for k in ("rewards", "costs", "intrinsic", "values_r", "values_c")
+        }
         adv_r, target_r = gae(sl["rewards"], sl["values_r"], last_v_r, cfg.gamma, cfg.lam)
         gamma_c = cfg.gamma if cfg.correction_uses_reward_gamma else cfg.cost_gamma
-        corrected = bias_corrected_cost_value(sl["costs"], sl["intrinsic"], sl["values_c"], last_v_c, self.beta[j],
-                                              gamma_c, cfg.lam_c, cfg.beta_lr, cfg.beta_ema, cfg.beta_guard)
+        corrected = bias_corrected_cost_value(
+            sl["costs"],
+            sl["intrinsic"],
+            sl["values_c"],
+            last_v_c,
+            self.beta[j],
+            gamma_c,
+            cfg.lam_c,
+            cfg.beta_lr,
+            cfg.beta_ema,
+            cfg.beta_guard,
+        )
         self.beta[j] = corrected.beta
         res = self.results[j]
         res["adv_r"].append(adv_r)
@@ -479,9 +560,15 @@ class MICETrainer:
         batch["intrinsic_return"] = float(np.mean(self.intrinsic_returns)) if self.intrinsic_returns else 0.0
         intrinsic_mean = float(np.mean([np.mean(r["intrinsic"]) for r in self.rows]))
         logs = self.learner.update(batch)
-        logs.update({"epoch": float(self.epoch), "intrinsic_cost_mean": intrinsic_mean,
-                     "intrinsic_scale": self.intrinsic.scale(self.epoch), "beta_mean": float(np.mean(self.beta)),
-                     "memory_size": float(len(self.intrinsic.memory))})
+        logs.update(
+            {
+                "epoch": float(self.epoch),
+                "intrinsic_cost_mean": intrinsic_mean,
+                "intrinsic_scale": self.intrinsic.scale(self.epoch),
+                "beta_mean": float(np.mean(self.beta)),
+                "memory_size": float(len(self.intrinsic.memory)),
+            }
+        )
         self.epoch += 1
         self._reset_rollout()
         return logs
@@ -527,14 +614,26 @@ class MICETrainer:
         Tensors share storage with the live objects (as ``nn.Module.state_dict``): save or
         deep-copy it before training on. The envs themselves are not part of it.
         """
-        return {"learner": self.learner.state_dict(), "intrinsic": self.intrinsic.state_dict(),
-                "normalizer": self.normalizer.state_dict() if self.normalizer else None,
-                "beta": list(self.beta), "episode_costs": list(self.episode_costs), "epoch": self.epoch,
-                "env_steps": self.env_steps,
-                "rollout": copy.deepcopy({"rows": self.rows, "results": self.results, "slice_start": self.slice_start,
-                                          "intrinsic_returns": self.intrinsic_returns,
-                                          "epoch_steps": self.epoch_steps, "epoch_cost": self.epoch_cost}),
-                "torch_rng": torch.get_rng_state()}
+        return {
+            "learner": self.learner.state_dict(),
+            "intrinsic": self.intrinsic.state_dict(),
+            "normalizer": self.normalizer.state_dict() if self.normalizer else None,
+            "beta": list(self.beta),
+            "episode_costs": list(self.episode_costs),
+            "epoch": self.epoch,
+            "env_steps": self.env_steps,
+            "rollout": copy.deepcopy(
+                {
+                    "rows": self.rows,
+                    "results": self.results,
+                    "slice_start": self.slice_start,
+                    "intrinsic_returns": self.intrinsic_returns,
+                    "epoch_steps": self.epoch_steps,
+                    "epoch_cost": self.epoch_cost,
+                }
+            ),
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         self.learner.load_state_dict(state["learner"])

@@ -20,8 +20,9 @@ import torch
 class FlashbulbMemory:
     """Per-env FIFO rings of state embeddings (``capacity`` each)."""
 
-    def __init__(self, num_envs: int, emb_dim: int = 8, capacity: int = 100,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, num_envs: int, emb_dim: int = 8, capacity: int = 100, device: torch.device | str = "cpu"
+    ) -> None:
         self.num_envs, self.emb_dim, self.capacity = int(num_envs), int(emb_dim), int(capacity)
         self.device = torch.device(device)
         self.data = torch.zeros(self.num_envs, self.capacity, self.emb_dim, device=self.device)

@@ -35,8 +35,9 @@ def discounted_cumsum(x: torch.Tensor, discount: float) -> torch.Tensor:
     return torch.from_numpy(ys.copy()).to(device=x.device, dtype=x.dtype)
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, last_value: float, gamma: float, lam: float
-        ) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, last_value: float, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation on one slice: ``(advantages, value targets)``."""
     next_values = torch.cat([values[1:], values.new_tensor([float(last_value)])])
     deltas = rewards + gamma * next_values - values
@@ -53,9 +54,18 @@ class CorrectedCostValue:
     beta: float  # the updated slice-level β
 
 
-def bias_corrected_cost_value(costs: torch.Tensor, intrinsic: torch.Tensor, values: torch.Tensor,
-                              last_value: float, beta: float, gamma: float, lam: float, beta_lr: float,
-                              beta_ema: float = 0.1, guard: float = 1e-8) -> CorrectedCostValue:
+def bias_corrected_cost_value(
+    costs: torch.Tensor,
+    intrinsic: torch.Tensor,
+    values: torch.Tensor,
+    last_value: float,
+    beta: float,
+    gamma: float,
+    lam: float,
+    beta_lr: float,
+    beta_ema: float = 0.1,
+    guard: float = 1e-8,
+) -> CorrectedCostValue:
     """The §4.4 recursion on one slice (see the module docstring)."""
     next_values = torch.cat([values[1:], values.new_tensor([float(last_value)])])
     td = gamma * next_values - values

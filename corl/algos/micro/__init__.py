@@ -17,8 +17,18 @@ from corl.algos.micro.rollouts import model_rollout
 from corl.algos.micro.termination import termination_fn
 
 __all__ = [
-    "DynamicsConfig", "MICROConfig", "PAPER_PRESETS", "paper_config", "paper_dynamics_config",
-    "GaussianEnsembleDynamics", "DynamicsLearner", "StandardScaler",
-    "MICROPolicyLearner", "MICROTrainer", "sample_mixed_batch", "real_transitions",
-    "model_rollout", "termination_fn",
+    "DynamicsConfig",
+    "MICROConfig",
+    "PAPER_PRESETS",
+    "paper_config",
+    "paper_dynamics_config",
+    "GaussianEnsembleDynamics",
+    "DynamicsLearner",
+    "StandardScaler",
+    "MICROPolicyLearner",
+    "MICROTrainer",
+    "sample_mixed_batch",
+    "real_transitions",
+    "model_rollout",
+    "termination_fn",
 ]

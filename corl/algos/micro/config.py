@@ -79,8 +79,10 @@ class DynamicsConfig:
 
     def __post_init__(self) -> None:  # errors where the value is set, not deep in the model
         if len(self.weight_decays) != len(self.hidden) + 1:
-            raise ValueError(f"weight_decays needs {len(self.hidden) + 1} values (one per hidden layer "
-                             f"plus the output layer), got {len(self.weight_decays)}")
+            raise ValueError(
+                f"weight_decays needs {len(self.hidden) + 1} values (one per hidden layer "
+                f"plus the output layer), got {len(self.weight_decays)}"
+            )
         if not 1 <= self.num_elites <= self.ensemble_size:
             raise ValueError(f"num_elites must be in [1, ensemble_size={self.ensemble_size}], got {self.num_elites}")
         if not 0.0 < self.holdout_ratio < 1.0 or self.max_holdout < 1:
@@ -167,10 +169,21 @@ class MICROConfig:
             raise ValueError("epochs and steps_per_epoch must be >= 1")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
-        if min(self.rollout_freq, self.rollout_batch_size, self.rollout_length, self.model_retain_epochs,
-               self.batch_size, self.num_samples) < 1:
-            raise ValueError("rollout_freq, rollout_batch_size, rollout_length, model_retain_epochs, "
-                             "batch_size and num_samples must be >= 1")
+        if (
+            min(
+                self.rollout_freq,
+                self.rollout_batch_size,
+                self.rollout_length,
+                self.model_retain_epochs,
+                self.batch_size,
+                self.num_samples,
+            )
+            < 1
+        ):
+            raise ValueError(
+                "rollout_freq, rollout_batch_size, rollout_length, model_retain_epochs, "
+                "batch_size and num_samples must be >= 1"
+            )
         if self.penalty_coef < 0:
             raise ValueError(f"penalty_coef must be >= 0, got {self.penalty_coef}")
 
@@ -191,16 +204,19 @@ class MICROConfig:
 PAPER_PRESETS: dict[str, dict] = {
     "halfcheetah-medium-v2": dict(rollout_length=5, penalty_coef=0.5, real_ratio=0.05),
     "halfcheetah-medium-replay-v2": dict(rollout_length=5, penalty_coef=0.5, real_ratio=0.05),
-    "halfcheetah-medium-expert-v2": dict(rollout_length=5, penalty_coef=0.5, real_ratio=0.5,
-                                         deterministic_backup=True, dyn_max_epochs_since_update=30),
-    "hopper-medium-v2": dict(rollout_length=5, penalty_coef=1.0, real_ratio=0.05, auto_alpha=False,
-                             alpha=0.1, dyn_max_epochs_since_update=10),
-    "hopper-medium-replay-v2": dict(rollout_length=5, penalty_coef=0.1, real_ratio=0.5,
-                                    auto_alpha=False, alpha=0.1),
-    "hopper-medium-expert-v2": dict(rollout_length=10, penalty_coef=1.0, real_ratio=0.05,
-                                    deterministic_backup=True, dyn_max_epochs_since_update=30),
-    "walker2d-medium-v2": dict(rollout_length=5, penalty_coef=0.5, real_ratio=0.05,
-                               dyn_max_epochs=30, dyn_max_epochs_since_update=30),
+    "halfcheetah-medium-expert-v2": dict(
+        rollout_length=5, penalty_coef=0.5, real_ratio=0.5, deterministic_backup=True, dyn_max_epochs_since_update=30
+    ),
+    "hopper-medium-v2": dict(
+        rollout_length=5, penalty_coef=1.0, real_ratio=0.05, auto_alpha=False, alpha=0.1, dyn_max_epochs_since_update=10
+    ),
+    "hopper-medium-replay-v2": dict(rollout_length=5, penalty_coef=0.1, real_ratio=0.5, auto_alpha=False, alpha=0.1),
+    "hopper-medium-expert-v2": dict(
+        rollout_length=10, penalty_coef=1.0, real_ratio=0.05, deterministic_backup=True, dyn_max_epochs_since_update=30
+    ),
+    "walker2d-medium-v2": dict(
+        rollout_length=5, penalty_coef=0.5, real_ratio=0.05, dyn_max_epochs=30, dyn_max_epochs_since_update=30
+    ),
     "walker2d-medium-replay-v2": dict(rollout_length=1, penalty_coef=0.2, real_ratio=0.5),
     "walker2d-medium-expert-v2": dict(rollout_length=1, penalty_coef=1.0, real_ratio=0.05),
 }

@@ -70,10 +70,12 @@ class GaussianEnsembleDynamics(nn.Module):
         self.ensemble_size = config.ensemble_size
         self.target_dim = obs_dim + 1 + int(config.predict_cost)
         if len(config.weight_decays) != len(config.hidden) + 1:
-            raise ValueError(f"need {len(config.hidden) + 1} weight decays (hidden layers + output), "
-                             f"got {len(config.weight_decays)}")
-        self.net = EnsembleMLP(obs_dim + act_dim, 2 * self.target_dim, config.ensemble_size,
-                               config.hidden, config.activation)
+            raise ValueError(
+                f"need {len(config.hidden) + 1} weight decays (hidden layers + output), got {len(config.weight_decays)}"
+            )
+        self.net = EnsembleMLP(
+            obs_dim + act_dim, 2 * self.target_dim, config.ensemble_size, config.hidden, config.activation
+        )
         self.layers = [m for m in self.net.modules() if isinstance(m, EnsembleLinear)]
         for layer in self.layers:  # trunc-normal std 1/(2√in), zero bias (§2.2)
             nn.init.trunc_normal_(layer.weight, std=1.0 / (2.0 * math.sqrt(layer.in_dim)))
@@ -96,8 +98,9 @@ class GaussianEnsembleDynamics(nn.Module):
                 x = module(x)
         return x
 
-    def forward_normalized(self, x: torch.Tensor, members: torch.Tensor | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_normalized(
+        self, x: torch.Tensor, members: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised inputs ``(E'|-, B, in)`` -> ``(μ, logvar)`` each ``(E', B, target_dim)``."""
         if x.dim() == 2:
             n = self.ensemble_size if members is None else len(members)
@@ -110,8 +113,9 @@ class GaussianEnsembleDynamics(nn.Module):
     def normalize_inputs(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.input_scaler.transform(torch.cat([obs, act], dim=-1))
 
-    def predict(self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(μ, logvar)`` of ``(Δs, r[, c])`` in raw units, ``(E', B, target_dim)``."""
         return self._to_raw(*self.forward_normalized(self.normalize_inputs(obs, act), members))
 
@@ -124,12 +128,10 @@ class GaussianEnsembleDynamics(nn.Module):
     def split(self, sample: torch.Tensor, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """A ``(B, target_dim)`` sample of ``y`` as ``next_observations``, ``rewards``, ``costs``."""
         cost = sample[:, self.obs_dim + 1] if self.config.predict_cost else torch.zeros_like(sample[:, 0])
-        return {"next_observations": obs + sample[:, : self.obs_dim], "rewards": sample[:, self.obs_dim],
-                "costs": cost}
+        return {"next_observations": obs + sample[:, : self.obs_dim], "rewards": sample[:, self.obs_dim], "costs": cost}
 
     @torch.no_grad()
-    def step(self, obs: torch.Tensor, act: torch.Tensor, member_rows: bool = True
-             ) -> dict[str, torch.Tensor]:
+    def step(self, obs: torch.Tensor, act: torch.Tensor, member_rows: bool = True) -> dict[str, torch.Tensor]:
         """One model step: a random elite per row, ``y ~ N(μ, σ²)`` on every output (§2.4).
 
         ``member_rows=True`` runs each elite only on the rows it was picked for (rows grouped
@@ -164,8 +166,9 @@ class GaussianEnsembleDynamics(nn.Module):
 class DynamicsLearner:
     """Trains a :class:`GaussianEnsembleDynamics`: one public ``update(batch)`` per Adam step."""
 
-    def __init__(self, obs_dim: int, act_dim: int, config: DynamicsConfig | None = None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, config: DynamicsConfig | None = None, device: torch.device | str = "cpu"
+    ) -> None:
         self.config = config or DynamicsConfig()
         self.device = torch.device(device)
         self.model = GaussianEnsembleDynamics(obs_dim, act_dim, self.config).to(self.device)
@@ -196,8 +199,9 @@ class DynamicsLearner:
 
     # -- the loss terms of DynamicsConfig, each named after its term
     @staticmethod
-    def _gaussian_nll_loss(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gaussian_nll_loss(
+        mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``Σ_e mean[(μ_e − y)² exp(−logvar_e)] + Σ_e mean[logvar_e]``; also the per-member MSE."""
         sq = (mean - target).pow(2)
         nll = (sq * torch.exp(-logvar)).mean(dim=(1, 2)) + logvar.mean(dim=(1, 2))
@@ -205,8 +209,9 @@ class DynamicsLearner:
 
     def _weight_decay_loss(self) -> torch.Tensor:
         """``Σ_l wd_l · ½‖W_l‖²`` over the hidden and output layers (all members)."""
-        return sum(wd * 0.5 * layer.weight.pow(2).sum()
-                   for wd, layer in zip(self.config.weight_decays, self.model.layers))
+        return sum(
+            wd * 0.5 * layer.weight.pow(2).sum() for wd, layer in zip(self.config.weight_decays, self.model.layers)
+        )
 
     def _logvar_bound_loss(self) -> torch.Tensor:
         """``coef · (Σ max_logvar − Σ min_logvar)``: keeps the learnable bounds tight."""
@@ -224,10 +229,13 @@ class DynamicsLearner:
         loss.backward()
         self.optimizer.step()
         self.total_steps += 1
-        return {"dynamics/loss": loss.item(), "dynamics/nll": nll.item() / self.config.ensemble_size,
-                "dynamics/train_mse": float(mse.mean()),
-                "dynamics/max_logvar": self.model.max_logvar.mean().item(),
-                "dynamics/min_logvar": self.model.min_logvar.mean().item()}
+        return {
+            "dynamics/loss": loss.item(),
+            "dynamics/nll": nll.item() / self.config.ensemble_size,
+            "dynamics/train_mse": float(mse.mean()),
+            "dynamics/max_logvar": self.model.max_logvar.mean().item(),
+            "dynamics/min_logvar": self.model.min_logvar.mean().item(),
+        }
 
     @torch.no_grad()
     def evaluate(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -235,8 +243,10 @@ class DynamicsLearner:
         x, y = self._normalized(batch)
         mean, logvar = self.model.forward_normalized(x)
         sq = (mean - y).pow(2)
-        return {"mse": sq.mean(dim=(1, 2)).cpu(),
-                "nll": ((sq * torch.exp(-logvar)).mean(dim=(1, 2)) + logvar.mean(dim=(1, 2))).cpu()}
+        return {
+            "mse": sq.mean(dim=(1, 2)).cpu(),
+            "nll": ((sq * torch.exp(-logvar)).mean(dim=(1, 2)) + logvar.mean(dim=(1, 2))).cpu(),
+        }
 
     @torch.no_grad()
     def end_epoch(self, holdout: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -253,14 +263,17 @@ class DynamicsLearner:
         else:
             self.epochs_since_update += 1
         k = self.config.num_elites
-        return {"dynamics/holdout_mse": float(losses.sort().values[:k].mean()),
-                "dynamics/members_improved": float(len(improved)),
-                "dynamics/epochs_since_update": float(self.epochs_since_update)}
+        return {
+            "dynamics/holdout_mse": float(losses.sort().values[:k].mean()),
+            "dynamics/members_improved": float(len(improved)),
+            "dynamics/epochs_since_update": float(self.epochs_since_update),
+        }
 
     def should_stop(self) -> bool:
         cap = self.config.max_epochs
-        return (self.epochs_since_update >= self.config.max_epochs_since_update
-                or (cap is not None and self.epoch >= cap))
+        return self.epochs_since_update >= self.config.max_epochs_since_update or (
+            cap is not None and self.epoch >= cap
+        )
 
     @torch.no_grad()
     def finish(self) -> torch.Tensor:
@@ -272,8 +285,12 @@ class DynamicsLearner:
         return elites
 
     # -- the training loop
-    def fit(self, dataset: TransitionDataset, generator: torch.Generator | None = None,
-            on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+    def fit(
+        self,
+        dataset: TransitionDataset,
+        generator: torch.Generator | None = None,
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> dict[str, float]:
         """Hold-out split, scalers, per-member bootstrap, epochs until early stop; then elites.
 
         Resumable at epoch granularity: a learner restored from a ``state_dict`` taken in
@@ -282,15 +299,22 @@ class DynamicsLearner:
         every member's bootstrap array with its own generator seeded from the run's base seed.
         """
         cfg = self.config
-        data = {k: getattr(dataset, k).to(self.device)
-                for k in ("observations", "actions", "rewards", "costs", "next_observations")}
+        data = {
+            k: getattr(dataset, k).to(self.device)
+            for k in ("observations", "actions", "rewards", "costs", "next_observations")
+        }
         n = len(dataset)
         perm = torch.randperm(n, generator=generator).to(self.device)
         n_holdout = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
-        if self.epoch > 0 and self.holdout_rows is not None and not torch.equal(
-                self.holdout_rows.cpu(), perm[:n_holdout].cpu()):
-            raise ValueError("resumed dynamics fit got a different hold-out split: pass a generator "
-                             "in the state the interrupted fit started from")
+        if (
+            self.epoch > 0
+            and self.holdout_rows is not None
+            and not torch.equal(self.holdout_rows.cpu(), perm[:n_holdout].cpu())
+        ):
+            raise ValueError(
+                "resumed dynamics fit got a different hold-out split: pass a generator "
+                "in the state the interrupted fit started from"
+            )
         self.holdout_rows = perm[:n_holdout]  # dataset rows held out (for reports and checks)
         holdout = {k: v[perm[:n_holdout]] for k, v in data.items()}
         train = {k: v[perm[n_holdout:]] for k, v in data.items()}
@@ -303,7 +327,7 @@ class DynamicsLearner:
             epoch_gen = torch.Generator().manual_seed(base_seed + self.epoch)
             order = boot.gather(1, torch.argsort(torch.rand(cfg.ensemble_size, n_train, generator=epoch_gen), dim=1))
             for start in range(0, n_train, cfg.batch_size):
-                rows = order[:, start:start + cfg.batch_size].to(self.device)
+                rows = order[:, start : start + cfg.batch_size].to(self.device)
                 metrics = self.update({k: v[rows] for k, v in train.items()})
             metrics.update(self.end_epoch(holdout))
             if on_epoch_end is not None:
@@ -316,11 +340,16 @@ class DynamicsLearner:
 
     # -- exact resume
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "total_steps": self.total_steps, "epoch": self.epoch,
-                "epochs_since_update": self.epochs_since_update,
-                "best_holdout": self.best_holdout.clone(),
-                "snapshot": [t.clone() for t in self.snapshot], "holdout_rows": self.holdout_rows}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "epochs_since_update": self.epochs_since_update,
+            "best_holdout": self.best_holdout.clone(),
+            "snapshot": [t.clone() for t in self.snapshot],
+            "holdout_rows": self.holdout_rows,
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         self.model.load_state_dict(state["model"])

@@ -49,13 +49,20 @@ def real_transitions(dataset: TransitionDataset, drop_timeouts: bool = False) ->
     if not drop_timeouts:
         return dataset
     keep = ~(dataset.timeouts & ~dataset.terminals)
-    fields = {k: getattr(dataset, k)[keep] for k in ("observations", "actions", "rewards", "costs",
-                                                      "next_observations", "terminals", "timeouts")}
+    fields = {
+        k: getattr(dataset, k)[keep]
+        for k in ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")
+    }
     return TransitionDataset(**fields, metadata=dict(dataset.metadata))
 
 
-def sample_mixed_batch(real: TransitionDataset, model: TensorReplayBuffer | None, batch_size: int,
-                       real_ratio: float, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def sample_mixed_batch(
+    real: TransitionDataset,
+    model: TensorReplayBuffer | None,
+    batch_size: int,
+    real_ratio: float,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """``⌊batch_size·real_ratio⌋`` real rows then model rows, uniform with replacement.
 
     Terminals are float 0/1; ``is_model`` is 1.0 on model rows (an empty or missing model
@@ -80,23 +87,32 @@ def sample_mixed_batch(real: TransitionDataset, model: TensorReplayBuffer | None
 class MICROPolicyLearner:
     """SAC on mixed batches with MICRO's conservative target (and optional cost-awareness)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, config: MICROConfig | None = None,
-                 dynamics: GaussianEnsembleDynamics | None = None,
-                 act_low: Sequence[float] | torch.Tensor | None = None,
-                 act_high: Sequence[float] | torch.Tensor | None = None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: MICROConfig | None = None,
+        dynamics: GaussianEnsembleDynamics | None = None,
+        act_low: Sequence[float] | torch.Tensor | None = None,
+        act_high: Sequence[float] | torch.Tensor | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         cfg = self.config = config or MICROConfig()
         self.device = torch.device(device)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.dynamics = dynamics  # only read (under no_grad); trained by DynamicsLearner
-        self.actor = TanhGaussianPolicy(obs_dim, act_dim, cfg.hidden, act_low=act_low,
-                                        act_high=act_high).to(self.device)
+        self.actor = TanhGaussianPolicy(obs_dim, act_dim, cfg.hidden, act_low=act_low, act_high=act_high).to(
+            self.device
+        )
         self.critic = EnsembleQ(obs_dim, act_dim, cfg.num_critics, cfg.hidden).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.actor_scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer, cfg.lr_schedule_epochs)
-                                if cfg.lr_schedule_epochs else None)
+        self.actor_scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer, cfg.lr_schedule_epochs)
+            if cfg.lr_schedule_epochs
+            else None
+        )
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(cfg.initial_log_alpha), device=self.device))
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -act_dim)
@@ -106,8 +122,9 @@ class MICROPolicyLearner:
             self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
             self.cost_critic_optimizer = torch.optim.Adam(self.cost_critic.parameters(), lr=cfg.cost_critic_lr)
             self.cost_threshold = stepwise_threshold(cfg.cost_limit, cfg.gamma, cfg.episode_length)
-            self.lagrange = LagrangeMultiplier(self.cost_threshold, cfg.lagrange_init, cfg.lagrange_lr,
-                                               cfg.lagrange_upper_bound, device=self.device)
+            self.lagrange = LagrangeMultiplier(
+                self.cost_threshold, cfg.lagrange_init, cfg.lagrange_lr, cfg.lagrange_upper_bound, device=self.device
+            )
         self.total_steps = 0
 
     @property
@@ -119,8 +136,7 @@ class MICROPolicyLearner:
 
     # -- (2.5) the uncertainty set and its penalty
     @torch.no_grad()
-    def _uncertainty_penalty(self, obs: torch.Tensor, act: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _uncertainty_penalty(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``u = mean_k v̄_k − min_k v̄_k`` over the elites' next-state samples (and ``u_c``).
 
         ``ŝ'_{k,n} = s + μ_k + σ_k ε`` for every elite ``k`` and ``n ≤ num_samples``; all
@@ -145,8 +161,7 @@ class MICROPolicyLearner:
         return u, u_cost
 
     @torch.no_grad()
-    def _next_value(self, critic: EnsembleQ, next_obs: torch.Tensor, reduction: str,
-                    entropy: bool) -> torch.Tensor:
+    def _next_value(self, critic: EnsembleQ, next_obs: torch.Tensor, reduction: str, entropy: bool) -> torch.Tensor:
         """``reduce_i Q̄_i(s', a') [− α log π(a'|s')]``, or ``min_i max_{a'_1..m} Q̄_i(s', a'_j)`` (max_q_backup)."""
         cfg = self.config
         if cfg.max_q_backup and reduction == "min":  # reward critic only; no entropy term (released)
@@ -161,8 +176,9 @@ class MICROPolicyLearner:
         return q
 
     @torch.no_grad()
-    def _model_penalties(self, batch: Mapping[str, torch.Tensor], robust: bool
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _model_penalties(
+        self, batch: Mapping[str, torch.Tensor], robust: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``u`` (and ``u_c`` when cost-aware) per row: computed on model rows, 0 on real rows."""
         cfg = self.config
         u = torch.zeros_like(batch["rewards"])
@@ -177,16 +193,16 @@ class MICROPolicyLearner:
                 u_c[rows] = uc_rows
         return u, u_c
 
-    def _reward_target(self, batch: Mapping[str, torch.Tensor], next_v: torch.Tensor, u: torch.Tensor
-                       ) -> torch.Tensor:
+    def _reward_target(self, batch: Mapping[str, torch.Tensor], next_v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``y = clamp(r + γ(1−d)[next_v − λ u])``."""
         cfg = self.config
         y = batch["rewards"] + cfg.gamma * (1.0 - batch["terminals"]) * (next_v - cfg.penalty_coef * u)
         return y if cfg.target_clamp_min is None else y.clamp(min=cfg.target_clamp_min)
 
     @torch.no_grad()
-    def conservative_target(self, batch: Mapping[str, torch.Tensor], robust: bool | None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    def conservative_target(
+        self, batch: Mapping[str, torch.Tensor], robust: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, u)``: ``y = clamp(r + γ(1−d)[Q̄(s',a') − α log π(a'|s') − λ u])``, u on model rows.
 
         ``robust`` overrides ``config.robust_target`` (False: u ≡ 0, the plain target). The
@@ -208,8 +224,9 @@ class MICROPolicyLearner:
 
     # -- (2.6) the SAC losses
     @staticmethod
-    def _critic_loss(critic: EnsembleQ, batch: Mapping[str, torch.Tensor], target: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _critic_loss(
+        critic: EnsembleQ, batch: Mapping[str, torch.Tensor], target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_Q = mean_{i,batch} (Q_i(s,a) − y)²``; also the critics' mean Q."""
         q = critic(batch["observations"], batch["actions"])
         return (q - target.unsqueeze(0)).pow(2).mean(), q.detach().mean()
@@ -247,10 +264,15 @@ class MICROPolicyLearner:
         critic_loss.backward()
         self.critic_optimizer.step()
         model_rows = batch["is_model"] > 0
-        metrics.update({"critic/loss": critic_loss.item(), "critic/q_mean": float(q_mean),
-                        "critic/target_mean": float(target.mean()),
-                        "micro/penalty_model": float(penalty[model_rows].mean()) if model_rows.any() else 0.0,
-                        "micro/penalty_real": float(penalty[~model_rows].mean()) if (~model_rows).any() else 0.0})
+        metrics.update(
+            {
+                "critic/loss": critic_loss.item(),
+                "critic/q_mean": float(q_mean),
+                "critic/target_mean": float(target.mean()),
+                "micro/penalty_model": float(penalty[model_rows].mean()) if model_rows.any() else 0.0,
+                "micro/penalty_real": float(penalty[~model_rows].mean()) if (~model_rows).any() else 0.0,
+            }
+        )
 
         if self.cost_aware:
             cost_loss, qc_mean = self._critic_loss(self.cost_critic, batch, self._cost_target(batch, penalty_cost))
@@ -263,8 +285,13 @@ class MICROPolicyLearner:
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
-        metrics.update({"actor/loss": actor_loss.item(), "actor/entropy": float(-log_pi.mean()),
-                        "actor/lr": self.actor_optimizer.param_groups[0]["lr"]})
+        metrics.update(
+            {
+                "actor/loss": actor_loss.item(),
+                "actor/entropy": float(-log_pi.mean()),
+                "actor/lr": self.actor_optimizer.param_groups[0]["lr"],
+            }
+        )
 
         if cfg.auto_alpha:
             alpha_loss = self._temperature_loss(log_pi)
@@ -287,19 +314,26 @@ class MICROPolicyLearner:
 
     # -- exact resume (the dynamics model is its own artifact and is not included)
     def state_dict(self) -> dict:
-        state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                 "critic_target": self.critic_target.state_dict(),
-                 "actor_optimizer": self.actor_optimizer.state_dict(),
-                 "critic_optimizer": self.critic_optimizer.state_dict(),
-                 "log_alpha": self.log_alpha.detach().clone(),
-                 "alpha_optimizer": self.alpha_optimizer.state_dict(),
-                 "actor_scheduler": None if self.actor_scheduler is None else self.actor_scheduler.state_dict(),
-                 "total_steps": self.total_steps}
+        state = {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "actor_scheduler": None if self.actor_scheduler is None else self.actor_scheduler.state_dict(),
+            "total_steps": self.total_steps,
+        }
         if self.cost_aware:
-            state.update({"cost_critic": self.cost_critic.state_dict(),
-                          "cost_critic_target": self.cost_critic_target.state_dict(),
-                          "cost_critic_optimizer": self.cost_critic_optimizer.state_dict(),
-                          "lagrange": self.lagrange.state_dict()})
+            state.update(
+                {
+                    "cost_critic": self.cost_critic.state_dict(),
+                    "cost_critic_target": self.cost_critic_target.state_dict(),
+                    "cost_critic_optimizer": self.cost_critic_optimizer.state_dict(),
+                    "lagrange": self.lagrange.state_dict(),
+                }
+            )
         return state
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -325,25 +359,35 @@ class MICROPolicyLearner:
 class MICROTrainer:
     """Rollouts every ``rollout_freq`` updates into a FIFO model buffer, then one mixed update."""
 
-    def __init__(self, config: MICROConfig, dataset: TransitionDataset, dynamics: GaussianEnsembleDynamics,
-                 termination: TerminationFn, act_low=None, act_high=None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        config: MICROConfig,
+        dataset: TransitionDataset,
+        dynamics: GaussianEnsembleDynamics,
+        termination: TerminationFn,
+        act_low=None,
+        act_high=None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.config = config
         self.device = torch.device(device)
         self.real = real_transitions(dataset, config.drop_timeout_transitions).to(self.device)
         self.dynamics = dynamics.to(self.device).eval()
         self.termination = termination
-        self.learner = MICROPolicyLearner(dataset.obs_dim, dataset.act_dim, config, self.dynamics,
-                                          act_low, act_high, self.device)
-        self.buffer = TensorReplayBuffer.for_transitions(config.model_buffer_capacity, dataset.obs_dim,
-                                                         dataset.act_dim, self.device)
+        self.learner = MICROPolicyLearner(
+            dataset.obs_dim, dataset.act_dim, config, self.dynamics, act_low, act_high, self.device
+        )
+        self.buffer = TensorReplayBuffer.for_transitions(
+            config.model_buffer_capacity, dataset.obs_dim, dataset.act_dim, self.device
+        )
 
     def rollout(self, generator: torch.Generator | None = None) -> dict[str, float]:
         """Branch ``rollout_batch_size`` real start states for ``rollout_length`` model steps."""
         cfg = self.config
         start = self.real.sample(cfg.rollout_batch_size, generator)["observations"]
-        transitions, stats = model_rollout(self.dynamics, self.learner.actor, start, cfg.rollout_length,
-                                           self.termination, cfg.rollout_member_rows)
+        transitions, stats = model_rollout(
+            self.dynamics, self.learner.actor, start, cfg.rollout_length, self.termination, cfg.rollout_member_rows
+        )
         self.buffer.add(transitions)
         return stats
 

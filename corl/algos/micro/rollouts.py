@@ -37,17 +37,27 @@ def model_rollout(
         act, _ = policy.sample(obs)
         out = dynamics.step(obs, act, member_rows=member_rows)
         done = termination(obs, act, out["next_observations"])
-        chunks.append({"observations": obs, "actions": act, "rewards": out["rewards"],
-                       "costs": out["costs"], "next_observations": out["next_observations"],
-                       "terminals": done.float(), "trajectory": trajectory,
-                       "step": torch.full_like(trajectory, t)})
+        chunks.append(
+            {
+                "observations": obs,
+                "actions": act,
+                "rewards": out["rewards"],
+                "costs": out["costs"],
+                "next_observations": out["next_observations"],
+                "terminals": done.float(),
+                "trajectory": trajectory,
+                "step": torch.full_like(trajectory, t),
+            }
+        )
         alive = ~done
         if not bool(alive.any()):
             break
         obs, trajectory = out["next_observations"][alive], trajectory[alive]
     transitions = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
-    stats = {"rollout/transitions": float(transitions["rewards"].shape[0]),
-             "rollout/reward_mean": float(transitions["rewards"].mean()),
-             "rollout/terminal_fraction": float(transitions["terminals"].mean()),
-             "rollout/steps": float(len(chunks))}
+    stats = {
+        "rollout/transitions": float(transitions["rewards"].shape[0]),
+        "rollout/reward_mean": float(transitions["rewards"].mean()),
+        "rollout/terminal_fraction": float(transitions["terminals"].mean()),
+        "rollout/steps": float(len(chunks)),
+    }
     return transitions, stats

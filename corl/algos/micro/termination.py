@@ -27,19 +27,25 @@ TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tenso
 LOCOMOTION = ("hopper", "walker2d", "halfcheetah")
 
 
-def hopper_termination(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor,
-                       two_sided_bound: bool = True) -> torch.Tensor:
+def hopper_termination(
+    obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, two_sided_bound: bool = True
+) -> torch.Tensor:
     height, angle = next_obs[:, 0], next_obs[:, 1]
     rest = next_obs[:, 1:]
     bounded = (rest.abs() < 100) if two_sided_bound else (rest < 100)
-    alive = (torch.isfinite(next_obs).all(-1) & bounded.all(-1) & (height > 0.7) & (angle.abs() < 0.2))
+    alive = torch.isfinite(next_obs).all(-1) & bounded.all(-1) & (height > 0.7) & (angle.abs() < 0.2)
     return ~alive
 
 
 def walker2d_termination(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
     height, angle = next_obs[:, 0], next_obs[:, 1]
-    alive = (((next_obs > -100) & (next_obs < 100)).all(-1) & (height > 0.8) & (height < 2.0)
-             & (angle > -1.0) & (angle < 1.0))
+    alive = (
+        ((next_obs > -100) & (next_obs < 100)).all(-1)
+        & (height > 0.8)
+        & (height < 2.0)
+        & (angle > -1.0)
+        & (angle < 1.0)
+    )
     return ~alive
 
 
@@ -73,5 +79,4 @@ def termination_fn(task: str, two_sided_bound: bool = True) -> TerminationFn:
     family = task_family(task)
     if family == "hopper":
         return lambda o, a, n: hopper_termination(o, a, n, two_sided_bound=two_sided_bound)
-    return {"walker2d": walker2d_termination, "halfcheetah": halfcheetah_termination,
-            "never": never_terminate}[family]
+    return {"walker2d": walker2d_termination, "halfcheetah": halfcheetah_termination, "never": never_terminate}[family]

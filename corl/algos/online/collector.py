@@ -146,7 +146,7 @@ class _Growing:
                 grown[: self.size] = arr[: self.size]
                 self.data[k] = grown
         for k, arr in self.data.items():
-            arr[self.size:need] = block[k]
+            arr[self.size : need] = block[k]
         self.size = need
 
     def view(self) -> dict[str, np.ndarray]:
@@ -168,17 +168,29 @@ class OnlineCollector:
     cores, N > 1 uses N (``corl.envs.make_vector_env``); the numbers are the same either way.
     """
 
-    def __init__(self, task: TaskSpec | str, num_envs: int = 1, seed: int = 0, record: bool = True,
-                 fixed_horizon: bool = False, on_terminate: str = "continue",
-                 cost_limit: float | None = None, device: torch.device | str = "cpu",
-                 env: gym.vector.VectorEnv | None = None, workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        task: TaskSpec | str,
+        num_envs: int = 1,
+        seed: int = 0,
+        record: bool = True,
+        fixed_horizon: bool = False,
+        on_terminate: str = "continue",
+        cost_limit: float | None = None,
+        device: torch.device | str = "cpu",
+        env: gym.vector.VectorEnv | None = None,
+        workers: int | None = 1,
+    ) -> None:
         self.task = get_task(task) if isinstance(task, str) else task
         self.num_envs, self.seed, self.record = int(num_envs), int(seed), record
         self.cost_limit = cost_limit if cost_limit is not None else self.task.cost_limit
         self.device = torch.device(device)
         if env is None:  # in this process (workers 1) or in worker processes (corl.envs.workers)
-            wrap = (functools.partial(FixedHorizon, horizon=self.task.max_episode_steps, on_terminate=on_terminate)
-                    if fixed_horizon else None)
+            wrap = (
+                functools.partial(FixedHorizon, horizon=self.task.max_episode_steps, on_terminate=on_terminate)
+                if fixed_horizon
+                else None
+            )
             env = make_vector_env(self.task, self.num_envs, workers=workers, wrap=wrap)
         self.env = env
         space = self.env.single_action_space
@@ -188,15 +200,21 @@ class OnlineCollector:
         act_dim = int(np.prod(space.shape))
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self._shapes = {
-            "observations": ((obs_dim,), np.float32), "actions": ((act_dim,), np.float32),
-            "rewards": ((), np.float32), "costs": ((), np.float32),
-            "next_observations": ((obs_dim,), np.float32), "terminals": ((), bool), "timeouts": ((), bool),
+            "observations": ((obs_dim,), np.float32),
+            "actions": ((act_dim,), np.float32),
+            "rewards": ((), np.float32),
+            "costs": ((), np.float32),
+            "next_observations": ((obs_dim,), np.float32),
+            "terminals": ((), bool),
+            "timeouts": ((), bool),
         }
         self.buffer = _Growing(self._shapes)
         # the open episode of every env: (num_envs, capacity, ...) arrays written with one
         # fancy-index assignment per field per vector step (no per-env Python work)
         self._ep_cap = max(int(self.task.max_episode_steps), 1)
-        self._open = {k: np.zeros((self.num_envs, self._ep_cap, *shape), dtype=d) for k, (shape, d) in self._shapes.items()}
+        self._open = {
+            k: np.zeros((self.num_envs, self._ep_cap, *shape), dtype=d) for k, (shape, d) in self._shapes.items()
+        }
         self._t = np.zeros(self.num_envs, dtype=np.int64)  # rows written into each open episode
         self._ep_reward = np.zeros(self.num_envs, dtype=np.float64)
         self._ep_cost = np.zeros(self.num_envs, dtype=np.float64)
@@ -240,9 +258,15 @@ class OnlineCollector:
         return self.obs
 
     def _new_episode(self, j: int) -> EpisodeInfo:
-        return EpisodeInfo(episode=-1, env_index=j, env_episode=self._env_episode[j], seed=self.seed,
-                           training_step=self.training_step, env_step=self.env_steps,
-                           cost_limit=self.cost_limit)
+        return EpisodeInfo(
+            episode=-1,
+            env_index=j,
+            env_episode=self._env_episode[j],
+            seed=self.seed,
+            training_step=self.training_step,
+            env_step=self.env_steps,
+            cost_limit=self.cost_limit,
+        )
 
     @torch.no_grad()
     def step(self, policy: PolicyFn | None = None, actions: np.ndarray | None = None) -> VectorStep:
@@ -269,9 +293,19 @@ class OnlineCollector:
         if dones.any():
             for i in np.flatnonzero(dones):
                 true_next[i] = infos["final_observation"][i]
-        step = VectorStep(np.asarray(self.obs, dtype=np.float32), actions, env_actions,
-                          np.asarray(rewards, dtype=np.float32), costs, true_next, terminated, timeouts,
-                          extras, [], infos)
+        step = VectorStep(
+            np.asarray(self.obs, dtype=np.float32),
+            actions,
+            env_actions,
+            np.asarray(rewards, dtype=np.float32),
+            costs,
+            true_next,
+            terminated,
+            timeouts,
+            extras,
+            [],
+            infos,
+        )
         self.env_steps += self.num_envs
         self._ep_reward += step.rewards
         self._ep_cost += costs
@@ -320,9 +354,14 @@ class OnlineCollector:
                 arrays = {k: np.concatenate([arrays[k], block[k]]) for k in arrays}
             partial = len(tails)
         meta = {
-            "task": self.task.name, "source": "corl-online", "seed": self.seed, "num_envs": self.num_envs,
-            "cost_limit": self.cost_limit, "env_steps": self.env_steps,
-            "episodes": len(self.episodes), "episode_info": [e.as_dict() for e in self.episodes],
+            "task": self.task.name,
+            "source": "corl-online",
+            "seed": self.seed,
+            "num_envs": self.num_envs,
+            "cost_limit": self.cost_limit,
+            "env_steps": self.env_steps,
+            "episodes": len(self.episodes),
+            "episode_info": [e.as_dict() for e in self.episodes],
             "partial_episodes": partial,
         }
         meta.update(metadata or {})
@@ -342,12 +381,22 @@ class OnlineResult:
     wall_s: float
 
 
-def train_online(agent: OnlineAgent, task: TaskSpec | str, steps: int, num_envs: int = 1, seed: int = 0,
-                 cost_limit: float | None = None, fixed_horizon: bool | None = None, record: bool = True,
-                 on_episode: Callable[[EpisodeInfo], None] | None = None,
-                 on_update: Callable[[int, dict[str, float]], None] | None = None,
-                 checkpoint: Callable[[OnlineAgent, int], None] | None = None, checkpoint_every: int = 0,
-                 collector: OnlineCollector | None = None, device: torch.device | str = "cpu") -> OnlineResult:
+def train_online(
+    agent: OnlineAgent,
+    task: TaskSpec | str,
+    steps: int,
+    num_envs: int = 1,
+    seed: int = 0,
+    cost_limit: float | None = None,
+    fixed_horizon: bool | None = None,
+    record: bool = True,
+    on_episode: Callable[[EpisodeInfo], None] | None = None,
+    on_update: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: Callable[[OnlineAgent, int], None] | None = None,
+    checkpoint_every: int = 0,
+    collector: OnlineCollector | None = None,
+    device: torch.device | str = "cpu",
+) -> OnlineResult:
     """Run ``agent`` for ``steps`` env steps (summed over the ``num_envs`` copies).
 
     Per vector step: ``agent.act`` (one batched call) → env step → ``agent.observe``. Callbacks:
@@ -360,8 +409,9 @@ def train_online(agent: OnlineAgent, task: TaskSpec | str, steps: int, num_envs:
     if fixed_horizon is None:
         fixed_horizon = bool(getattr(agent, "fixed_horizon", False))
     if collector is None:
-        collector = OnlineCollector(task, num_envs, seed, record=record, fixed_horizon=fixed_horizon,
-                                    cost_limit=cost_limit, device=device)
+        collector = OnlineCollector(
+            task, num_envs, seed, record=record, fixed_horizon=fixed_horizon, cost_limit=cost_limit, device=device
+        )
     logs: list[dict[str, float]] = []
     start = time.perf_counter()
     next_ckpt = checkpoint_every if checkpoint_every > 0 else None
@@ -390,6 +440,8 @@ def episode_summary(episodes: Sequence[EpisodeInfo]) -> dict[str, float]:
     """Mean reward/cost/length of a list of episodes (NaN when empty)."""
     if not episodes:
         return {"reward": float("nan"), "cost": float("nan"), "length": float("nan")}
-    return {"reward": float(np.mean([e.reward for e in episodes])),
-            "cost": float(np.mean([e.cost for e in episodes])),
-            "length": float(np.mean([e.length for e in episodes]))}
+    return {
+        "reward": float(np.mean([e.reward for e in episodes])),
+        "cost": float(np.mean([e.cost for e in episodes])),
+        "length": float(np.mean([e.length for e in episodes])),
+    }

@@ -43,9 +43,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from corl.data.dataset import TransitionDataset
 from corl.data.formats.dsrl import _open
 from corl.data.hashing import file_sha256
-from corl.data.dataset import TransitionDataset
 from corl.data.validation import check_declared, normalize_shapes, read_node, validate_arrays
 from corl.errors import DatasetError
 
@@ -127,9 +127,7 @@ def derive_next_observations(arrays: dict[str, np.ndarray]) -> tuple[dict[str, n
     return out, int(drop.sum())
 
 
-def read_d4rl(
-    path: str | Path, obs_dim: int | None = None, act_dim: int | None = None
-) -> TransitionDataset:
+def read_d4rl(path: str | Path, obs_dim: int | None = None, act_dim: int | None = None) -> TransitionDataset:
     """Load and validate a D4RL-format HDF5 file as a :class:`TransitionDataset` (on the CPU).
 
     ``obs_dim``/``act_dim`` (the task's) are checked when given. Errors are one-line

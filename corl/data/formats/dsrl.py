@@ -38,11 +38,15 @@ def _open(path: Path) -> h5py.File:
         with open(path, "rb") as handle:
             signature = handle.read(8)
         if signature == b"\x89HDF\r\n\x1a\n":
-            raise DatasetError(f"{path}: HDF5 file is truncated or corrupt ({size} bytes): {exc.__class__.__name__}") from None
+            raise DatasetError(
+                f"{path}: HDF5 file is truncated or corrupt ({size} bytes): {exc.__class__.__name__}"
+            ) from None
         raise DatasetError(f"{path}: not an HDF5 file (no HDF5 signature; {size} bytes)") from None
 
 
-def read_hdf5_arrays(path: str | Path, keys: tuple[str, ...] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_hdf5_arrays(
+    path: str | Path, keys: tuple[str, ...] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Top-level arrays (all, or ``keys`` that exist) and the corl metadata attribute."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
@@ -51,7 +55,9 @@ def read_hdf5_arrays(path: str | Path, keys: tuple[str, ...] | None = None) -> t
             names = keys if keys is not None else tuple(k for k in handle.keys() if isinstance(handle[k], h5py.Dataset))
             present = tuple(k for k in names if k in handle)
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise DatasetError(f"{path}: unreadable key table (truncated or corrupt file: {exc.__class__.__name__})") from None
+            raise DatasetError(
+                f"{path}: unreadable key table (truncated or corrupt file: {exc.__class__.__name__})"
+            ) from None
         check_declared(handle, present, path)
         for key in present:
             arrays[key] = read_node(handle, key, path)
@@ -88,8 +94,12 @@ def read_dsrl(path: str | Path, obs_dim: int | None = None, act_dim: int | None 
     return TransitionDataset.from_numpy(arrays, metadata)
 
 
-def write_dsrl(dataset: TransitionDataset, path: str | Path, compression: str | None = "gzip",
-               extra: Callable[[h5py.File], None] | None = None) -> Path:
+def write_dsrl(
+    dataset: TransitionDataset,
+    path: str | Path,
+    compression: str | None = "gzip",
+    extra: Callable[[h5py.File], None] | None = None,
+) -> Path:
     """Write ``dataset`` in DSRL's format, atomically (temporary name, then rename).
 
     The HDF5 file is built in memory and its bytes written by :func:`corl.files.atomic_write`:
@@ -108,11 +118,15 @@ def write_dsrl(dataset: TransitionDataset, path: str | Path, compression: str | 
             for key in FLOAT_KEYS:
                 value = np.ascontiguousarray(arrays[key], dtype=np.float32)
                 chunks = (min(len(value), 65536),) + value.shape[1:] if len(value) else None
-                handle.create_dataset(key, data=value, compression=compression, shuffle=compression is not None, chunks=chunks)
+                handle.create_dataset(
+                    key, data=value, compression=compression, shuffle=compression is not None, chunks=chunks
+                )
             for key in FLAG_KEYS:
                 value = np.ascontiguousarray(arrays[key], dtype=bool)
                 chunks = (min(len(value), 65536),) if len(value) else None
-                handle.create_dataset(key, data=value, compression=compression, shuffle=compression is not None, chunks=chunks)
+                handle.create_dataset(
+                    key, data=value, compression=compression, shuffle=compression is not None, chunks=chunks
+                )
             handle.attrs[CORL_META_ATTR] = json.dumps(meta, default=str, sort_keys=True)
             if extra is not None:
                 extra(handle)

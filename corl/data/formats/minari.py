@@ -169,7 +169,9 @@ def export_minari(
     root = minari_store_dir()
     final = root / dataset_id
     if final.exists() and not overwrite:
-        raise DatasetError(f"Minari dataset {dataset_id!r} already exists at {final}; pass overwrite=True (--overwrite) or choose another id")
+        raise DatasetError(
+            f"Minari dataset {dataset_id!r} already exists at {final}; pass overwrite=True (--overwrite) or choose another id"
+        )
 
     default_obs, default_act = _default_spaces(dataset)
     starts, stops, extra = _segments(dataset)
@@ -232,7 +234,9 @@ def export_minari(
     except Exception as exc:
         if trash.exists() and not final.exists():
             os.replace(trash, final)
-        raise DatasetError(f"Minari export {dataset_id!r} to {root}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise DatasetError(
+            f"Minari export {dataset_id!r} to {root}: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -269,21 +273,29 @@ def import_minari(dataset_id: str) -> TransitionDataset:
             warnings.simplefilter("ignore", UserWarning)
             mdata = minari.load_dataset(dataset_id)
     except FileNotFoundError:
-        raise DatasetError(f"Minari dataset {dataset_id!r} not found in the local Minari store {root} (MINARI_DATASETS_PATH); see `minari list local`") from None
+        raise DatasetError(
+            f"Minari dataset {dataset_id!r} not found in the local Minari store {root} (MINARI_DATASETS_PATH); see `minari list local`"
+        ) from None
     except Exception as exc:
-        raise DatasetError(f"{where}: Minari dataset unreadable: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise DatasetError(
+            f"{where}: Minari dataset unreadable: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     for label, space in (("observation_space", mdata.observation_space), ("action_space", mdata.action_space)):
         if not isinstance(space, spaces.Box) or len(space.shape) != 1:
             raise DatasetError(f"{where}: {label} {space} is not supported; corl reads flat Box spaces only")
 
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")
+    }
     missing_cost = 0
     episodes = mdata.storage.get_episodes(mdata.episode_indices.tolist())
     for episode in episodes:
         obs = np.asarray(episode["observations"], dtype=np.float32)
         steps = len(episode["rewards"])
         if obs.shape[0] != steps + 1:
-            raise DatasetError(f"{where}: episode {episode['id']}: key 'observations' has {obs.shape[0]} rows, expected {steps + 1} (steps + 1)")
+            raise DatasetError(
+                f"{where}: episode {episode['id']}: key 'observations' has {obs.shape[0]} rows, expected {steps + 1} (steps + 1)"
+            )
         cost = episode["infos"].get("cost") if isinstance(episode["infos"], dict) else None
         if cost is None:
             missing_cost += 1
@@ -293,7 +305,9 @@ def import_minari(dataset_id: str) -> TransitionDataset:
             if cost.shape[0] == steps + 1:
                 cost = cost[1:]
             elif cost.shape[0] != steps:
-                raise DatasetError(f"{where}: episode {episode['id']}: key 'infos/cost' has {cost.shape[0]} values, expected {steps} or {steps + 1}")
+                raise DatasetError(
+                    f"{where}: episode {episode['id']}: key 'infos/cost' has {cost.shape[0]} values, expected {steps} or {steps + 1}"
+                )
         parts["observations"].append(obs[:-1])
         parts["next_observations"].append(obs[1:])
         parts["actions"].append(np.asarray(episode["actions"], dtype=np.float32).reshape(steps, -1))
@@ -317,7 +331,9 @@ def import_minari(dataset_id: str) -> TransitionDataset:
     metadata["format"] = "minari"
     metadata["minari_dataset_id"] = dataset_id
     metadata["path"] = str(where)
-    metadata["minari"] = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float, bool, list)) and k != "env_spec"}
+    metadata["minari"] = {
+        k: v for k, v in attrs.items() if isinstance(v, (str, int, float, bool, list)) and k != "env_spec"
+    }
     if missing_cost:
         metadata["cost_note"] = f"no infos['cost'] in {missing_cost} of {len(episodes)} episodes: their costs read as 0"
     return TransitionDataset.from_numpy(arrays, metadata)

@@ -37,41 +37,68 @@ BEST_OFFLINE_FILE = "policy-best-offline.pt"
 def model_estimate_config(cfg: Any) -> ModelEstimateConfig:
     """The stage's ``model_*`` keys as the estimator's config (ValueError when invalid: the spec
     loader reports it as a one-line error naming the stage)."""
-    return ModelEstimateConfig(horizon=cfg.model_horizon, start_states=cfg.model_start_states,
-                               num_starts=cfg.model_num_starts, pessimism=cfg.model_pessimism,
-                               sample_noise=cfg.model_sample_noise, clip_obs=cfg.model_clip_obs)
+    return ModelEstimateConfig(
+        horizon=cfg.model_horizon,
+        start_states=cfg.model_start_states,
+        num_starts=cfg.model_num_starts,
+        pessimism=cfg.model_pessimism,
+        sample_noise=cfg.model_sample_noise,
+        clip_obs=cfg.model_clip_obs,
+    )
 
 
-def build_estimator(ctx: StageContext, cfg: Any, data, critics, gamma: float, episode_len: int
-                    ) -> PolicyModelEstimator | None:
+def build_estimator(
+    ctx: StageContext, cfg: Any, data, critics, gamma: float, episode_len: int
+) -> PolicyModelEstimator | None:
     """The model estimator, or None when the stage has no ``dynamics`` input."""
     mcfg = model_estimate_config(cfg)
     art = ctx.inputs.get("dynamics")
     if art is None:
         if cfg.switch_estimator == "model":
-            raise CorlError(f"stage {ctx.name!r}: switch_estimator = 'model' needs a dynamics input "
-                            "(inputs = [\"dataset\", \"behavior\", \"critics\", \"dynamics\"])")
+            raise CorlError(
+                f"stage {ctx.name!r}: switch_estimator = 'model' needs a dynamics input "
+                '(inputs = ["dataset", "behavior", "critics", "dynamics"])'
+            )
         return None
     from corl.algos.micro import termination_fn
     from corl.pipeline.stages.micro import load_dynamics
 
     out = art.outputs
     if (int(out["obs_dim"]), int(out["act_dim"])) != (data.obs_dim, data.act_dim):
-        raise CorlError(f"stage {ctx.name!r}: dynamics artifact {art.dir.name} is for (obs, act) dims "
-                        f"({out['obs_dim']}, {out['act_dim']}), the dataset has ({data.obs_dim}, {data.act_dim})")
+        raise CorlError(
+            f"stage {ctx.name!r}: dynamics artifact {art.dir.name} is for (obs, act) dims "
+            f"({out['obs_dim']}, {out['act_dim']}), the dataset has ({data.obs_dim}, {data.act_dim})"
+        )
     if not out.get("predict_cost"):
         raise CorlError(f"stage {ctx.name!r}: the model estimate needs model costs; set dynamics.predict_cost=true")
     with torch.random.fork_rng(devices=[]):  # building the ensemble draws its init from the global RNG:
         dynamics = load_dynamics(art, ctx.device)  # keep it out of the policy's (same policy with or without)
-    return PolicyModelEstimator(dynamics, mcfg, gamma, episode_len, data.observations, initial_observations(data),
-                                critics, seed=ctx.seed, termination=termination_fn(ctx.task.name))
+    return PolicyModelEstimator(
+        dynamics,
+        mcfg,
+        gamma,
+        episode_len,
+        data.observations,
+        initial_observations(data),
+        critics,
+        seed=ctx.seed,
+        termination=termination_fn(ctx.task.name),
+    )
 
 
 class IterateSelection:
     """Labels, snapshots and the best-offline choice of one policy stage run (resumable)."""
 
-    def __init__(self, ctx: StageContext, estimator: PolicyModelEstimator, select_every: int, kappa: float,
-                 cost_limit: float, dsrl_rule: bool, policy_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        ctx: StageContext,
+        estimator: PolicyModelEstimator,
+        select_every: int,
+        kappa: float,
+        cost_limit: float,
+        dsrl_rule: bool,
+        policy_kwargs: dict[str, Any],
+    ) -> None:
         self.ctx, self.estimator, self.select_every = ctx, estimator, int(select_every)
         self.kappa, self.dsrl_rule, self.policy_kwargs = float(kappa), dsrl_rule, policy_kwargs
         self.selector = OfflineSelector(cost_limit)
@@ -93,8 +120,7 @@ class IterateSelection:
         save_policy(self.ctx.out_dir, learner.policy, "deterministic", self.policy_kwargs, file=file)
         norm = normalised_cost(est.cost, self.kappa, self.dsrl_rule)
         self.selector.add(IterateLabel(k, est.cost, est.reward, norm, file))
-        return {"select/model_cost": est.cost, "select/model_reward": est.reward,
-                "select/model_normalized_cost": norm}
+        return {"select/model_cost": est.cost, "select/model_reward": est.reward, "select/model_normalized_cost": norm}
 
     def finish(self, learner, normalize_reward) -> tuple[dict[str, float], dict[str, Any]]:
         """Label the final iterate (if not yet), save the best one; metrics and outputs."""
@@ -110,23 +136,40 @@ class IterateSelection:
         os.replace(tmp, self.ctx.out_dir / BEST_OFFLINE_FILE)
         labels = sorted(self.selector.labels, key=lambda x: x.iteration)
         rows = [dict(x.__dict__, model_normalized_reward=normalize_reward(x.model_reward)) for x in labels]
-        doc = {"what": "model-estimated episodic cost and reward of labelled policy iterates",
-               "cost_threshold": self.kappa, "cost_limit": self.selector.cost_limit,
-               "estimate": self.estimator.config.__dict__, "final_iteration": k, "best_offline_iteration": best.iteration,
-               "iterates": rows}
+        doc = {
+            "what": "model-estimated episodic cost and reward of labelled policy iterates",
+            "cost_threshold": self.kappa,
+            "cost_limit": self.selector.cost_limit,
+            "estimate": self.estimator.config.__dict__,
+            "final_iteration": k,
+            "best_offline_iteration": best.iteration,
+            "iterates": rows,
+        }
         tmp = self.ctx.out_dir / f".{ITERATES_FILE}.tmp"
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, self.ctx.out_dir / ITERATES_FILE)
         metrics: dict[str, float] = {}
         for prefix, x in (("final", final), ("best_offline", best)):
-            metrics.update({f"{prefix}/model_cost": x.model_cost, f"{prefix}/model_reward": x.model_reward,
-                            f"{prefix}/model_normalized_cost": x.model_normalized_cost,
-                            f"{prefix}/model_normalized_reward": normalize_reward(x.model_reward),
-                            f"{prefix}/iteration": float(x.iteration)})
-        spec = {"file": BEST_OFFLINE_FILE, "builder": "deterministic", "kwargs": self.policy_kwargs,
-                "normalize_obs": False}
-        outputs = {"best_offline_policy": spec, "best_offline_iteration": best.iteration,
-                   "iterates_file": ITERATES_FILE}
+            metrics.update(
+                {
+                    f"{prefix}/model_cost": x.model_cost,
+                    f"{prefix}/model_reward": x.model_reward,
+                    f"{prefix}/model_normalized_cost": x.model_normalized_cost,
+                    f"{prefix}/model_normalized_reward": normalize_reward(x.model_reward),
+                    f"{prefix}/iteration": float(x.iteration),
+                }
+            )
+        spec = {
+            "file": BEST_OFFLINE_FILE,
+            "builder": "deterministic",
+            "kwargs": self.policy_kwargs,
+            "normalize_obs": False,
+        }
+        outputs = {
+            "best_offline_policy": spec,
+            "best_offline_iteration": best.iteration,
+            "iterates_file": ITERATES_FILE,
+        }
         return metrics, outputs
 
     def state_dict(self) -> dict[str, Any]:

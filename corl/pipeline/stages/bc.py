@@ -6,12 +6,17 @@ from corl.algos.baselines.bc import BCConfig, BCLearner, select_episodes
 from corl.envs.factory import action_bounds
 from corl.errors import CorlError
 from corl.pipeline.context import StageContext, StageResult
-from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
+from corl.store.policies import save_policy
 
 
-@register_stage("bc", config=BCConfig, version="1", inputs=("dataset",),
-                description="behavior cloning of a tanh-Gaussian policy (BC-All / BC-Safe)")
+@register_stage(
+    "bc",
+    config=BCConfig,
+    version="1",
+    inputs=("dataset",),
+    description="behavior cloning of a tanh-Gaussian policy (BC-All / BC-Safe)",
+)
 def bc_stage(ctx: StageContext) -> StageResult:
     cfg: BCConfig = ctx.config
     data = ctx.load_dataset()
@@ -37,12 +42,22 @@ def bc_stage(ctx: StageContext) -> StageResult:
     for _ in loop:
         loop.log(learner.update(selected.sample(cfg.batch_size, gen)))
 
-    policy = save_policy(ctx.out_dir, learner.policy, "tanh_gaussian", learner.policy_kwargs,
-                         learner.obs_mean if cfg.normalize_obs else None,
-                         learner.obs_std if cfg.normalize_obs else None)
+    policy = save_policy(
+        ctx.out_dir,
+        learner.policy,
+        "tanh_gaussian",
+        learner.policy_kwargs,
+        learner.obs_mean if cfg.normalize_obs else None,
+        learner.obs_std if cfg.normalize_obs else None,
+    )
     returns = selected.episode_returns()
     return StageResult(
         metrics={"steps": float(loop.step), "episodes_used": float(len(returns["reward"]))},
-        outputs={"policy": policy, "cost_limit": limit, "mode": cfg.mode, "steps": loop.step,
-                 "label": "BC-Safe" if cfg.mode == "safe" else "BC-All"},
+        outputs={
+            "policy": policy,
+            "cost_limit": limit,
+            "mode": cfg.mode,
+            "steps": loop.step,
+            "label": "BC-Safe" if cfg.mode == "safe" else "BC-All",
+        },
     )

@@ -22,9 +22,9 @@ from typing import Any
 
 from corl.data.store import load_task_dataset
 from corl.errors import ConfigError, CorlError, DatasetError, TaskError
-from corl.store.artifacts import cached_file_sha256
 from corl.pipeline.context import FingerprintContext, StageContext, StageResult, remember_dataset
 from corl.pipeline.registry import register_stage
+from corl.store.artifacts import cached_file_sha256
 
 #: Left out of the artifact key while at their defaults, so existing dataset keys stay valid.
 _IF_SET = {"key": "if_set"}
@@ -59,8 +59,13 @@ def locate(fctx: FingerprintContext) -> dict[str, Any]:
     explicit = fctx.config.path or fctx.options.dataset_path
     source = locate_dataset(fctx.task, path=explicit or None, offline=fctx.options.offline)
     sha = source.sha256 or cached_file_sha256(source.path, fctx.options.cache_root)
-    return {"key": {"sha256": sha}, "sha256": sha, "path": str(Path(source.path).resolve()),
-            "origin": source.origin, "note": source.note}
+    return {
+        "key": {"sha256": sha},
+        "sha256": sha,
+        "path": str(Path(source.path).resolve()),
+        "origin": source.origin,
+        "note": source.note,
+    }
 
 
 # ------------------------------------------------------------------------------ dataset.source
@@ -77,8 +82,10 @@ def online_task(task: Any, source: str) -> str:
         return task.name
     if task.kind == "dsrl" and task.online_task:
         return task.online_task
-    raise TaskError(f"dataset.source={source}: task {task.name} has no online counterpart to collect on "
-                    f"(DSRL Offline* and Safety* tasks have one); use the dataset lookup or --dataset")
+    raise TaskError(
+        f"dataset.source={source}: task {task.name} has no online counterpart to collect on "
+        f"(DSRL Offline* and Safety* tasks have one); use the dataset lookup or --dataset"
+    )
 
 
 def _collected(fctx: FingerprintContext) -> dict[str, Any]:
@@ -90,8 +97,10 @@ def _collected(fctx: FingerprintContext) -> dict[str, Any]:
     method = cfg.source
     valid = collectors()
     if method not in valid:
-        raise ConfigError(f"dataset.source: unknown source {method!r}{did_you_mean(method, valid)}; valid values: "
-                          f"{', '.join(valid)}, or \"\" (the task's dataset lookup)")
+        raise ConfigError(
+            f"dataset.source: unknown source {method!r}{did_you_mean(method, valid)}; valid values: "
+            f'{", ".join(valid)}, or "" (the task\'s dataset lookup)'
+        )
     if cfg.path or fctx.options.dataset_path:
         other = "dataset.path" if cfg.path else "--dataset"
         raise ConfigError(f"dataset.source={method} and {other} both name the dataset; give one of them")
@@ -128,24 +137,46 @@ def _collected(fctx: FingerprintContext) -> dict[str, Any]:
     command = sub.command()
     if export is None or problem:
         why = f"after the {method} collection" + (f" re-exports ({problem})" if problem else " runs")
-        return {"key": {"pending": command}, "pending": why, "sha256": None, "path": None,
-                "origin": f"{method} export (pending)", "note": "", "collection": {"command": command}}
+        return {
+            "key": {"pending": command},
+            "pending": why,
+            "sha256": None,
+            "path": None,
+            "origin": f"{method} export (pending)",
+            "note": "",
+            "collection": {"command": command},
+        }
     out = export.outputs
     sha = out["sha256"]
     train = next((a.dir.name for name, a in pre.artifacts.items() if name != exports[0]), None)
-    collection = {"pipeline": method, "task": task, "preset": preset, "seed": cfg.source_seed,
-                  "overrides": list(cfg.source_set), "command": command, "export": export.dir.name, "train": train}
-    return {"key": {"sha256": sha}, "sha256": sha, "path": str(Path(out["path"]).resolve()),
-            "origin": f"{method} export {export.dir.name}",
-            "note": f"collected by {method.upper()} on {task} ({command})", "collection": collection}
+    collection = {
+        "pipeline": method,
+        "task": task,
+        "preset": preset,
+        "seed": cfg.source_seed,
+        "overrides": list(cfg.source_set),
+        "command": command,
+        "export": export.dir.name,
+        "train": train,
+    }
+    return {
+        "key": {"sha256": sha},
+        "sha256": sha,
+        "path": str(Path(out["path"]).resolve()),
+        "origin": f"{method} export {export.dir.name}",
+        "note": f"collected by {method.upper()} on {task} ({command})",
+        "collection": collection,
+    }
 
 
 def _export_problem(export: Any, cache_root: Path) -> str | None:
     """Why an export artifact's file cannot be used as it stands (None: it can)."""
     out = export.outputs
     if "path" not in out:
-        raise ConfigError(f"the export {export.dir.name} wrote format {out.get('format')!r}, not a DSRL file; "
-                          "drop export.format from dataset.source_set")
+        raise ConfigError(
+            f"the export {export.dir.name} wrote format {out.get('format')!r}, not a DSRL file; "
+            "drop export.format from dataset.source_set"
+        )
     path = Path(out["path"])
     if not path.is_file():
         return f"{path} is gone"
@@ -167,8 +198,14 @@ def _discard(directory: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ the stage
-@register_stage("dataset", config=DatasetConfig, version="1", seeded=False, fingerprint=locate,
-                description="locate and validate the task's dataset (no copy), or collect it online (source)")
+@register_stage(
+    "dataset",
+    config=DatasetConfig,
+    version="1",
+    seeded=False,
+    fingerprint=locate,
+    description="locate and validate the task's dataset (no copy), or collect it online (source)",
+)
 def dataset_stage(ctx: StageContext) -> StageResult:
     fp = ctx.fingerprint
     ctx.progress(0, 1)

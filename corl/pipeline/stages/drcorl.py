@@ -26,8 +26,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from corl.algos.drcorl import (BehaviorConfig, BehaviorLearner, CriticConfig, CriticLearner, PolicyConfig,
-                               PolicyLearner, build_score_net, initial_observations, iql_reward_scale)
+from corl.algos.drcorl import (
+    BehaviorConfig,
+    BehaviorLearner,
+    CriticConfig,
+    CriticLearner,
+    PolicyConfig,
+    PolicyLearner,
+    build_score_net,
+    initial_observations,
+    iql_reward_scale,
+)
 from corl.algos.drcorl.policy import calibration_rows
 from corl.data.filtering import safe_episodes
 from corl.envs.factory import action_bounds
@@ -35,9 +44,9 @@ from corl.errors import CorlError
 from corl.files import torch_save_atomic
 from corl.nn.diffusion import VPSchedule
 from corl.pipeline.context import StageContext, StageResult
-from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.pipeline.stages._drcorl_model import IterateSelection, build_estimator, model_estimate_config
+from corl.store.policies import save_policy
 
 _IF_SET = {"key": "if_set"}
 
@@ -81,7 +90,9 @@ class PolicyStageConfig(PolicyConfig):
     model_pessimism: float = field(default=1.0, metadata=_IF_SET)  # k: cost + k std, reward - k std
     model_sample_noise: bool = field(default=True, metadata=_IF_SET)
     model_clip_obs: bool = field(default=True, metadata=_IF_SET)
-    select_every: int = field(default=100, metadata=_IF_SET)  # label an iterate every N safe iterations (0: the final only)
+    select_every: int = field(
+        default=100, metadata=_IF_SET
+    )  # label an iterate every N safe iterations (0: the final only)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -123,35 +134,56 @@ def _train(ctx: StageContext, learner, steps: int, sample, selection: IterateSel
 
 
 # ----------------------------------------------------------------------------- stage 1
-@register_stage("drcorl_behavior", config=BehaviorStageConfig, version="1", inputs=("dataset",),
-                description="DRCORL: diffusion behaviour model (VP-SDE, eps-prediction)")
+@register_stage(
+    "drcorl_behavior",
+    config=BehaviorStageConfig,
+    version="1",
+    inputs=("dataset",),
+    description="DRCORL: diffusion behaviour model (VP-SDE, eps-prediction)",
+)
 def behavior_stage(ctx: StageContext) -> StageResult:
     cfg: BehaviorStageConfig = ctx.config
     data = ctx.load_dataset()
     if cfg.episodes == "safe":
         limit = cfg.cost_limit if cfg.cost_limit is not None else ctx.task.cost_limit
         if limit is None:
-            raise CorlError(f"behavior: episodes 'safe' needs a cost limit and task {ctx.task.name} has none; "
-                            "set behavior.cost_limit or use episodes='all'")
+            raise CorlError(
+                f"behavior: episodes 'safe' needs a cost limit and task {ctx.task.name} has none; "
+                "set behavior.cost_limit or use episodes='all'"
+            )
         data = safe_episodes(data, float(limit))
         if len(data) == 0:
-            raise CorlError(f"behavior: no episode of the dataset has cost <= {limit}; raise behavior.cost_limit "
-                            "or use behavior.episodes='all'")
-    learner = BehaviorLearner(data.obs_dim, data.act_dim, _learner_config(BehaviorConfig, cfg), ctx.device,
-                              seed=ctx.seed)
+            raise CorlError(
+                f"behavior: no episode of the dataset has cost <= {limit}; raise behavior.cost_limit "
+                "or use behavior.episodes='all'"
+            )
+    learner = BehaviorLearner(
+        data.obs_dim, data.act_dim, _learner_config(BehaviorConfig, cfg), ctx.device, seed=ctx.seed
+    )
     steps = _train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
-    torch_save_atomic({"net": {k: v.detach().cpu() for k, v in learner.net.state_dict().items()}},
-                      ctx.out_dir / "behavior.pt")
+    torch_save_atomic(
+        {"net": {k: v.detach().cpu() for k, v in learner.net.state_dict().items()}}, ctx.out_dir / "behavior.pt"
+    )
     val = learner.evaluate_loss(data.sample(min(len(data), 4096), ctx.generator(offset=1)))
-    return StageResult(metrics={"steps": float(steps), "behavior/val_loss": val,
-                                "behavior/episodes": float(data.num_episodes)},
-                       outputs={"file": "behavior.pt", "config": dataclasses.asdict(learner.config),
-                                "obs_dim": data.obs_dim, "act_dim": data.act_dim})
+    return StageResult(
+        metrics={"steps": float(steps), "behavior/val_loss": val, "behavior/episodes": float(data.num_episodes)},
+        outputs={
+            "file": "behavior.pt",
+            "config": dataclasses.asdict(learner.config),
+            "obs_dim": data.obs_dim,
+            "act_dim": data.act_dim,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- stage 2
-@register_stage("drcorl_critics", config=CriticStageConfig, version="1", inputs=("dataset",),
-                description="DRCORL: IQL reward and cost critics")
+@register_stage(
+    "drcorl_critics",
+    config=CriticStageConfig,
+    version="1",
+    inputs=("dataset",),
+    description="DRCORL: IQL reward and cost critics",
+)
 def critics_stage(ctx: StageContext) -> StageResult:
     cfg: CriticStageConfig = ctx.config
     data = ctx.load_dataset()
@@ -159,15 +191,20 @@ def critics_stage(ctx: StageContext) -> StageResult:
     learner = CriticLearner(data.obs_dim, data.act_dim, _learner_config(CriticConfig, cfg), scale, ctx.device)
     steps = _train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
     torch_save_atomic(learner.state_dict(), ctx.out_dir / "critics.pt")
-    return StageResult(metrics={"steps": float(steps), "reward_scale": scale, **ctx.last_train_metrics},
-                       outputs={"file": "critics.pt", "config": dataclasses.asdict(learner.config),
-                                "reward_scale": scale})
+    return StageResult(
+        metrics={"steps": float(steps), "reward_scale": scale, **ctx.last_train_metrics},
+        outputs={"file": "critics.pt", "config": dataclasses.asdict(learner.config), "reward_scale": scale},
+    )
 
 
 # ----------------------------------------------------------------------------- stage 3
-@register_stage("drcorl_policy", config=PolicyStageConfig, version="1",
-                inputs=("dataset", "behavior", "critics"),  # optional extra role: dynamics
-                description="DRCORL: score-regularised Dirac policy with the safety switch")
+@register_stage(
+    "drcorl_policy",
+    config=PolicyStageConfig,
+    version="1",
+    inputs=("dataset", "behavior", "critics"),  # optional extra role: dynamics
+    description="DRCORL: score-regularised Dirac policy with the safety switch",
+)
 def policy_stage(ctx: StageContext) -> StageResult:
     cfg: PolicyStageConfig = ctx.config
     data = ctx.load_dataset()
@@ -178,12 +215,12 @@ def policy_stage(ctx: StageContext) -> StageResult:
     b_art, c_art = ctx.input("behavior"), ctx.input("critics")
     bcfg = _learner_config(BehaviorConfig, BehaviorConfig(), **b_art.outputs["config"])
     behavior = build_score_net(data.obs_dim, data.act_dim, bcfg)
-    behavior.load_state_dict(torch.load(b_art.dir / b_art.outputs["file"], map_location="cpu",
-                                        weights_only=True)["net"])
+    behavior.load_state_dict(
+        torch.load(b_art.dir / b_art.outputs["file"], map_location="cpu", weights_only=True)["net"]
+    )
     ccfg = _learner_config(CriticConfig, CriticConfig(), **c_art.outputs["config"])
     critics = CriticLearner(data.obs_dim, data.act_dim, ccfg, c_art.outputs["reward_scale"], ctx.device)
-    critics.load_state_dict(torch.load(c_art.dir / c_art.outputs["file"], map_location=ctx.device,
-                                       weights_only=True))
+    critics.load_state_dict(torch.load(c_art.dir / c_art.outputs["file"], map_location=ctx.device, weights_only=True))
 
     model = build_estimator(ctx, cfg, data, critics, pcfg.gamma, int(horizon))
     estimator = model if pcfg.switch_estimator == "model" else None
@@ -192,20 +229,40 @@ def policy_stage(ctx: StageContext) -> StageResult:
 
         def estimator(policy, n_episodes: int) -> float:  # mean undiscounted episode cost
             fn = torch.no_grad()(lambda obs: policy(obs))
-            result = rollout(ctx.task, fn, n_episodes, seed=ctx.seed, num_envs=cfg.estimate_num_envs,
-                             device=ctx.device)
+            result = rollout(ctx.task, fn, n_episodes, seed=ctx.seed, num_envs=cfg.estimate_num_envs, device=ctx.device)
             return float(result.cost.mean())
 
     low, high = action_bounds(ctx.task)
-    learner = PolicyLearner(data.obs_dim, data.act_dim, behavior, critics, pcfg, low, high,
-                            VPSchedule(bcfg.beta0, bcfg.beta1), ctx.device, seed=ctx.seed,
-                            cost_estimator=estimator, initial_observations=initial_observations(data),
-                            calibration=(calibration_rows(data, pcfg.gamma, 4096, ctx.seed)
-                                         if pcfg.critic_calibration else None))
-    kwargs = {"obs_dim": data.obs_dim, "act_dim": data.act_dim, "hidden": list(pcfg.hidden),
-              "activation": "relu", "act_low": low, "act_high": high}
-    selection = None if model is None else IterateSelection(
-        ctx, model, cfg.select_every, float(kappa), pcfg.cost_limit, pcfg.fix_cost_normalisation, kwargs)
+    learner = PolicyLearner(
+        data.obs_dim,
+        data.act_dim,
+        behavior,
+        critics,
+        pcfg,
+        low,
+        high,
+        VPSchedule(bcfg.beta0, bcfg.beta1),
+        ctx.device,
+        seed=ctx.seed,
+        cost_estimator=estimator,
+        initial_observations=initial_observations(data),
+        calibration=(calibration_rows(data, pcfg.gamma, 4096, ctx.seed) if pcfg.critic_calibration else None),
+    )
+    kwargs = {
+        "obs_dim": data.obs_dim,
+        "act_dim": data.act_dim,
+        "hidden": list(pcfg.hidden),
+        "activation": "relu",
+        "act_low": low,
+        "act_high": high,
+    }
+    selection = (
+        None
+        if model is None
+        else IterateSelection(
+            ctx, model, cfg.select_every, float(kappa), pcfg.cost_limit, pcfg.fix_cost_normalisation, kwargs
+        )
+    )
     steps = _train(ctx, learner, learner.total_steps, lambda g: data.sample(pcfg.batch_size, g), selection)
     policy = save_policy(ctx.out_dir, learner.policy, "deterministic", kwargs)
     metrics = {"steps": float(steps), "cost_estimate": learner.cost_estimate}
@@ -213,8 +270,7 @@ def policy_stage(ctx: StageContext) -> StageResult:
     if selection is not None:
         from corl.eval.scores import normalized_reward
 
-        extra_metrics, extra_outputs = selection.finish(
-            learner, lambda r: float(normalized_reward(ctx.task, [r])[0]))
+        extra_metrics, extra_outputs = selection.finish(learner, lambda r: float(normalized_reward(ctx.task, [r])[0]))
         metrics.update(extra_metrics)
         outputs.update(extra_outputs)
     return StageResult(metrics=metrics, outputs=outputs)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from corl.eval.rollout import rollout
 from corl.errors import ConfigError
+from corl.eval.rollout import rollout
 from corl.eval.scores import summarize
 from corl.files import atomic_write
 from corl.pipeline.context import StageContext, StageResult
@@ -40,8 +40,13 @@ class EvaluateConfig:
             raise ValueError(f"label must be 'final', 'best' or 'best_offline', got {self.label!r}")
 
 
-@register_stage("evaluate", config=EvaluateConfig, version="1", inputs=("policy",),
-                description="simulator rollouts with DSRL-normalized reward and cost")
+@register_stage(
+    "evaluate",
+    config=EvaluateConfig,
+    version="1",
+    inputs=("policy",),
+    description="simulator rollouts with DSRL-normalized reward and cost",
+)
 def evaluate_stage(ctx: StageContext) -> StageResult:
     cfg: EvaluateConfig = ctx.config
     policy_art = ctx.input("policy")
@@ -53,26 +58,51 @@ def evaluate_stage(ctx: StageContext) -> StageResult:
 
         spec = policy_art.outputs.get(cfg.policy_output)
         if not isinstance(spec, dict) or "file" not in spec:
-            raise CorlError(f"stage {ctx.name!r}: input {policy_art.dir.name} ({policy_art.kind}) publishes no "
-                            f"{cfg.policy_output!r} policy (policy_output); it has {sorted(policy_art.outputs)}")
+            raise CorlError(
+                f"stage {ctx.name!r}: input {policy_art.dir.name} ({policy_art.kind}) publishes no "
+                f"{cfg.policy_output!r} policy (policy_output); it has {sorted(policy_art.outputs)}"
+            )
         policy_fn = load_policy_fn(policy_art.dir, spec, ctx.device)
     if cfg.target_return is not None or cfg.target_cost is not None:
         if not hasattr(policy_fn, "set_targets"):
-            raise ConfigError(f"evaluate.target_return/target_cost: the policy of stage "
-                              f"{policy_art.outputs.get('label')!r} takes no targets (only CDT does)")
+            raise ConfigError(
+                f"evaluate.target_return/target_cost: the policy of stage "
+                f"{policy_art.outputs.get('label')!r} takes no targets (only CDT does)"
+            )
         policy_fn.set_targets(cfg.target_return, cfg.target_cost)
     limit = cfg.cost_limit
     if limit is None:
         limit = policy_art.outputs.get("cost_limit", ctx.task.cost_limit)
     ctx.progress(0, cfg.episodes)
-    result = rollout(ctx.task, policy_fn, cfg.episodes, seed=ctx.seed, num_envs=cfg.num_envs, device=ctx.device,
-                     progress=lambda done, total: ctx.progress(done, total))
-    metrics = summarize(ctx.task, result.reward, result.cost, result.length, limit,
-                        extra_limits=ctx.task.cost_limits, prefix=f"{cfg.label}/")
-    episodes = {"reward": result.reward.tolist(), "cost": result.cost.tolist(),
-                "length": result.length.tolist(), "cost_limit": limit, "seed": ctx.seed,
-                "policy_artifact": policy_art.dir.name, "policy_label": policy_art.outputs.get("label"),
-                "policy_output": cfg.policy_output}
+    result = rollout(
+        ctx.task,
+        policy_fn,
+        cfg.episodes,
+        seed=ctx.seed,
+        num_envs=cfg.num_envs,
+        device=ctx.device,
+        progress=lambda done, total: ctx.progress(done, total),
+    )
+    metrics = summarize(
+        ctx.task,
+        result.reward,
+        result.cost,
+        result.length,
+        limit,
+        extra_limits=ctx.task.cost_limits,
+        prefix=f"{cfg.label}/",
+    )
+    episodes = {
+        "reward": result.reward.tolist(),
+        "cost": result.cost.tolist(),
+        "length": result.length.tolist(),
+        "cost_limit": limit,
+        "seed": ctx.seed,
+        "policy_artifact": policy_art.dir.name,
+        "policy_label": policy_art.outputs.get("label"),
+        "policy_output": cfg.policy_output,
+    }
     atomic_write(ctx.out_dir / "episodes.json", json.dumps(episodes, indent=1).encode())
-    return StageResult(metrics=metrics, outputs={"cost_limit": limit, "label": cfg.label,
-                                                 "policy": policy_art.outputs.get("label")})
+    return StageResult(
+        metrics=metrics, outputs={"cost_limit": limit, "label": cfg.label, "policy": policy_art.outputs.get("label")}
+    )

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from corl.algos.fisor import FISORConfig, FISORLearner
 from corl.pipeline.context import StageContext, StageResult
-from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
 from corl.pipeline.stages.bc import action_bounds
 from corl.pipeline.stages.vae import train
+from corl.store.policies import save_policy
 
 
-@register_stage("fisor", config=FISORConfig, version="1", inputs=("dataset",),
-                description="FISOR: HJ feasibility critics, IQL reward critics, weighted DDPM policy")
+@register_stage(
+    "fisor",
+    config=FISORConfig,
+    version="1",
+    inputs=("dataset",),
+    description="FISOR: HJ feasibility critics, IQL reward critics, weighted DDPM policy",
+)
 def fisor_stage(ctx: StageContext) -> StageResult:
     cfg: FISORConfig = ctx.config
     data = ctx.load_dataset()
@@ -29,6 +34,7 @@ def fisor_stage(ctx: StageContext) -> StageResult:
     steps = train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
     spec = save_policy(ctx.out_dir, learner.make_policy(), "fisor", learner.policy_kwargs)
     limit = cfg.cost_limit if cfg.cost_limit is not None else task.cost_limit
-    return StageResult(metrics={"steps": float(steps), "reward_factor": factor},
-                       outputs={"policy": spec, "cost_limit": limit, "label": "FISOR", "steps": steps,
-                                "reward_factor": factor})
+    return StageResult(
+        metrics={"steps": float(steps), "reward_factor": factor},
+        outputs={"policy": spec, "cost_limit": limit, "label": "FISOR", "steps": steps, "reward_factor": factor},
+    )

@@ -41,15 +41,22 @@ from typing import Any
 
 import torch
 
-from corl.algos.micro import DynamicsConfig, DynamicsLearner, GaussianEnsembleDynamics, MICROConfig, MICROTrainer
-from corl.algos.micro import paper_config, termination_fn
+from corl.algos.micro import (
+    DynamicsConfig,
+    DynamicsLearner,
+    GaussianEnsembleDynamics,
+    MICROConfig,
+    MICROTrainer,
+    paper_config,
+    termination_fn,
+)
 from corl.envs.factory import action_bounds
 from corl.errors import CorlError
 from corl.files import torch_save_atomic
-from corl.store.artifacts import Artifact
 from corl.pipeline.context import StageContext, StageResult
-from corl.store.policies import save_policy
 from corl.pipeline.registry import register_stage
+from corl.store.artifacts import Artifact
+from corl.store.policies import save_policy
 from corl.tasks import TaskSpec
 
 DYNAMICS_FILE = "dynamics.pt"
@@ -142,8 +149,13 @@ def _fit_generator(ctx: StageContext) -> torch.Generator:
 
 
 # ----------------------------------------------------------------------------- stage 1
-@register_stage("dynamics", config=DynamicsStageConfig, version="1", inputs=("dataset",),
-                description="probabilistic dynamics ensemble (hold-out early stopping, elites)")
+@register_stage(
+    "dynamics",
+    config=DynamicsStageConfig,
+    version="1",
+    inputs=("dataset",),
+    description="probabilistic dynamics ensemble (hold-out early stopping, elites)",
+)
 def dynamics_stage(ctx: StageContext) -> StageResult:
     cfg: DynamicsStageConfig = ctx.config
     data = ctx.load_dataset()
@@ -153,41 +165,66 @@ def dynamics_stage(ctx: StageContext) -> StageResult:
     learner = DynamicsLearner(data.obs_dim, data.act_dim, dcfg, ctx.device)
     # the one training loop, driven by fit's epoch hook (fit stops early, so no fixed total
     # is iterated); a step is an epoch, each logged on its own line
-    loop = ctx.train_loop(dcfg.max_epochs, lambda: {"learner": learner.state_dict()},
-                          lambda state: learner.load_state_dict(state["learner"]), log_every=1)
+    loop = ctx.train_loop(
+        dcfg.max_epochs,
+        lambda: {"learner": learner.state_dict()},
+        lambda state: learner.load_state_dict(state["learner"]),
+        log_every=1,
+    )
     loop.restore()
     fit = learner.fit(data, _fit_generator(ctx), on_epoch_end=loop.step_done)
     ctx.steps_done = learner.epoch
 
-    torch_save_atomic({"state_dict": {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}},
-                      ctx.out_dir / DYNAMICS_FILE)
+    torch_save_atomic(
+        {"state_dict": {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}},
+        ctx.out_dir / DYNAMICS_FILE,
+    )
     elites = [int(e) for e in learner.model.elites.tolist()]
     holdout = learner.best_holdout.tolist()
     config = dataclasses.asdict(dcfg)
     return StageResult(
-        metrics={"epochs": float(learner.epoch), "elite_holdout_mse": fit["dynamics/holdout_mse"],
-                 "updates": float(learner.total_steps)},
-        outputs={"file": DYNAMICS_FILE, "config": config, "obs_dim": data.obs_dim, "act_dim": data.act_dim,
-                 "elites": elites, "holdout_mse_per_member": holdout, "epochs": learner.epoch,
-                 "predict_cost": dcfg.predict_cost})
+        metrics={
+            "epochs": float(learner.epoch),
+            "elite_holdout_mse": fit["dynamics/holdout_mse"],
+            "updates": float(learner.total_steps),
+        },
+        outputs={
+            "file": DYNAMICS_FILE,
+            "config": config,
+            "obs_dim": data.obs_dim,
+            "act_dim": data.act_dim,
+            "elites": elites,
+            "holdout_mse_per_member": holdout,
+            "epochs": learner.epoch,
+            "predict_cost": dcfg.predict_cost,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- stage 2
-@register_stage("micro_policy", config=MICROPolicyStageConfig, version="1", inputs=("dataset", "dynamics"),
-                description="MICRO: SAC on real + model rollouts with the robust (conservative) target")
+@register_stage(
+    "micro_policy",
+    config=MICROPolicyStageConfig,
+    version="1",
+    inputs=("dataset", "dynamics"),
+    description="MICRO: SAC on real + model rollouts with the robust (conservative) target",
+)
 def micro_policy_stage(ctx: StageContext) -> StageResult:
     cfg: MICROPolicyStageConfig = ctx.config
     data = ctx.load_dataset()
     dyn_art = ctx.input("dynamics")
     if (int(dyn_art.outputs["obs_dim"]), int(dyn_art.outputs["act_dim"])) != (data.obs_dim, data.act_dim):
-        raise CorlError(f"micro_policy: dynamics artifact {dyn_art.dir.name} is for (obs, act) dims "
-                        f"({dyn_art.outputs['obs_dim']}, {dyn_art.outputs['act_dim']}), the dataset has "
-                        f"({data.obs_dim}, {data.act_dim})")
+        raise CorlError(
+            f"micro_policy: dynamics artifact {dyn_art.dir.name} is for (obs, act) dims "
+            f"({dyn_art.outputs['obs_dim']}, {dyn_art.outputs['act_dim']}), the dataset has "
+            f"({data.obs_dim}, {data.act_dim})"
+        )
     dynamics = load_dynamics(dyn_art, ctx.device)
     mcfg = micro_config(cfg, ctx.task)
     if mcfg.cost_limit is not None and not dynamics.config.predict_cost:
-        raise CorlError("micro_policy: policy.cost_limit (the cost-aware variant) needs model costs; "
-                        "set dynamics.predict_cost=true")
+        raise CorlError(
+            "micro_policy: policy.cost_limit (the cost-aware variant) needs model costs; set dynamics.predict_cost=true"
+        )
     termination = termination_fn(ctx.task.name, mcfg.termination_two_sided_bound)
     low, high = action_bounds(ctx.task)
     trainer = MICROTrainer(mcfg, data, dynamics, termination, low, high, ctx.device)
@@ -210,20 +247,39 @@ def micro_policy_stage(ctx: StageContext) -> StageResult:
             rollout_stats = {k: v for k, v in metrics.items() if k.startswith("rollout/")}
         loop.log({**metrics, **rollout_stats})
 
-    kwargs = {"obs_dim": data.obs_dim, "act_dim": data.act_dim, "hidden": list(cfg.hidden),
-              "act_low": [float(x) for x in low], "act_high": [float(x) for x in high]}
+    kwargs = {
+        "obs_dim": data.obs_dim,
+        "act_dim": data.act_dim,
+        "hidden": list(cfg.hidden),
+        "act_low": [float(x) for x in low],
+        "act_high": [float(x) for x in high],
+    }
     policy = save_policy(ctx.out_dir, trainer.learner.actor, "tanh_gaussian", kwargs)
     # The final SAC reward critic, for `corl eval --attack min_Q` (MICRO's attack judges the
     # perturbed action with it); read back by corl.eval.critics, weights only.
-    torch_save_atomic({"state_dict": {k: v.detach().cpu() for k, v in trainer.learner.critic.state_dict().items()}},
-                      ctx.out_dir / "critic.pt")
-    critic = {"file": "critic.pt", "key": "state_dict", "what": "reward Q ensemble (MICRO's final SAC critic)",
-              "kwargs": {"num_q": cfg.num_critics, "hidden": list(cfg.hidden)}}
+    torch_save_atomic(
+        {"state_dict": {k: v.detach().cpu() for k, v in trainer.learner.critic.state_dict().items()}},
+        ctx.out_dir / "critic.pt",
+    )
+    critic = {
+        "file": "critic.pt",
+        "key": "state_dict",
+        "what": "reward Q ensemble (MICRO's final SAC critic)",
+        "kwargs": {"num_q": cfg.num_critics, "hidden": list(cfg.hidden)},
+    }
     limit = cfg.cost_limit if cfg.cost_limit is not None else ctx.task.cost_limit
     label = "MICRO" if cfg.robust_target else "MICRO (plain target)"
     if cfg.cost_limit is not None:
         label += f" cost-aware@{cfg.cost_limit:g}"
     return StageResult(
         metrics={"steps": float(loop.step), "model_buffer_rows": float(len(trainer.buffer))},
-        outputs={"policy": policy, "critic": critic, "cost_limit": limit, "label": label, "steps": loop.step,
-                 "robust_target": cfg.robust_target, "target_clamp_min": mcfg.target_clamp_min})
+        outputs={
+            "policy": policy,
+            "critic": critic,
+            "cost_limit": limit,
+            "label": label,
+            "steps": loop.step,
+            "robust_target": cfg.robust_target,
+            "target_clamp_min": mcfg.target_clamp_min,
+        },
+    )

@@ -50,10 +50,10 @@ from corl.algos.cvpo.config import CVPOConfig
 from corl.algos.mice.config import MICEConfig
 from corl.errors import ConfigError, CorlError
 from corl.files import atomic_write, atomic_write_via
-from corl.store.artifacts import METRICS
 from corl.pipeline.checkpoint import restore_rng_states
 from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
 from corl.pipeline.registry import register_stage
+from corl.store.artifacts import METRICS
 
 EPISODES_FILE = "episodes.hdf5"  # the train stage's artifact: every recorded episode (DSRL layout)
 CURVE_FILE = "learning_curve.png"
@@ -95,11 +95,37 @@ class CVPOTrainConfig(CVPOConfig, PeriodicEvalKeys):
 
 #: ``MICEConfig`` fields that became ``mice_train`` keys after artifacts existed: left out of
 #: the key while at their default (the value those artifacts were trained with).
-_MICE_KEYED_IF_SET = frozenset({
-    "cost_window", "empty_cost_window", "horizon", "activation", "log_std_init", "obs_normalize", "lam", "lam_c",
-    "cg_iters", "cg_damping", "line_search_steps", "line_search_decay", "ppo_clip", "ppo_actor_lr", "lagrange_lr",
-    "lagrange_init", "critic_l2", "max_grad_norm", "emb_dim", "kernel_xi", "kernel_eps", "beta_init", "beta_ema",
-    "beta_lr", "beta_guard", "correction_uses_reward_gamma", "seed"})
+_MICE_KEYED_IF_SET = frozenset(
+    {
+        "cost_window",
+        "empty_cost_window",
+        "horizon",
+        "activation",
+        "log_std_init",
+        "obs_normalize",
+        "lam",
+        "lam_c",
+        "cg_iters",
+        "cg_damping",
+        "line_search_steps",
+        "line_search_decay",
+        "ppo_clip",
+        "ppo_actor_lr",
+        "lagrange_lr",
+        "lagrange_init",
+        "critic_l2",
+        "max_grad_norm",
+        "emb_dim",
+        "kernel_xi",
+        "kernel_eps",
+        "beta_init",
+        "beta_ema",
+        "beta_lr",
+        "beta_guard",
+        "correction_uses_reward_gamma",
+        "seed",
+    }
+)
 
 
 @dataclass
@@ -147,8 +173,14 @@ class _Method:
     fixed_horizon: bool
 
 
-def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float, snapshot: dict[str, Any] | None = None,
-                         suffix: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _save_trained_policy(
+    ctx: StageContext,
+    trainer: Any,
+    limit: float,
+    snapshot: dict[str, Any] | None = None,
+    suffix: str = "",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Publish a finished learner's actor (``policy-<limit>.pt``) for ``evaluate`` / ``corl eval``.
 
     Saved when each learner finishes, so a run resumed after a learner switch still has every
@@ -165,14 +197,24 @@ def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float, snapshot
     cfg = learner.config
     spec = ctx.task
     actor = learner.actor
-    common = {"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "hidden": list(cfg.hidden), "activation": cfg.activation}
+    common = {
+        "obs_dim": spec.obs_dim,
+        "act_dim": spec.act_dim,
+        "hidden": list(cfg.hidden),
+        "activation": cfg.activation,
+    }
     mean = std = None
     if snapshot is not None:
         actor = copy.deepcopy(actor)
         actor.load_state_dict(snapshot["actor"])
     if hasattr(trainer, "normalizer"):  # MICE
         builder = "diag_gaussian"
-        kwargs = {**common, "state_dependent_std": False, "bounded_mean": False, "log_std_init": float(cfg.log_std_init)}
+        kwargs = {
+            **common,
+            "state_dependent_std": False,
+            "bounded_mean": False,
+            "log_std_init": float(cfg.log_std_init),
+        }
         if snapshot is not None and "obs_mean" in snapshot:
             mean, std = snapshot["obs_mean"], snapshot["obs_std"]
         elif trainer.normalizer is not None:
@@ -182,14 +224,22 @@ def _save_trained_policy(ctx: StageContext, trainer: Any, limit: float, snapshot
         low, high = [float(x) for x in trainer.act_low], [float(x) for x in trainer.act_high]
         if cfg.policy == "diag":
             builder = "diag_gaussian"
-            kwargs = {**common, "act_low": low, "act_high": high, "state_dependent_std": bool(cfg.state_dependent_std),
-                      "bounded_mean": True}
+            kwargs = {
+                **common,
+                "act_low": low,
+                "act_high": high,
+                "state_dependent_std": bool(cfg.state_dependent_std),
+                "bounded_mean": True,
+            }
         else:
             builder = "cholesky_gaussian"
             kwargs = {**common, "act_low": low, "act_high": high}
     stem = f"policy-{limit:g}{suffix}"
-    policy = {**save_policy(ctx.out_dir, actor, builder, kwargs, mean, std, file=f"{stem}.pt"),
-              "cost_limit": float(limit), **(extra or {})}
+    policy = {
+        **save_policy(ctx.out_dir, actor, builder, kwargs, mean, std, file=f"{stem}.pt"),
+        "cost_limit": float(limit),
+        **(extra or {}),
+    }
     # the spec beside the weights: a resumed run lists policies of learners it did not train itself
     atomic_write(ctx.out_dir / f"{stem}.json", json.dumps(policy, sort_keys=True).encode())
     return policy
@@ -281,8 +331,10 @@ class _Spill:
             else:
                 path.unlink(missing_ok=True)
         if self.rows != committed:
-            raise CorlError(f"{self.directory}: recorded episodes missing ({self.rows} of {committed} rows); "
-                            "delete checkpoint.pt to restart this stage")
+            raise CorlError(
+                f"{self.directory}: recorded episodes missing ({self.rows} of {committed} rows); "
+                "delete checkpoint.pt to restart this stage"
+            )
 
     def append(self, arrays: dict[str, np.ndarray]) -> None:
         n = len(arrays["rewards"]) if arrays else 0
@@ -319,10 +371,21 @@ class _Curve:
         self.violations += int(excess > 0)
         self.cum_violation += excess
         self.latest = {"episode_reward": ep.reward, "episode_cost": ep.cost, "cum_violations": float(self.violations)}
-        self.ctx.log_metrics(step, {"episode": ep.episode, "learner": learner, "cost_limit": limit,
-                                    "training_step": ep.training_step, "seed": ep.seed,
-                                    "episode_reward": ep.reward, "episode_cost": ep.cost, "episode_length": ep.length,
-                                    "cum_violations": self.violations, "cum_violation_excess": self.cum_violation})
+        self.ctx.log_metrics(
+            step,
+            {
+                "episode": ep.episode,
+                "learner": learner,
+                "cost_limit": limit,
+                "training_step": ep.training_step,
+                "seed": ep.seed,
+                "episode_reward": ep.reward,
+                "episode_cost": ep.cost,
+                "episode_length": ep.length,
+                "cum_violations": self.violations,
+                "cum_violation_excess": self.cum_violation,
+            },
+        )
 
     def state(self) -> dict[str, Any]:
         return {"violations": self.violations, "cum_violation": self.cum_violation}
@@ -380,12 +443,22 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
         if resume is None:
             evaluator.start_learner()
         seed = ctx.seed + 1000 * learner_index
-        collector = OnlineCollector(ctx.task, cfg.num_envs, seed, record=True, fixed_horizon=method.fixed_horizon,
-                                    cost_limit=limit, device=ctx.device, workers=0)  # 0: from the free cores
+        collector = OnlineCollector(
+            ctx.task,
+            cfg.num_envs,
+            seed,
+            record=True,
+            fixed_horizon=method.fixed_horizon,
+            cost_limit=limit,
+            device=ctx.device,
+            workers=0,
+        )  # 0: from the free cores
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
-            collector.episodes = [EpisodeInfo(**{k: v for k, v in e.items() if k in EpisodeInfo.__dataclass_fields__})
-                                  for e in resume["current_episodes"]]
+            collector.episodes = [
+                EpisodeInfo(**{k: v for k, v in e.items() if k in EpisodeInfo.__dataclass_fields__})
+                for e in resume["current_episodes"]
+            ]
             collector.load_state_dict(resume)  # env_steps, env_episode
             open_envs = resume["open_envs"].numpy().astype(bool)
             if open_envs.any():
@@ -400,13 +473,16 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
             open_envs = collector.open_episodes()
             last_obs = collector.obs if collector.obs is not None else np.zeros((cfg.num_envs, collector.obs_dim))
             return {
-                "learner": learner_index, "trainer": trainer.state_dict(),
-                "spilled_rows": spill.rows, "pool_episodes": pool_eps,
+                "learner": learner_index,
+                "trainer": trainer.state_dict(),
+                "spilled_rows": spill.rows,
+                "pool_episodes": pool_eps,
                 "current_episodes": [_plain(e.as_dict()) for e in collector.episodes],
                 **collector.state_dict(),  # env_steps, env_episode
                 "open_envs": torch.from_numpy(open_envs.copy()),
                 "last_obs": torch.as_tensor(np.asarray(last_obs, dtype=np.float32)),
-                "curve": curve.state(), "eval": evaluator.state(),
+                "curve": curve.state(),
+                "eval": evaluator.state(),
             }
 
         due_since: int | None = None
@@ -447,60 +523,120 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
                 ctx.log_metrics(step, evaluator.evaluate(trainer, learner_index, collector.env_steps, step, limit))
             if evaluator.best is not None:
                 best = evaluator.best
-                _save_trained_policy(ctx, trainer, limit, best["snapshot"], "-best",
-                                     {"learner_step": best["step"], "eval_reward": best["reward"],
-                                      "eval_cost": best["cost"]})
+                _save_trained_policy(
+                    ctx,
+                    trainer,
+                    limit,
+                    best["snapshot"],
+                    "-best",
+                    {"learner_step": best["step"], "eval_reward": best["reward"], "eval_cost": best["cost"]},
+                )
         pool_eps.extend(_plain({**e.as_dict(), "learner": learner_index}) for e in collector.episodes)
         learner_index += 1
         if learner_index < len(limits):  # a clean boundary: the next learner starts from scratch
-            ckpt.save(learner_index * per_learner, {"learner": learner_index, "trainer": {}, "spilled_rows": spill.rows,
-                                                    "pool_episodes": pool_eps, "current_episodes": [],
-                                                    "env_steps": 0, "env_episode": [0] * cfg.num_envs,
-                                                    "open_envs": torch.zeros(cfg.num_envs, dtype=torch.bool),
-                                                    "last_obs": torch.zeros(cfg.num_envs, 1), "curve": curve.state(),
-                                                    "eval": evaluator.state()})
+            ckpt.save(
+                learner_index * per_learner,
+                {
+                    "learner": learner_index,
+                    "trainer": {},
+                    "spilled_rows": spill.rows,
+                    "pool_episodes": pool_eps,
+                    "current_episodes": [],
+                    "env_steps": 0,
+                    "env_episode": [0] * cfg.num_envs,
+                    "open_envs": torch.zeros(cfg.num_envs, dtype=torch.bool),
+                    "last_obs": torch.zeros(cfg.num_envs, 1),
+                    "curve": curve.state(),
+                    "eval": evaluator.state(),
+                },
+            )
     ctx.callbacks.stage_progress(ctx.name, total, total, curve.latest)
     ctx.steps_done = total
 
     arrays = spill.load_all()
     if not arrays:
-        raise CorlError(f"{ctx.name}: no episode finished in {per_learner} env steps; raise {ctx.name}.steps "
-                        f"(episodes last {horizon} steps x {cfg.num_envs} envs)")
-    meta = {"task": ctx.task.name, "source": f"corl-{method.name}", "collector": method.name, "seed": ctx.seed,
-            "cost_limits": limits, "env_steps": total, "episodes": len(pool_eps), "num_envs": cfg.num_envs}
+        raise CorlError(
+            f"{ctx.name}: no episode finished in {per_learner} env steps; raise {ctx.name}.steps "
+            f"(episodes last {horizon} steps x {cfg.num_envs} envs)"
+        )
+    meta = {
+        "task": ctx.task.name,
+        "source": f"corl-{method.name}",
+        "collector": method.name,
+        "seed": ctx.seed,
+        "cost_limits": limits,
+        "env_steps": total,
+        "episodes": len(pool_eps),
+        "num_envs": cfg.num_envs,
+    }
     _write_hdf5(arrays, pool_eps, meta, ctx.out_dir / EPISODES_FILE)
     spill.clear()
-    _plot_curve(metrics_path, ctx.out_dir / CURVE_FILE, f"{method.name.upper()} on {ctx.task.name}", limits,
-                show_violations=method.name == "mice")
-    best_policies = [json.loads((ctx.out_dir / f"policy-{limit:g}-best.json").read_text()) for limit in limits
-                     if (ctx.out_dir / f"policy-{limit:g}-best.json").exists()]
+    _plot_curve(
+        metrics_path,
+        ctx.out_dir / CURVE_FILE,
+        f"{method.name.upper()} on {ctx.task.name}",
+        limits,
+        show_violations=method.name == "mice",
+    )
+    best_policies = [
+        json.loads((ctx.out_dir / f"policy-{limit:g}-best.json").read_text())
+        for limit in limits
+        if (ctx.out_dir / f"policy-{limit:g}-best.json").exists()
+    ]
 
     rewards = np.array([e["reward"] for e in pool_eps])
     costs = np.array([e["cost"] for e in pool_eps])
     tail = max(1, min(10, len(pool_eps) // 4 or 1))
     # final/*: the last `tail` training episodes (stochastic policy), as `corl run` prints them
-    metrics = {"final/reward": float(rewards[-tail:].mean()), "final/cost": float(costs[-tail:].mean()),
-               "final/episodes": float(tail),
-               "episodes": float(len(pool_eps)), "transitions": float(len(arrays["rewards"])),
-               "env_steps": float(total), "cum_violations": float(curve.violations),
-               "cum_violation_excess": float(curve.cum_violation), "wall_s": time.perf_counter() - t_start}
+    metrics = {
+        "final/reward": float(rewards[-tail:].mean()),
+        "final/cost": float(costs[-tail:].mean()),
+        "final/episodes": float(tail),
+        "episodes": float(len(pool_eps)),
+        "transitions": float(len(arrays["rewards"])),
+        "env_steps": float(total),
+        "cum_violations": float(curve.violations),
+        "cum_violation_excess": float(curve.cum_violation),
+        "wall_s": time.perf_counter() - t_start,
+    }
     if evaluator.enabled:  # the last learner's: mean of its last 3 evaluations, and its best feasible one
         last = evaluator.last(len(limits) - 1, 3)
-        metrics.update({"eval/last_reward": float(np.mean([h["eval_reward"] for h in last])),
-                        "eval/last_cost": float(np.mean([h["eval_cost"] for h in last])),
-                        "eval/last_n": float(len(last))})
+        metrics.update(
+            {
+                "eval/last_reward": float(np.mean([h["eval_reward"] for h in last])),
+                "eval/last_cost": float(np.mean([h["eval_cost"] for h in last])),
+                "eval/last_n": float(len(last)),
+            }
+        )
         best = [b for b in best_policies if b["cost_limit"] == limits[-1]]
         if best:
-            metrics.update({"best/eval_reward": float(best[0]["eval_reward"]),
-                            "best/eval_cost": float(best[0]["eval_cost"]),
-                            "best/learner_step": float(best[0]["learner_step"])})
-    outputs = {"episodes_file": EPISODES_FILE, "method": method.name, "cost_limits": limits,
-               "episodes": len(pool_eps), "transitions": int(len(arrays["rewards"])), "env_steps": total,
-               "curve": CURVE_FILE, "resumed_from": ctx.resumed_from}
+            metrics.update(
+                {
+                    "best/eval_reward": float(best[0]["eval_reward"]),
+                    "best/eval_cost": float(best[0]["eval_cost"]),
+                    "best/learner_step": float(best[0]["learner_step"]),
+                }
+            )
+    outputs = {
+        "episodes_file": EPISODES_FILE,
+        "method": method.name,
+        "cost_limits": limits,
+        "episodes": len(pool_eps),
+        "transitions": int(len(arrays["rewards"])),
+        "env_steps": total,
+        "curve": CURVE_FILE,
+        "resumed_from": ctx.resumed_from,
+    }
     # the last learner's actor is the stage's policy; every limit's is listed for threshold sweeps
     policies = [_policy_spec(ctx, limit) for limit in limits]
-    outputs.update({"policy": policies[-1], "policies": policies, "cost_limit": limits[-1],
-                    "label": f"{method.name.upper()} (final, limit {limits[-1]:g})"})
+    outputs.update(
+        {
+            "policy": policies[-1],
+            "policies": policies,
+            "cost_limit": limits[-1],
+            "label": f"{method.name.upper()} (final, limit {limits[-1]:g})",
+        }
+    )
     if best_policies:  # the best feasible evaluated iterate of each learner (eval_every > 0)
         outputs["best_policies"] = best_policies
     return StageResult(metrics=metrics, outputs=outputs)
@@ -517,17 +653,27 @@ def _policy_spec(ctx: StageContext, limit: float) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ files
 def _episode_columns(episodes: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Per-episode metadata as arrays (HDF5 attributes cap at 64 KiB; thousands of episodes do not fit)."""
+
     def col(key: str, dtype: Any, default: Any = 0) -> np.ndarray:
         return np.asarray([default if e.get(key) is None else e.get(key, default) for e in episodes], dtype=dtype)
 
-    return {"cost_limit": col("cost_limit", np.float64, np.nan), "training_step": col("training_step", np.int64),
-            "env_step": col("env_step", np.int64), "seed": col("seed", np.int64), "learner": col("learner", np.int64),
-            "env_index": col("env_index", np.int64), "reward": col("reward", np.float64),
-            "cost": col("cost", np.float64), "length": col("length", np.int64), "terminated": col("terminated", bool)}
+    return {
+        "cost_limit": col("cost_limit", np.float64, np.nan),
+        "training_step": col("training_step", np.int64),
+        "env_step": col("env_step", np.int64),
+        "seed": col("seed", np.int64),
+        "learner": col("learner", np.int64),
+        "env_index": col("env_index", np.int64),
+        "reward": col("reward", np.float64),
+        "cost": col("cost", np.float64),
+        "length": col("length", np.int64),
+        "terminated": col("terminated", bool),
+    }
 
 
-def _write_hdf5(arrays: dict[str, np.ndarray], episodes: list[dict[str, Any]], metadata: dict[str, Any],
-                path: Path) -> Path:
+def _write_hdf5(
+    arrays: dict[str, np.ndarray], episodes: list[dict[str, Any]], metadata: dict[str, Any], path: Path
+) -> Path:
     """A DSRL-format file plus an ``episodes/`` group of per-episode metadata, written atomically."""
     import h5py
 
@@ -562,7 +708,11 @@ def _plot_curve(metrics_path: Path, out: Path, title: str, limits: list[float], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    every = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] if metrics_path.exists() else []
+    every = (
+        [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        if metrics_path.exists()
+        else []
+    )
     rows = [r for r in every if "episode_reward" in r]
     evals = [r for r in every if "eval_reward" in r]
     steps = np.array([r["step"] for r in rows], dtype=float)
@@ -575,13 +725,20 @@ def _plot_curve(metrics_path: Path, out: Path, title: str, limits: list[float], 
         ax.plot(steps, values, ".", alpha=0.3, markersize=3)
         if len(values) and key != "cum_violations":
             k = min(10, len(values))
-            ax.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), "-")
+            ax.plot(steps[k - 1 :], np.convolve(values, np.ones(k) / k, mode="valid"), "-")
         else:
             ax.plot(steps, values, "-")
         eval_key = {"episode_reward": "eval_reward", "episode_cost": "eval_cost"}.get(key)
         if evals and eval_key:
-            ax.plot([r["step"] for r in evals], [r[eval_key] for r in evals], "o-", color="k", markersize=3,
-                    linewidth=0.8, label="deterministic evaluation")
+            ax.plot(
+                [r["step"] for r in evals],
+                [r[eval_key] for r in evals],
+                "o-",
+                color="k",
+                markersize=3,
+                linewidth=0.8,
+                label="deterministic evaluation",
+            )
             ax.legend(fontsize=7)
         if key == "episode_cost":
             for limit in sorted(set(limits)):
@@ -595,14 +752,22 @@ def _plot_curve(metrics_path: Path, out: Path, title: str, limits: list[float], 
 
 
 # ------------------------------------------------------------------------------ stage kinds
-@register_stage("cvpo_train", config=CVPOTrainConfig, version="2",
-                description="train CVPO online (one learner per cost limit), recording every episode")
+@register_stage(
+    "cvpo_train",
+    config=CVPOTrainConfig,
+    version="2",
+    description="train CVPO online (one learner per cost limit), recording every episode",
+)
 def cvpo_train(ctx: StageContext) -> StageResult:
     return _train(ctx, METHODS["cvpo"])
 
 
-@register_stage("mice_train", config=MICETrainConfig, version="2",
-                description="train MICE online (one learner per cost limit), recording every episode")
+@register_stage(
+    "mice_train",
+    config=MICETrainConfig,
+    version="2",
+    description="train MICE online (one learner per cost limit), recording every episode",
+)
 def mice_train(ctx: StageContext) -> StageResult:
     return _train(ctx, METHODS["mice"])
 
@@ -637,8 +802,14 @@ def _export_destination(fctx: Any) -> dict[str, Any]:
     return {"key": {"destination": where}}
 
 
-@register_stage("export", config=ExportConfig, version="1", inputs=("episodes",), fingerprint=_export_destination,
-                description="write recorded episodes as a DSRL HDF5 in the dataset store (or a Minari dataset)")
+@register_stage(
+    "export",
+    config=ExportConfig,
+    version="1",
+    inputs=("episodes",),
+    fingerprint=_export_destination,
+    description="write recorded episodes as a DSRL HDF5 in the dataset store (or a Minari dataset)",
+)
 def export_stage(ctx: StageContext) -> StageResult:
     """The dataset file lives in the store, not the artifact, so ``corl datasets``, ``--dataset``
     and other tools find it; the artifact keeps its path and sha256 (and the filter report)."""
@@ -671,8 +842,13 @@ def export_stage(ctx: StageContext) -> StageResult:
     key8 = ctx.out_dir.name.rsplit("-", 1)[-1][:8]
     dataset.metadata.update({"train_artifact": src.dir.name, "exported_by": "corl export"})
     ctx.progress(1, 2)
-    outputs: dict[str, Any] = {"format": cfg.format, "transitions": len(dataset), "episodes": dataset.num_episodes,
-                               "cost_limits": src.outputs.get("cost_limits"), "method": method}
+    outputs: dict[str, Any] = {
+        "format": cfg.format,
+        "transitions": len(dataset),
+        "episodes": dataset.num_episodes,
+        "cost_limits": src.outputs.get("cost_limits"),
+        "method": method,
+    }
     if cfg.format == "dsrl":
         name = cfg.name or f"{ctx.task.name}-{method}-{key8}"
         path = (store_dir() / f"{name}.hdf5").resolve()
@@ -685,15 +861,21 @@ def export_stage(ctx: StageContext) -> StageResult:
         from corl.data.formats.minari import export_minari
 
         dataset_id = cfg.name or f"{_minari_id(ctx.task.name)}-{method}-{key8}-v0"
-        location = export_minari(dataset, dataset_id, ctx.task, overwrite=cfg.overwrite, algorithm_name=f"corl-{method}")
+        location = export_minari(
+            dataset, dataset_id, ctx.task, overwrite=cfg.overwrite, algorithm_name=f"corl-{method}"
+        )
         outputs["episode_metadata"] = _annotate_minari(Path(location), cols)
         outputs.update(dataset_id=dataset_id, minari_path=location)
     if report:
         outputs["density_filter"] = report
     ctx.progress(2, 2)
     returns = dataset.episode_returns()
-    metrics = {"episodes": float(dataset.num_episodes), "transitions": float(len(dataset)),
-               "reward_return_mean": float(returns["reward"].mean()), "cost_return_mean": float(returns["cost"].mean())}
+    metrics = {
+        "episodes": float(dataset.num_episodes),
+        "transitions": float(len(dataset)),
+        "reward_return_mean": float(returns["reward"].mean()),
+        "cost_return_mean": float(returns["cost"].mean()),
+    }
     return StageResult(metrics=metrics, outputs=outputs)
 
 
@@ -728,8 +910,11 @@ def _kept_episodes(cols: dict[str, np.ndarray], after: Any) -> np.ndarray:
     ret = after.episode_returns()
     keep, i = [], 0
     for r, c, n in zip(ret["reward"], ret["cost"], ret["length"]):
-        while i < len(cols["reward"]) and not (cols["length"][i] == n and abs(cols["reward"][i] - r) < 1e-3 * (1 + abs(r))
-                                              and abs(cols["cost"][i] - c) < 1e-3 * (1 + abs(c))):
+        while i < len(cols["reward"]) and not (
+            cols["length"][i] == n
+            and abs(cols["reward"][i] - r) < 1e-3 * (1 + abs(r))
+            and abs(cols["cost"][i] - c) < 1e-3 * (1 + abs(c))
+        ):
             i += 1
         keep.append(i)
         i += 1
@@ -758,6 +943,7 @@ def find_export(task: Any, source: str) -> Path:
     found = sorted({p for n in names for p in root.glob(f"{n}-{source}-*.hdf5")}, key=lambda p: p.stat().st_mtime)
     if not found:
         online = getattr(task, "online_task", None) or task.name
-        raise DatasetError(f"no {source} export for {task.name} in {root}; "
-                           f"create one with: corl run {source} --task {online}")
+        raise DatasetError(
+            f"no {source} export for {task.name} in {root}; create one with: corl run {source} --task {online}"
+        )
     return found[-1]

@@ -50,7 +50,9 @@ def greedy_policy(trainer: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def actor_snapshot(trainer: Any) -> dict[str, Any]:
     """A CPU copy of what a saved policy needs: the actor's weights and the obs normaliser's stats."""
-    snap: dict[str, Any] = {"actor": {k: v.detach().cpu().clone() for k, v in trainer.learner.actor.state_dict().items()}}
+    snap: dict[str, Any] = {
+        "actor": {k: v.detach().cpu().clone() for k, v in trainer.learner.actor.state_dict().items()}
+    }
     normalizer = getattr(trainer, "normalizer", None)
     if normalizer is not None:
         snap["obs_mean"] = normalizer.mean.detach().cpu().float().clone()
@@ -100,17 +102,34 @@ class PeriodicEvaluator:
         while self.next_at <= learner_steps:
             self.next_at += self.every
         with _rng_untouched():
-            result = rollout(self.task, greedy_policy(trainer), self.episodes, seed=self.seed + EVAL_SEED_OFFSET,
-                             num_envs=min(self.episodes, 5), device="cpu")
+            result = rollout(
+                self.task,
+                greedy_policy(trainer),
+                self.episodes,
+                seed=self.seed + EVAL_SEED_OFFSET,
+                num_envs=min(self.episodes, 5),
+                device="cpu",
+            )
         rewards, costs = np.asarray(result.reward, float), np.asarray(result.cost, float)
-        row = {"learner": learner, "learner_step": learner_steps, "eval_reward": float(rewards.mean()),
-               "eval_reward_std": float(rewards.std()), "eval_cost": float(costs.mean()),
-               "eval_cost_std": float(costs.std()), "eval_episodes": len(rewards), "cost_limit": float(limit)}
+        row = {
+            "learner": learner,
+            "learner_step": learner_steps,
+            "eval_reward": float(rewards.mean()),
+            "eval_reward_std": float(rewards.std()),
+            "eval_cost": float(costs.mean()),
+            "eval_cost_std": float(costs.std()),
+            "eval_episodes": len(rewards),
+            "cost_limit": float(limit),
+        }
         self.history.append({**row, "step": step})
         feasible = row["eval_cost"] <= limit
         if feasible and (self.best is None or row["eval_reward"] > self.best["reward"]):
-            self.best = {"step": learner_steps, "reward": row["eval_reward"], "cost": row["eval_cost"],
-                         "snapshot": actor_snapshot(trainer)}
+            self.best = {
+                "step": learner_steps,
+                "reward": row["eval_reward"],
+                "cost": row["eval_cost"],
+                "snapshot": actor_snapshot(trainer),
+            }
         return row
 
     def last(self, learner: int, k: int = 3) -> list[dict[str, float]]:
@@ -119,8 +138,7 @@ class PeriodicEvaluator:
 
     # checkpoint state (tensors and Python scalars only: loadable with weights_only=True)
     def state(self) -> dict[str, Any]:
-        return {"next_at": self.next_at, "history": [dict(h) for h in self.history],
-                "best": copy.deepcopy(self.best)}
+        return {"next_at": self.next_at, "history": [dict(h) for h in self.history], "best": copy.deepcopy(self.best)}
 
     def load(self, state: dict[str, Any] | None) -> None:
         if state:

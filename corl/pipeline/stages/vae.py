@@ -18,8 +18,13 @@ from corl.pipeline.registry import register_stage
 from corl.pipeline.stages.bc import action_bounds
 
 
-@register_stage("vae", config=VAEConfig, version="1", inputs=("dataset",),
-                description="behaviour VAE (BCQ/BEAR/CPQ): MSE + beta KL on normalised actions")
+@register_stage(
+    "vae",
+    config=VAEConfig,
+    version="1",
+    inputs=("dataset",),
+    description="behaviour VAE (BCQ/BEAR/CPQ): MSE + beta KL on normalised actions",
+)
 def vae_stage(ctx: StageContext) -> StageResult:
     cfg: VAEConfig = ctx.config
     data = ctx.load_dataset()
@@ -33,10 +38,16 @@ def vae_stage(ctx: StageContext) -> StageResult:
 
     steps = train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g), step)
     torch.save({k: v.detach().cpu() for k, v in learner.vae.state_dict().items()}, ctx.out_dir / "vae.pt")
-    return StageResult(metrics={"steps": float(steps)},
-                       outputs={"file": "vae.pt", "hidden": list(cfg.hidden),
-                                "latent_dim": learner.vae.latent_dim, "obs_dim": data.obs_dim,
-                                "act_dim": data.act_dim})
+    return StageResult(
+        metrics={"steps": float(steps)},
+        outputs={
+            "file": "vae.pt",
+            "hidden": list(cfg.hidden),
+            "latent_dim": learner.vae.latent_dim,
+            "obs_dim": data.obs_dim,
+            "act_dim": data.act_dim,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -28,7 +28,11 @@ EXPECTED: dict[str, dict[str, str]] = {
     "bc": {"bc": "68b4436a111c", "dataset": "4b3cbdfdc110", "evaluate": "8fa9b7365db8"},
     "bcql": {"bcql": "d965dcf47cf9", "dataset": "4b3cbdfdc110", "evaluate": "2bf995ca4942", "vae": "30b53426e9a2"},
     "bearl": {"bearl": "1061b455eabb", "dataset": "4b3cbdfdc110", "evaluate": "aa9c21f8df8d", "vae": "30b53426e9a2"},
-    "cdt": {"cdt": "0b732c3621c1", "dataset": "4b3cbdfdc110", "evaluate": "8058095edc45"},
+    "cdt": {
+        "cdt": "b71f6fc3c125",
+        "dataset": "4b3cbdfdc110",
+        "evaluate": "b4d676d713a9",
+    },  # cdt stage version 2 (OSRL loss reductions)
     "coptidice": {"coptidice": "9ccebb69aefc", "dataset": "4b3cbdfdc110", "evaluate": "28a23fa2f7d9"},
     "cpq": {"cpq": "421b259e57ce", "dataset": "4b3cbdfdc110", "evaluate": "cc4f309f2f5c", "vae": "30b53426e9a2"},
     "cvpo": {"export": "b2387b5a0a6f", "train": "0ad4144750c2"},

@@ -167,17 +167,20 @@ def test_hook_and_env_errors(hopper):
     assert env_supported_parameters(hopper) == list(PARAMETERS)
 
 
-def test_safety_gymnasium_perturbation_survives_model_rebuild():
-    env = make_env("SafetyPointGoal1-v0", seed=0)
+@pytest.mark.parametrize("fast_reset", [False, True])
+def test_safety_gymnasium_perturbation_survives_model_rebuild(fast_reset):
+    """Stock resets compile a new MjModel; corl's fast reset (corl/envs/fast_reset.py) rewrites
+    the compiled one from its saved nominal arrays. The perturbation survives both."""
+    env = make_env("SafetyPointGoal1-v0", seed=0, fast_reset=fast_reset)
     try:
         base = env.unwrapped
         first = base.task.model
         mass0, gear0, fric0 = first.body_mass.copy(), first.actuator_gear.copy(), first.geom_friction.copy()
         with perturbation(env, {"mass": 2.0, "actuator": 0.5, "friction": 0.25}):
             np.testing.assert_allclose(first.body_mass, mass0 * 2.0)
-            env.reset(seed=1)  # safety-gymnasium compiles a new MjModel here
+            env.reset(seed=1)  # stock: a new MjModel; fast: the same one, nominal arrays restored
             model = base.task.model
-            assert model is not first
+            assert (model is first) if fast_reset else (model is not first)
             # the new model is perturbed too (same agent, so same nominal gear and point mass)
             np.testing.assert_allclose(model.actuator_gear, gear0 * 0.5)
             agent = model.body("agent").id

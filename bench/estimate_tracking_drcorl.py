@@ -47,10 +47,10 @@ def main() -> None:
         normalised_cost,
     )
     from corl.algos.drcorl.model_estimate import ModelEstimateConfig, PolicyModelEstimator
+    from corl.data.store import load_task_dataset
     from corl.eval.iterates import pick_iterates, spearman
     from corl.eval.rollout import rollout
     from corl.eval.scores import normalized_reward
-    from corl.pipeline.context import read_task_dataset
     from corl.pipeline.stages.micro import load_dynamics
     from corl.store.artifacts import verify
     from corl.store.policies import load_policy_module
@@ -76,7 +76,7 @@ def main() -> None:
     root = policy_art.dir.parent
     inputs = {role: verify(root / ref["dir"]) for role, ref in policy_art.manifest["inputs"].items()}
     task = get_task(policy_art.manifest["task"])
-    data = read_task_dataset(task, inputs["dataset"].outputs["path"])
+    data = load_task_dataset(task, path=inputs["dataset"].outputs["path"])
     crit_art = inputs["critics"]
     ccfg = dict(crit_art.outputs["config"])
     ccfg["hidden"] = tuple(ccfg["hidden"])

@@ -445,46 +445,14 @@ def _cdt_name(name: str) -> str | None:
 
 
 def cdt(data, arrays: dict, batch: int) -> list[tuple[str, float, float]]:
-    import osrl.algorithms as oa
+    from _osrl_cdt import osrl_cdt
 
     from corl.algos.cdt import CDTConfig, CDTLearner, CDTModel
     from corl.algos.cdt.data import WindowSampler, split_trajectories
 
     torch.manual_seed(0)
     a = data.act_dim
-    model = oa.CDT(
-        data.obs_dim,
-        a,
-        1.0,
-        seq_len=10,
-        episode_len=300,
-        embedding_dim=128,
-        num_layers=3,
-        num_heads=8,
-        attention_dropout=0.1,
-        residual_dropout=0.1,
-        embedding_dropout=0.1,
-        use_rew=True,
-        use_cost=True,
-        cost_transform=True,
-        action_head_layers=1,
-        stochastic=True,
-        init_temperature=0.1,
-        target_entropy=-a,
-    )
-    trainer = oa.CDTTrainer(
-        model,
-        None,
-        learning_rate=1e-4,
-        weight_decay=1e-4,
-        betas=(0.9, 0.999),
-        clip_grad=0.25,
-        lr_warmup_steps=500,
-        reward_scale=0.1,
-        cost_scale=1.0,
-        loss_cost_weight=0.02,
-        loss_state_weight=0.0,
-    )
+    model, trainer = osrl_cdt(data.obs_dim, a)
     net = CDTModel(data.obs_dim, a, seq_len=10, episode_len=300)
     corl = CDTLearner(CDTConfig(batch_size=batch), net)
     c_params = dict(net.named_parameters())
@@ -598,10 +566,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from corl.pipeline.context import read_task_dataset
+    from corl.data.store import load_task_dataset
     from corl.tasks import get_task
 
-    data = read_task_dataset(get_task("OfflineCarCircle-v0"), args.dataset)
+    data = load_task_dataset(get_task("OfflineCarCircle-v0"), path=args.dataset)
     arrays = {k: v.astype(np.float32) if v.dtype != bool else v for k, v in data.to_numpy().items()}
     table = Table(title="corl vs osrl-lib 0.1.0: one update, same weights, batch and RNG")
     for col in ("method", "quantity", "max |corl - OSRL|", "max |OSRL|"):

@@ -44,10 +44,10 @@ from corl.algos.baselines.vae import build_vae
 
 
 def _load(path: str):
-    from corl.pipeline.context import read_task_dataset
+    from corl.data.store import load_task_dataset
     from corl.tasks import get_task
 
-    return read_task_dataset(get_task("OfflineCarCircle-v0"), path)
+    return load_task_dataset(get_task("OfflineCarCircle-v0"), path=path)
 
 
 def _osrl_batch(arrays: dict, idx: np.ndarray, init: np.ndarray | None = None) -> list[torch.Tensor]:
@@ -93,7 +93,7 @@ def matmul_share(fn: Callable[[], None], iters: int) -> float:
 
 def build_cdt(data, batch: int):
     """(corl CDT learner, OSRL CDT trainer step, OSRL window loader, corl window sampler)."""
-    import osrl.algorithms as oa
+    from _osrl_cdt import osrl_cdt
     from osrl.common.dataset import SequenceDataset
     from torch.utils.data import DataLoader
 
@@ -101,39 +101,7 @@ def build_cdt(data, batch: int):
     from corl.algos.cdt.data import WindowSampler, split_trajectories
 
     a = data.act_dim
-    model = oa.CDT(
-        data.obs_dim,
-        a,
-        1.0,
-        seq_len=10,
-        episode_len=300,
-        embedding_dim=128,
-        num_layers=3,
-        num_heads=8,
-        attention_dropout=0.1,
-        residual_dropout=0.1,
-        embedding_dropout=0.1,
-        use_rew=True,
-        use_cost=True,
-        cost_transform=True,
-        action_head_layers=1,
-        stochastic=True,
-        init_temperature=0.1,
-        target_entropy=-a,
-    )
-    trainer = oa.CDTTrainer(
-        model,
-        None,
-        learning_rate=1e-4,
-        weight_decay=1e-4,
-        betas=(0.9, 0.999),
-        clip_grad=0.25,
-        lr_warmup_steps=500,
-        reward_scale=0.1,
-        cost_scale=1.0,
-        loss_cost_weight=0.02,
-        loss_state_weight=0.0,
-    )
+    model, trainer = osrl_cdt(data.obs_dim, a)
     corl = CDTLearner(CDTConfig(batch_size=batch), CDTModel(data.obs_dim, a, seq_len=10, episode_len=300))
     arrays = {k: v.copy() for k, v in data.to_numpy().items()}
     arrays["terminals"] = arrays["terminals"].astype(np.float32)

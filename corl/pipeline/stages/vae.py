@@ -16,6 +16,7 @@ from corl.nn.vae import VAE
 from corl.pipeline.context import StageContext, StageResult
 from corl.pipeline.registry import register_stage
 from corl.pipeline.stages.bc import action_bounds
+from corl.store.policies import save_policy
 
 
 @register_stage(
@@ -84,3 +85,27 @@ def train(ctx: StageContext, learner, steps: int, sample: Callable, step: Callab
     for _ in loop:
         loop.log(step(sample(gen)))
     return loop.step
+
+
+def vae_policy_stage(ctx: StageContext, learner_cls, policy_attr: str, builder: str, label: str) -> StageResult:
+    """The whole body of the stages that train on the pre-fitted VAE (``bcql``, ``bearl``, ``cpq``):
+    one learner ``learner_cls(cfg, obs_dim, act_dim, vae, qc_thres, low, high, device)`` trained
+    for ``cfg.steps``, its ``policy_attr`` network saved for evaluation with ``builder``."""
+    cfg = ctx.config
+    data = ctx.load_dataset()
+    limit, horizon, thres = task_threshold(ctx, cfg)
+    low, high = action_bounds(ctx.task)
+    learner = learner_cls(cfg, data.obs_dim, data.act_dim, load_vae(ctx), thres, low, high, ctx.device)
+    steps = train(ctx, learner, cfg.steps, lambda g: data.sample(cfg.batch_size, g))
+    policy = save_policy(ctx.out_dir, getattr(learner, policy_attr), builder, learner.policy_kwargs)
+    return StageResult(
+        metrics={"steps": float(steps), "qc_thres": thres},
+        outputs={
+            "policy": policy,
+            "cost_limit": limit,
+            "episode_len": horizon,
+            "qc_thres": thres,
+            "label": label,
+            "steps": steps,
+        },
+    )

@@ -225,20 +225,20 @@ def diffusion_weight(alpha: torch.Tensor, sigma: torch.Tensor, weighting: str) -
 
 
 def critic_guidance(
-    critics: Sequence[tuple[EnsembleQ, float] | tuple[EnsembleQ, float, float]],
+    critics: Sequence[tuple[EnsembleQ, float, float]],
     obs: torch.Tensor,
     act: torch.Tensor,
     regq: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``sg(grad_a sum_i coef_i (mean_j Q_i,j(s, a) + k_i std_j Q_i,j(s, a)))`` and each
-    critic's value (detached); an entry is ``(q, coef)`` or ``(q, coef, k)`` (``k`` 0 if absent).
+    critic's value (detached); an entry is ``(q, coef, k)``.
 
     ``regq`` divides the guidance by its per-sample RMS over action dims.
     """
     a = act.detach().requires_grad_(True)
     with torch.enable_grad():
-        values = [member_value(entry[0], obs, a, entry[2] if len(entry) > 2 else 0.0) for entry in critics]
-        total = sum(entry[1] * v.sum() for entry, v in zip(critics, values))
+        values = [member_value(q, obs, a, k) for q, _, k in critics]
+        total = sum(coef * v.sum() for (_, coef, _), v in zip(critics, values))
         (g,) = torch.autograd.grad(total, a)
     if regq:
         g = g / g.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
@@ -437,8 +437,8 @@ class PolicyLearner:
         self.calibration_factor = mc / q if q > 1e-6 and mc > 0 else 1.0
         return self.calibration_factor
 
-    def _reward_direction(self) -> list[tuple[EnsembleQ, float]]:
-        return [(self.critics.q_r_target, 1.0)]
+    def _reward_direction(self) -> list[tuple[EnsembleQ, float, float]]:
+        return [(self.critics.q_r_target, 1.0, 0.0)]
 
     def _cost_direction(self, obs: torch.Tensor) -> list[tuple[EnsembleQ, float, float]]:
         """``-g_c`` for L_cost, or ``g_r - lambda g_c`` for L_lag (lambda updated first); the
@@ -468,7 +468,7 @@ class PolicyLearner:
     def _policy_step(
         self,
         obs: torch.Tensor,
-        guidance_critics: list[tuple[EnsembleQ, float]] | None,
+        guidance_critics: list[tuple[EnsembleQ, float, float]] | None,
         beta: float,
         optimizer: torch.optim.Optimizer | None = None,
     ) -> torch.Tensor:

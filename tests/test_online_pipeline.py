@@ -101,7 +101,7 @@ def test_cvpo_collects_exports_and_caches(tmp_path, monkeypatch):
     assert {"episode_cost", "cost_limit", "training_step", "seed", "cum_violations"} <= set(episodes[0])
     assert (train_dir / "learning_curve.png").stat().st_size > 1000
 
-    from corl.pipeline.stages.online import find_export
+    from corl.pipeline.stages.export import find_export
     from corl.tasks import get_task
 
     assert find_export(get_task("OfflineCarCircle-v0"), "cvpo") == path  # the lookup behind dataset.source=cvpo

@@ -1,4 +1,5 @@
-"""PNG figures for robustness sweeps: curves against a perturbation axis and 2-D heatmaps.
+"""PNG figures: robustness curves against a perturbation axis, 2-D heatmaps, and online
+learning curves.
 
 Why matplotlib's object API (``Figure`` + ``FigureCanvasAgg``) rather than ``pyplot``: it
 never selects or switches a global backend and keeps no global figure registry, so plotting
@@ -166,4 +167,59 @@ def plot_grid(
     return _save(fig, path)
 
 
-__all__ = ["COST_LIMIT", "plot_robustness", "plot_grid"]
+def plot_learning_curve(
+    rows: Sequence[Mapping[str, float]],
+    path: str | Path,
+    title: str,
+    limits: Sequence[float],
+    show_violations: bool,
+) -> Path:
+    """An online learner's training: episode reward and cost against env steps.
+
+    ``rows`` are the train stage's ``metrics.jsonl`` lines: those with ``episode_reward`` are
+    training episodes (dots, and a moving average of 10), those with ``eval_reward`` periodic
+    evaluations of the deterministic policy (black line). The cost panel has a dashed line at
+    each cost limit; ``show_violations`` adds MICE's cumulative violations. Returns the PNG path.
+    """
+    episodes = [r for r in rows if "episode_reward" in r]
+    evals = [r for r in rows if "eval_reward" in r]
+    steps = np.array([r["step"] for r in episodes], dtype=float)
+    panels = [("episode_reward", "episode reward"), ("episode_cost", "episode cost")]
+    if show_violations:
+        panels.append(("cum_violations", "cumulative violations"))
+    fig = _figure(4.2 * len(panels), 3.2)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (key, label) in zip(axes, panels):
+        values = np.array([r[key] for r in episodes], dtype=float)
+        ax.plot(steps, values, ".", alpha=0.3, markersize=3)
+        if len(values) and key != "cum_violations":
+            k = min(10, len(values))
+            ax.plot(steps[k - 1 :], np.convolve(values, np.ones(k) / k, mode="valid"), "-")
+        else:
+            ax.plot(steps, values, "-")
+        eval_key = {"episode_reward": "eval_reward", "episode_cost": "eval_cost"}.get(key)
+        if evals and eval_key:
+            ax.plot(
+                [r["step"] for r in evals],
+                [r[eval_key] for r in evals],
+                "o-",
+                color="k",
+                markersize=3,
+                linewidth=0.8,
+                label="deterministic evaluation",
+            )
+            ax.legend(fontsize=7)
+        if key == "episode_cost":
+            for limit in sorted(set(limits)):
+                ax.axhline(limit, color="r", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("env steps")
+        ax.set_title(label)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=80, metadata={"Software": None})
+    return out
+
+
+__all__ = ["COST_LIMIT", "plot_robustness", "plot_grid", "plot_learning_curve"]

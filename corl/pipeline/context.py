@@ -157,8 +157,18 @@ class StageContext:
         get_state: Callable[[], dict[str, Any]],
         set_state: Callable[[dict[str, Any]], None],
         log_every: int | None = None,
+        boundary: Callable[[], bool] | None = None,
+        boundary_wait: int = 0,
     ) -> "TrainLoop":
-        return TrainLoop(self, None if total_steps is None else int(total_steps), get_state, set_state, log_every)
+        return TrainLoop(
+            self,
+            None if total_steps is None else int(total_steps),
+            get_state,
+            set_state,
+            log_every,
+            boundary,
+            boundary_wait,
+        )
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -183,10 +193,17 @@ class TrainLoop:
 
     It owns resume (state, RNG, metrics after the checkpoint dropped), metrics (averaged over
     ``log_every`` steps), progress, checkpoints and Ctrl-C. A step is whatever the stage counts
-    (an update, an epoch). Two ways to drive it: iterate it (``for step in loop: ...; loop.log(m)``)
-    for a known number of steps, or, for a loop a learner runs itself (``DynamicsLearner.fit``
-    until early stopping, ``total`` None), call :meth:`restore` once and :meth:`step_done` at
-    the end of each step.
+    (an update, an epoch, env steps). Two ways to drive it: iterate it (``for step in loop: ...;
+    loop.log(m)``) for a known number of steps, or, for a loop a learner or a stage runs itself
+    (``DynamicsLearner.fit`` until early stopping, ``total`` None; the online stages, whose steps
+    advance by ``num_envs`` env steps), call :meth:`restore` once and :meth:`step_done` at the
+    end of each step.
+
+    ``boundary`` (optional): whether the state is at a clean boundary right now (the online
+    stages: no episode open, because a simulator cannot be checkpointed). A save that falls due
+    elsewhere waits for the next boundary, at most ``boundary_wait`` steps; Ctrl-C saves at once.
+    ``latest``: the metrics the progress display shows (what :meth:`log` got last, unless the
+    stage sets it).
     """
 
     PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
@@ -198,20 +215,24 @@ class TrainLoop:
         get_state: Callable[[], dict[str, Any]],
         set_state: Callable[[dict[str, Any]], None],
         log_every: int | None = None,
+        boundary: Callable[[], bool] | None = None,
+        boundary_wait: int = 0,
     ) -> None:
         self.ctx, self.total, self.get_state, self.set_state = ctx, total, get_state, set_state
         self.log_every = max(1, ctx.log_every if log_every is None else log_every)
+        self.boundary, self.boundary_wait = boundary, int(boundary_wait)
         self.step = 0
         self.resumed_from = 0
+        self.latest: dict[str, float] = {}
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._count = 0
-        self._latest: dict[str, float] = {}
         self._last_progress = 0.0
+        self._due_since: int | None = None  # the step a save fell due at, while it waits for a boundary
 
     def log(self, metrics: dict[str, float]) -> None:
         """Record this step's metrics (averaged over ``log_every`` steps in metrics.jsonl)."""
-        self._latest = metrics
+        self.latest = metrics
         for k, v in metrics.items():
             self._sums[k] = self._sums.get(k, 0.0) + float(v)
             # per-key counts: a metric logged on some steps only is averaged over those steps
@@ -227,6 +248,12 @@ class TrainLoop:
 
     def _save(self) -> None:
         self.ctx.checkpointer.save(self.step, self.get_state())
+        self._due_since = None
+
+    def save(self, step: int) -> None:
+        """Checkpoint now, at ``step`` (a stage's own clean boundary, e.g. between two learners)."""
+        self.step = step
+        self._save()
 
     def restore(self) -> int:
         """Continue from the stage's last checkpoint, if any (state, RNG states, metrics logged
@@ -245,26 +272,38 @@ class TrainLoop:
         ctx.callbacks.stage_started(ctx.name, ctx.kind, self.total, self.resumed_from)
         return self.resumed_from
 
-    def step_done(self, step: int, metrics: dict[str, float] | None = None) -> None:
+    def step_done(self, step: int, metrics: dict[str, float] | None = None, may_save: bool = True) -> None:
         """Step ``step`` is finished (with ``metrics``, if not given to :meth:`log`): log,
-        report progress, save when due, and on Ctrl-C save and raise :class:`StageInterrupted`."""
+        report progress, save when due (unless ``may_save`` is False: the stage saves at this
+        step itself), and on Ctrl-C save and raise :class:`StageInterrupted`."""
         ctx = self.ctx
         if metrics is not None:
             self.log(metrics)
         self.step = ctx.steps_done = step
-        last = step == self.total
+        last = self.total is not None and step >= self.total
         if step % self.log_every == 0 or last:
             self._flush()
         now = time.monotonic()
         if now - self._last_progress >= self.PROGRESS_INTERVAL or last:
             self._last_progress = now
-            ctx.callbacks.stage_progress(ctx.name, step, self.total, self._latest)
+            ctx.callbacks.stage_progress(ctx.name, step, self.total, self.latest)
         if ctx.interrupt.requested:
             self._flush()
             self._save()
             raise StageInterrupted(ctx.name, step)
-        if not last and ctx.checkpointer.due(step):
-            self._save()
+        if not last and may_save and ctx.checkpointer.due(step):
+            if self.boundary is None:
+                self._save()
+                return
+            self._due_since = step if self._due_since is None else self._due_since
+            if self.boundary() or step - self._due_since >= self.boundary_wait:
+                self._save()
+
+    def finish(self, step: int) -> None:
+        """The stage's loop is over at ``step``: the last metrics window and progress report."""
+        self._flush()
+        self.step = self.ctx.steps_done = step
+        self.ctx.callbacks.stage_progress(self.ctx.name, step, self.total, self.latest)
 
     def __iter__(self) -> Iterator[int]:
         if self.total is None:

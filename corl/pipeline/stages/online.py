@@ -1,42 +1,42 @@
-"""Online data collection as pipeline stages: ``cvpo_train``, ``mice_train`` and ``export``.
+"""Online data collection as pipeline stages: ``cvpo_train`` and ``mice_train``.
 
 Why these exist: corl's offline methods need datasets, and DSRL built its datasets by training
 online safe-RL learners under several cost limits and keeping every training episode. These
 stages do the same with corl's own learners (``corl.algos.cvpo``, ``corl.algos.mice``): a
 ``*_train`` stage trains one learner per cost limit (sequentially) and records every episode
-with per-episode metadata; ``export`` writes the pooled episodes as a DSRL-format HDF5 into the
-dataset store (or as a Minari dataset), optionally through DSRL's reward/cost density filter.
+with per-episode metadata (``corl.data.formats.episodes``); the ``export`` stage
+(``stages/export.py``) writes the pooled episodes as a dataset. This module is only the glue:
+configs, building the learners, the loop body, the artifact.
 
 Checkpoints and resume
 ----------------------
-A train stage checkpoints through the engine's :class:`~corl.pipeline.checkpoint.Checkpointer`
-(not ``ctx.train_loop``, whose step-granular saves could land in the middle of an episode and
-whose metric truncation assumes the loop's own step numbers). A checkpoint holds the trainer's
-``state_dict`` (networks, optimisers, replay buffer / open rollout, schedule counters, RNGs),
-the metadata of the episodes recorded so far (finished ones only), the bookkeeping of the
-learning curve, and how many recorded rows are committed; the rows themselves are appended to
-hidden ``.episodes-*.npz`` files at each save (see :class:`_Spill`), so a save costs the new
-rows, not the whole dataset.
-Steps are *environment steps* summed over envs and over the learners of a multi-limit run.
+The loop runs on the engine's one resumable :class:`~corl.pipeline.context.TrainLoop`, which
+owns resume, checkpoints and Ctrl-C; its steps are *environment steps* summed over envs and
+over the learners of a multi-limit run (so a step advances by ``num_envs``). A checkpoint
+(:meth:`_Learners.state_dict`) holds the trainer's ``state_dict`` (networks, optimisers, replay
+buffer / open rollout, schedule counters, RNGs), the metadata of the episodes recorded so far
+(finished ones only), the bookkeeping of the learning curve, and how many recorded rows are
+committed; the rows themselves are appended to hidden ``.episodes-*.npz`` files at each save
+(:class:`~corl.data.formats.episodes.EpisodeSpill`), so a save costs the new rows, not the
+whole dataset.
 
-Saves happen at a vector step where every env has just finished its episode (always the case
-with fixed-length episodes and synchronous envs), so an uninterrupted and a resumed run see the
-same episodes. **The simulators' state cannot be checkpointed**: when a save had to be taken
-mid-episode (Ctrl-C, or a due save that found no episode boundary within one episode length),
-the resumed run *restarts the current episodes* from fresh resets: the unfinished episodes are
-not recorded (their env steps still count towards the budget), CVPO drops the < ``n_step``
-rows of its open n-step windows, and MICE closes its open trajectory slices as time-outs
-(bootstrapping ``V`` at the last observation, as at an epoch boundary). A resumed collector
-resets its envs with ``seed + env_steps`` so the restarted episodes do not replay episode 0's
-initial states; the seed each episode's env was seeded from is in its metadata.
+Saves happen at a vector step where every env has just finished its episode (the loop's
+``boundary``; always the case with fixed-length episodes and synchronous envs), so no
+recorded episode is lost. **The simulators' state cannot be
+checkpointed**: when a save had to be taken mid-episode (Ctrl-C, or a due save that found no
+episode boundary within one episode length), the resumed run *restarts the current episodes*
+from fresh resets: the unfinished episodes are not recorded (their env steps still count
+towards the budget), CVPO drops the < ``n_step`` rows of its open n-step windows, and MICE
+closes its open trajectory slices as time-outs (bootstrapping ``V`` at the last observation,
+as at an epoch boundary). A resumed collector resets its envs with ``seed + env_steps`` so the
+restarted episodes do not replay episode 0's initial states; the seed each episode's env was
+seeded from is in its metadata.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,17 +48,16 @@ import torch
 from corl.algos.base import OnlineAgent
 from corl.algos.cvpo.config import CVPOConfig
 from corl.algos.mice.config import MICEConfig
+from corl.data.formats.episodes import EpisodeSpill, write_episodes
 from corl.errors import ConfigError, CorlError
-from corl.files import atomic_write, atomic_write_via
-from corl.pipeline.checkpoint import restore_rng_states
-from corl.pipeline.context import StageContext, StageInterrupted, StageResult, truncate_metrics
+from corl.eval.plots import plot_learning_curve
+from corl.files import atomic_write
+from corl.pipeline.context import StageContext, StageResult
 from corl.pipeline.registry import register_stage
 from corl.store.artifacts import METRICS
 
 EPISODES_FILE = "episodes.hdf5"  # the train stage's artifact: every recorded episode (DSRL layout)
 CURVE_FILE = "learning_curve.png"
-EPISODE_GROUP = "episodes"  # per-episode metadata arrays inside the HDF5 files (dsrl ignores them)
-_TRANSITION_KEYS = ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")
 
 
 # ------------------------------------------------------------------------------ configs
@@ -143,24 +142,6 @@ class MICETrainConfig(MICEConfig, PeriodicEvalKeys):
     num_envs: int = 10
     cost_limit: float | None = None  # type: ignore[assignment]  # None: the task's limit
     cost_limits: list[float] = field(default_factory=list)
-
-
-@dataclass
-class ExportConfig:
-    """Write the train stage's episodes as a dataset.
-
-    ``format``: "dsrl" (an HDF5 file in the dataset store, ``$CORL_DATASETS`` or ./datasets) or
-    "minari" (a dataset in the local Minari store). ``name``: file stem / Minari id; "" =
-    ``<task>-<method>-<key8>`` (key8: the export artifact's key, so different filters or data
-    never overwrite each other). ``density_filter``: DSRL's reward/cost grid filter with its
-    per-task settings at ``density`` (seeded by ``--seed``).
-    """
-
-    format: str = "dsrl"
-    name: str = ""
-    density_filter: bool = False
-    density: float = 0.5
-    overwrite: bool = True
 
 
 # ------------------------------------------------------------------------------ learner glue
@@ -294,68 +275,6 @@ def _plain(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in record.items()}
 
 
-def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    parts = [p for p in parts if p and len(p["rewards"])]
-    if not parts:
-        return {}
-    return {k: np.concatenate([p[k] for p in parts]) for k in _TRANSITION_KEYS}
-
-
-class _Spill:
-    """Recorded episodes on disk, appended at every checkpoint (hidden ``.episodes-*.npz`` files).
-
-    Why: a paper-scale run records millions of transitions (MICE: 10M x 60-dim observations);
-    saving them inside every checkpoint would rewrite gigabytes each time. Each save appends
-    only the rows recorded since the previous one, and the checkpoint records how many rows
-    are committed; files past that count (written just before a kill) are discarded on resume.
-    Hidden names keep them out of the artifact's hashed files; they are deleted when done.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.rows = 0
-
-    def _files(self) -> list[tuple[int, int, Path]]:
-        out = []
-        for path in self.directory.glob(".episodes-*.npz"):
-            _, offset, rows = path.stem.split("-")
-            out.append((int(offset), int(rows), path))
-        return sorted(out)
-
-    def restore(self, committed: int) -> None:
-        """Keep the files a checkpoint committed (``committed`` rows), delete the rest."""
-        self.rows = 0
-        for offset, rows, path in self._files():
-            if offset == self.rows and offset + rows <= committed:
-                self.rows += rows
-            else:
-                path.unlink(missing_ok=True)
-        if self.rows != committed:
-            raise CorlError(
-                f"{self.directory}: recorded episodes missing ({self.rows} of {committed} rows); "
-                "delete checkpoint.pt to restart this stage"
-            )
-
-    def append(self, arrays: dict[str, np.ndarray]) -> None:
-        n = len(arrays["rewards"]) if arrays else 0
-        if n == 0:
-            return
-        final = self.directory / f".episodes-{self.rows:012d}-{n}.npz"
-        atomic_write_via(final, lambda buffer: np.savez(buffer, **arrays))
-        self.rows += n
-
-    def load_all(self) -> dict[str, np.ndarray]:
-        parts = []
-        for _, _, path in self._files():
-            with np.load(path) as data:
-                parts.append({k: data[k] for k in _TRANSITION_KEYS})
-        return _concat(parts)
-
-    def clear(self) -> None:
-        for _, _, path in self._files():
-            path.unlink(missing_ok=True)
-
-
 class _Curve:
     """Per-episode learning-curve bookkeeping: metrics.jsonl lines and violation counters."""
 
@@ -394,11 +313,152 @@ class _Curve:
         self.violations, self.cum_violation = int(state["violations"]), float(state["cum_violation"])
 
 
-def _train(ctx: StageContext, method: _Method) -> StageResult:
-    """Train one learner per cost limit, recording every episode; checkpointed and resumable."""
-    from corl.algos.online.collector import EpisodeInfo, OnlineCollector
-    from corl.pipeline.stages.online_eval import PeriodicEvaluator
+class _Learners:
+    """A train stage's state between two vector steps: what its checkpoint holds.
 
+    One learner per cost limit runs at a time (``index``); ``trainer`` and ``collector`` are
+    None between two learners, so a save there restarts the next learner from scratch. The
+    recorded rows go to the :class:`~corl.data.formats.episodes.EpisodeSpill` at each save;
+    the checkpoint holds how many are committed, the finished episodes' metadata (``pool``),
+    the learning curve's counters and the periodic evaluations.
+    """
+
+    def __init__(self, ctx: StageContext, method: _Method, limits: list[float]) -> None:
+        from corl.pipeline.stages.online_eval import PeriodicEvaluator
+
+        cfg = ctx.config
+        self.ctx, self.method, self.limits = ctx, method, limits
+        self.num_envs, self.per_learner = int(cfg.num_envs), int(cfg.steps)
+        self.index = 0
+        self.trainer: OnlineAgent | None = None
+        self.collector: Any = None  # an OnlineCollector (corl.algos.base.EpisodeCollector) while a learner runs
+        self.spill = EpisodeSpill(ctx.out_dir)  # every recorded transition, all learners, in finish order
+        self.pool: list[dict[str, Any]] = []  # finished learners' episode metadata
+        self.curve = _Curve(ctx)
+        self.evaluator = PeriodicEvaluator(ctx.task, int(cfg.eval_every), int(cfg.eval_episodes), ctx.seed, ctx.device)
+
+    @property
+    def limit(self) -> float:
+        return self.limits[self.index]
+
+    @property
+    def base_step(self) -> int:
+        """The stage's step at which the current learner started."""
+        return self.index * self.per_learner
+
+    def start(self) -> None:
+        """Build the current learner and its recording collector."""
+        from corl.algos.online.collector import OnlineCollector
+
+        ctx = self.ctx
+        self.trainer = self.method.build(ctx, self.limit, self.index)
+        self.collector = OnlineCollector(
+            ctx.task,
+            self.num_envs,
+            ctx.seed + 1000 * self.index,
+            record=True,
+            fixed_horizon=self.method.fixed_horizon,
+            cost_limit=self.limit,
+            device=ctx.device,
+            workers=0,  # 0: from the free cores
+        )
+
+    def at_episode_boundary(self) -> bool:
+        """No episode open in any env: a save here loses nothing."""
+        return self.collector is None or not self.collector.open_episodes().any()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Spill the rows recorded since the last save, then the (small) state to checkpoint."""
+        common = {
+            "learner": self.index,
+            "spilled_rows": self.spill.rows,
+            "pool_episodes": self.pool,
+            "curve": self.curve.state(),
+            "eval": self.evaluator.state(),
+        }
+        if self.trainer is None:  # between two learners: the next one starts from scratch
+            return {
+                **common,
+                "trainer": {},
+                "current_episodes": [],
+                "env_steps": 0,
+                "env_episode": [0] * self.num_envs,
+                "open_envs": torch.zeros(self.num_envs, dtype=torch.bool),
+                "last_obs": torch.zeros(self.num_envs, 1),
+            }
+        collector = self.collector
+        self.spill.append(collector.take_rows())  # those rows are on disk now
+        common["spilled_rows"] = self.spill.rows
+        open_envs = collector.open_episodes()
+        last_obs = collector.obs if collector.obs is not None else np.zeros((self.num_envs, collector.obs_dim))
+        return {
+            **common,
+            "trainer": self.trainer.state_dict(),
+            "current_episodes": [_plain(e.as_dict()) for e in collector.episodes],
+            **collector.state_dict(),  # env_steps, env_episode
+            "open_envs": torch.from_numpy(open_envs.copy()),
+            "last_obs": torch.as_tensor(np.asarray(last_obs, dtype=np.float32)),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint; a learner saved mid-run is rebuilt and its open episodes
+        cut (the simulators restart them from fresh resets, see the module docstring)."""
+        from corl.algos.online.collector import EpisodeInfo
+
+        self.index = int(state["learner"])
+        self.spill.restore(int(state["spilled_rows"]))
+        self.pool = list(state["pool_episodes"])
+        self.curve.load(state["curve"])
+        self.evaluator.load(state.get("eval"))
+        if not state["trainer"]:  # saved at a learner switch: the loop starts the learner afresh
+            return
+        self.start()
+        trainer, collector = self.trainer, self.collector
+        assert trainer is not None
+        trainer.load_state_dict(state["trainer"])
+        collector.episodes = [
+            EpisodeInfo(**{k: v for k, v in e.items() if k in EpisodeInfo.__dataclass_fields__})
+            for e in state["current_episodes"]
+        ]
+        collector.load_state_dict(state)  # env_steps, env_episode
+        open_envs = state["open_envs"].numpy().astype(bool)
+        if open_envs.any():
+            trainer.cut_episodes(open_envs, state["last_obs"].numpy())
+        collector.seed = collector.seed + collector.env_steps  # fresh resets, not episode 0's again
+
+    def evaluate(self) -> None:
+        """One periodic evaluation of the current learner, logged at the stage's step."""
+        steps = self.collector.env_steps
+        step = self.base_step + steps
+        self.ctx.log_metrics(step, self.evaluator.evaluate(self.trainer, self.index, steps, step, self.limit))
+
+    def finish_learner(self) -> None:
+        """The current learner is done: its rows, its policy (and best iterate), its episodes."""
+        ctx, trainer, collector, evaluator = self.ctx, self.trainer, self.collector, self.evaluator
+        self.spill.append(collector.take_rows())
+        _save_trained_policy(ctx, trainer, self.limit)
+        if evaluator.enabled:
+            last = evaluator.last(self.index, 1)
+            if not last or last[0]["learner_step"] != collector.env_steps:  # the final policy's point
+                self.evaluate()
+            if evaluator.best is not None:
+                best = evaluator.best
+                _save_trained_policy(
+                    ctx,
+                    trainer,
+                    self.limit,
+                    best["snapshot"],
+                    "-best",
+                    {"learner_step": best["step"], "eval_reward": best["reward"], "eval_cost": best["cost"]},
+                )
+        self.pool.extend(_plain({**e.as_dict(), "learner": self.index}) for e in collector.episodes)
+        self.index += 1
+        self.trainer = self.collector = None
+
+
+def _train(ctx: StageContext, method: _Method) -> StageResult:
+    """Train one learner per cost limit, recording every episode, on the engine's resumable
+    :class:`~corl.pipeline.context.TrainLoop` (steps: env steps over all learners)."""
     cfg = ctx.config
     if cfg.steps <= 0 or cfg.num_envs <= 0:
         raise ConfigError(f"{ctx.name}: steps and num_envs must be positive")
@@ -406,154 +466,49 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     per_learner = int(cfg.steps)
     total = per_learner * len(limits)
     horizon = int(ctx.task.max_episode_steps)
-    metrics_path = ctx.out_dir / METRICS
-    curve = _Curve(ctx)
-    evaluator = PeriodicEvaluator(ctx.task, int(cfg.eval_every), int(cfg.eval_episodes), ctx.seed, ctx.device)
-    ckpt = ctx.checkpointer
+    run = _Learners(ctx, method, limits)
     t_start = time.perf_counter()
-
-    spill = _Spill(ctx.out_dir)  # every recorded transition, all learners, in finish order
-    pool_eps: list[dict[str, Any]] = []  # finished learners' episode metadata
-    learner_index = 0
-    resume: dict[str, Any] | None = None
-    payload = ctx.load_checkpoint()
-    if payload is not None and 0 < int(payload["step"]) <= total:
-        resume = payload["state"]
-        learner_index = int(resume["learner"])
-        spill.restore(int(resume["spilled_rows"]))
-        pool_eps = list(resume["pool_episodes"])
-        curve.load(resume["curve"])
-        evaluator.load(resume.get("eval"))
-        ctx.resumed_from = int(payload["step"])
-        truncate_metrics(metrics_path, ctx.resumed_from)
-    else:
-        metrics_path.unlink(missing_ok=True)
-        spill.clear()
+    loop = ctx.train_loop(
+        total,
+        run.state_dict,
+        run.load_state_dict,
+        boundary=run.at_episode_boundary,
+        boundary_wait=horizon * cfg.num_envs,  # then a due save is taken mid-episode
+    )
+    if loop.restore() == 0:
+        run.spill.clear()
         for stale in ctx.out_dir.glob("policy-*-best.*"):  # a best iterate of an abandoned attempt
             stale.unlink()
-    ctx.callbacks.stage_started(ctx.name, ctx.kind, total, ctx.resumed_from)
 
-    last_progress = 0.0
-    while learner_index < len(limits):
-        limit, base_step = limits[learner_index], learner_index * per_learner
-        if resume is not None and not resume["trainer"]:  # saved at a learner switch: start it fresh,
-            restore_rng_states(payload["rng"])  # from the RNG state an uninterrupted run had here
-            resume = None
-        trainer = method.build(ctx, limit, learner_index)
-        if resume is None:
-            evaluator.start_learner()
-        seed = ctx.seed + 1000 * learner_index
-        collector = OnlineCollector(
-            ctx.task,
-            cfg.num_envs,
-            seed,
-            record=True,
-            fixed_horizon=method.fixed_horizon,
-            cost_limit=limit,
-            device=ctx.device,
-            workers=0,
-        )  # 0: from the free cores
-        if resume is not None:
-            trainer.load_state_dict(resume["trainer"])
-            collector.episodes = [
-                EpisodeInfo(**{k: v for k, v in e.items() if k in EpisodeInfo.__dataclass_fields__})
-                for e in resume["current_episodes"]
-            ]
-            collector.load_state_dict(resume)  # env_steps, env_episode
-            open_envs = resume["open_envs"].numpy().astype(bool)
-            if open_envs.any():
-                trainer.cut_episodes(open_envs, resume["last_obs"].numpy())
-            collector.seed = seed + collector.env_steps  # fresh resets, not episode 0's again
-            restore_rng_states(payload["rng"])
-            resume = None
-
-        def get_state() -> dict[str, Any]:
-            """Spill the rows recorded since the last save, then the (small) state to checkpoint."""
-            spill.append(collector.take_rows())  # those rows are on disk now
-            open_envs = collector.open_episodes()
-            last_obs = collector.obs if collector.obs is not None else np.zeros((cfg.num_envs, collector.obs_dim))
-            return {
-                "learner": learner_index,
-                "trainer": trainer.state_dict(),
-                "spilled_rows": spill.rows,
-                "pool_episodes": pool_eps,
-                "current_episodes": [_plain(e.as_dict()) for e in collector.episodes],
-                **collector.state_dict(),  # env_steps, env_episode
-                "open_envs": torch.from_numpy(open_envs.copy()),
-                "last_obs": torch.as_tensor(np.asarray(last_obs, dtype=np.float32)),
-                "curve": curve.state(),
-                "eval": evaluator.state(),
-            }
-
-        due_since: int | None = None
+    while run.index < len(limits):
+        if run.trainer is None:
+            run.start()
+            run.evaluator.start_learner()
+        trainer, collector = run.trainer, run.collector
         try:
             while collector.env_steps < per_learner:
                 collector.training_step = int(trainer.training_step)
                 vstep = collector.step(trainer.act)
                 logs = trainer.observe(vstep)
-                step = base_step + collector.env_steps
+                step = run.base_step + collector.env_steps
                 for ep in vstep.finished:
-                    curve.episode(step, learner_index, ep)
+                    run.curve.episode(step, run.index, ep)
                 if logs:
                     ctx.last_train_metrics = {k: float(v) for k, v in logs.items()}
-                    ctx.log_metrics(step, {"learner": learner_index, **ctx.last_train_metrics})
-                if evaluator.due(collector.env_steps):
-                    ctx.log_metrics(step, evaluator.evaluate(trainer, learner_index, collector.env_steps, step, limit))
-                now = time.monotonic()
-                if now - last_progress >= 0.2:
-                    last_progress = now
-                    ctx.callbacks.stage_progress(ctx.name, step, total, curve.latest)
-                if ctx.interrupt.requested:  # save now, even mid-episode (documented above)
-                    ckpt.save(step, get_state())
-                    raise StageInterrupted(ctx.name, step)
-                if collector.env_steps < per_learner and ckpt.due(step):
-                    clean = not collector.open_episodes().any()
-                    due_since = step if due_since is None else due_since
-                    if clean or step - due_since >= horizon * cfg.num_envs:
-                        ckpt.save(step, get_state())
-                        due_since = None
+                    ctx.log_metrics(step, {"learner": run.index, **ctx.last_train_metrics})
+                if run.evaluator.due(collector.env_steps):
+                    run.evaluate()
+                loop.latest = run.curve.latest
+                # the learner's last step is saved by the learner switch below (or is the end)
+                loop.step_done(step, may_save=collector.env_steps < per_learner)
         finally:
             collector.close()
-        spill.append(collector.buffer.view())
-        _save_trained_policy(ctx, trainer, limit)
-        if evaluator.enabled:
-            last = evaluator.last(learner_index, 1)
-            if not last or last[0]["learner_step"] != collector.env_steps:  # the final policy's point
-                step = base_step + collector.env_steps
-                ctx.log_metrics(step, evaluator.evaluate(trainer, learner_index, collector.env_steps, step, limit))
-            if evaluator.best is not None:
-                best = evaluator.best
-                _save_trained_policy(
-                    ctx,
-                    trainer,
-                    limit,
-                    best["snapshot"],
-                    "-best",
-                    {"learner_step": best["step"], "eval_reward": best["reward"], "eval_cost": best["cost"]},
-                )
-        pool_eps.extend(_plain({**e.as_dict(), "learner": learner_index}) for e in collector.episodes)
-        learner_index += 1
-        if learner_index < len(limits):  # a clean boundary: the next learner starts from scratch
-            ckpt.save(
-                learner_index * per_learner,
-                {
-                    "learner": learner_index,
-                    "trainer": {},
-                    "spilled_rows": spill.rows,
-                    "pool_episodes": pool_eps,
-                    "current_episodes": [],
-                    "env_steps": 0,
-                    "env_episode": [0] * cfg.num_envs,
-                    "open_envs": torch.zeros(cfg.num_envs, dtype=torch.bool),
-                    "last_obs": torch.zeros(cfg.num_envs, 1),
-                    "curve": curve.state(),
-                    "eval": evaluator.state(),
-                },
-            )
-    ctx.callbacks.stage_progress(ctx.name, total, total, curve.latest)
-    ctx.steps_done = total
+        run.finish_learner()
+        if run.index < len(limits):  # a clean boundary: the next learner starts from scratch
+            loop.save(run.base_step)
+    loop.finish(total)
 
-    arrays = spill.load_all()
+    arrays = run.spill.load_all()
     if not arrays:
         raise CorlError(
             f"{ctx.name}: no episode finished in {per_learner} env steps; raise {ctx.name}.steps "
@@ -566,13 +521,13 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
         "seed": ctx.seed,
         "cost_limits": limits,
         "env_steps": total,
-        "episodes": len(pool_eps),
+        "episodes": len(run.pool),
         "num_envs": cfg.num_envs,
     }
-    _write_hdf5(arrays, pool_eps, meta, ctx.out_dir / EPISODES_FILE)
-    spill.clear()
-    _plot_curve(
-        metrics_path,
+    write_episodes(arrays, run.pool, meta, ctx.out_dir / EPISODES_FILE)
+    run.spill.clear()
+    plot_learning_curve(
+        _metric_rows(ctx.out_dir / METRICS),
         ctx.out_dir / CURVE_FILE,
         f"{method.name.upper()} on {ctx.task.name}",
         limits,
@@ -584,23 +539,23 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
         if (ctx.out_dir / f"policy-{limit:g}-best.json").exists()
     ]
 
-    rewards = np.array([e["reward"] for e in pool_eps])
-    costs = np.array([e["cost"] for e in pool_eps])
-    tail = max(1, min(10, len(pool_eps) // 4 or 1))
+    rewards = np.array([e["reward"] for e in run.pool])
+    costs = np.array([e["cost"] for e in run.pool])
+    tail = max(1, min(10, len(run.pool) // 4 or 1))
     # final/*: the last `tail` training episodes (stochastic policy), as `corl run` prints them
     metrics = {
         "final/reward": float(rewards[-tail:].mean()),
         "final/cost": float(costs[-tail:].mean()),
         "final/episodes": float(tail),
-        "episodes": float(len(pool_eps)),
+        "episodes": float(len(run.pool)),
         "transitions": float(len(arrays["rewards"])),
         "env_steps": float(total),
-        "cum_violations": float(curve.violations),
-        "cum_violation_excess": float(curve.cum_violation),
+        "cum_violations": float(run.curve.violations),
+        "cum_violation_excess": float(run.curve.cum_violation),
         "wall_s": time.perf_counter() - t_start,
     }
-    if evaluator.enabled:  # the last learner's: mean of its last 3 evaluations, and its best feasible one
-        last = evaluator.last(len(limits) - 1, 3)
+    if run.evaluator.enabled:  # the last learner's: mean of its last 3 evaluations, and its best feasible one
+        last = run.evaluator.last(len(limits) - 1, 3)
         metrics.update(
             {
                 "eval/last_reward": float(np.mean([h["eval_reward"] for h in last])),
@@ -621,7 +576,7 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
         "episodes_file": EPISODES_FILE,
         "method": method.name,
         "cost_limits": limits,
-        "episodes": len(pool_eps),
+        "episodes": len(run.pool),
         "transitions": int(len(arrays["rewards"])),
         "env_steps": total,
         "curve": CURVE_FILE,
@@ -642,113 +597,16 @@ def _train(ctx: StageContext, method: _Method) -> StageResult:
     return StageResult(metrics=metrics, outputs=outputs)
 
 
+def _metric_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def _policy_spec(ctx: StageContext, limit: float) -> dict[str, Any]:
     """The spec of a saved ``policy-<limit>.pt`` (rebuilt from the file name and the config)."""
     path = ctx.out_dir / f"policy-{limit:g}.json"
     if not path.exists():
         raise CorlError(f"{ctx.name}: {path} missing; remove {ctx.out_dir} and rerun")
     return json.loads(path.read_text())
-
-
-# ------------------------------------------------------------------------------ files
-def _episode_columns(episodes: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Per-episode metadata as arrays (HDF5 attributes cap at 64 KiB; thousands of episodes do not fit)."""
-
-    def col(key: str, dtype: Any, default: Any = 0) -> np.ndarray:
-        return np.asarray([default if e.get(key) is None else e.get(key, default) for e in episodes], dtype=dtype)
-
-    return {
-        "cost_limit": col("cost_limit", np.float64, np.nan),
-        "training_step": col("training_step", np.int64),
-        "env_step": col("env_step", np.int64),
-        "seed": col("seed", np.int64),
-        "learner": col("learner", np.int64),
-        "env_index": col("env_index", np.int64),
-        "reward": col("reward", np.float64),
-        "cost": col("cost", np.float64),
-        "length": col("length", np.int64),
-        "terminated": col("terminated", bool),
-    }
-
-
-def _write_hdf5(
-    arrays: dict[str, np.ndarray], episodes: list[dict[str, Any]], metadata: dict[str, Any], path: Path
-) -> Path:
-    """A DSRL-format file plus an ``episodes/`` group of per-episode metadata, written atomically."""
-    import h5py
-
-    from corl.data.dataset import TransitionDataset
-    from corl.data.formats.dsrl import write_dsrl
-
-    def episode_group(handle: "h5py.File") -> None:
-        if episodes:
-            group = handle.create_group(EPISODE_GROUP)
-            for key, value in _episode_columns(episodes).items():
-                group.create_dataset(key, data=value)
-
-    return write_dsrl(TransitionDataset.from_numpy(arrays, metadata), path, extra=episode_group)
-
-
-def _read_episodes(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-    import h5py
-
-    from corl.data.formats.dsrl import read_hdf5_arrays
-
-    arrays, meta = read_hdf5_arrays(path, _TRANSITION_KEYS)
-    with h5py.File(path, "r") as handle:
-        cols = {k: v[()] for k, v in handle[EPISODE_GROUP].items()} if EPISODE_GROUP in handle else {}
-    return arrays, cols, meta
-
-
-def _plot_curve(metrics_path: Path, out: Path, title: str, limits: list[float], show_violations: bool) -> None:
-    """Episode reward and cost against env steps (moving average of 10), the periodic evaluations
-    of the deterministic policy when there are any, and violations for MICE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    every = (
-        [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-        if metrics_path.exists()
-        else []
-    )
-    rows = [r for r in every if "episode_reward" in r]
-    evals = [r for r in every if "eval_reward" in r]
-    steps = np.array([r["step"] for r in rows], dtype=float)
-    panels = [("episode_reward", "episode reward"), ("episode_cost", "episode cost")]
-    if show_violations:
-        panels.append(("cum_violations", "cumulative violations"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
-    for ax, (key, label) in zip(axes, panels):
-        values = np.array([r[key] for r in rows], dtype=float)
-        ax.plot(steps, values, ".", alpha=0.3, markersize=3)
-        if len(values) and key != "cum_violations":
-            k = min(10, len(values))
-            ax.plot(steps[k - 1 :], np.convolve(values, np.ones(k) / k, mode="valid"), "-")
-        else:
-            ax.plot(steps, values, "-")
-        eval_key = {"episode_reward": "eval_reward", "episode_cost": "eval_cost"}.get(key)
-        if evals and eval_key:
-            ax.plot(
-                [r["step"] for r in evals],
-                [r[eval_key] for r in evals],
-                "o-",
-                color="k",
-                markersize=3,
-                linewidth=0.8,
-                label="deterministic evaluation",
-            )
-            ax.legend(fontsize=7)
-        if key == "episode_cost":
-            for limit in sorted(set(limits)):
-                ax.axhline(limit, color="r", linestyle="--", linewidth=0.8)
-        ax.set_xlabel("env steps")
-        ax.set_title(label)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=80, metadata={"Software": None})
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------ stage kinds
@@ -770,180 +628,3 @@ def cvpo_train(ctx: StageContext) -> StageResult:
 )
 def mice_train(ctx: StageContext) -> StageResult:
     return _train(ctx, METHODS["mice"])
-
-
-def _offline_name(task: Any) -> str:
-    """The DSRL task recorded from this online task (its density-filter grid), else the task itself."""
-    from corl.tasks import get_task, task_names
-
-    for name in task_names():
-        try:
-            if get_task(name).online_task == task.name:
-                return name
-        except Exception:
-            continue
-    return task.name
-
-
-def _minari_id(name: str) -> str:
-    env = re.sub(r"\W", "", name.split("-v")[0])
-    return env
-
-
-def _export_destination(fctx: Any) -> dict[str, Any]:
-    """Where the file goes joins the export's key: the same episodes exported with another
-    ``CORL_DATASETS`` (or Minari store) must write there, not be served from the cache."""
-    from corl.data.store import store_dir
-
-    if fctx.config.format == "minari":
-        where = os.environ.get("MINARI_DATASETS_PATH") or str(Path("~/.minari/datasets").expanduser())
-    else:
-        where = str(store_dir().resolve())
-    return {"key": {"destination": where}}
-
-
-@register_stage(
-    "export",
-    config=ExportConfig,
-    version="1",
-    inputs=("episodes",),
-    fingerprint=_export_destination,
-    description="write recorded episodes as a DSRL HDF5 in the dataset store (or a Minari dataset)",
-)
-def export_stage(ctx: StageContext) -> StageResult:
-    """The dataset file lives in the store, not the artifact, so ``corl datasets``, ``--dataset``
-    and other tools find it; the artifact keeps its path and sha256 (and the filter report)."""
-    from corl.data.dataset import TransitionDataset
-    from corl.data.hashing import file_sha256
-    from corl.data.store import store_dir
-
-    cfg: ExportConfig = ctx.config
-    if cfg.format not in ("dsrl", "minari"):
-        raise ConfigError(f"{ctx.name}.format: expected 'dsrl' or 'minari', got {cfg.format!r}")
-    src = ctx.input("episodes")
-    if "episodes_file" not in src.outputs:
-        raise CorlError(f"{ctx.name}: input {src.kind!r} recorded no episodes (expected cvpo_train or mice_train)")
-    ctx.progress(0, 2)
-    arrays, cols, meta = _read_episodes(src.dir / src.outputs["episodes_file"])
-    dataset = TransitionDataset.from_numpy(arrays, meta)
-    report: dict[str, Any] = {}
-    if cfg.density_filter:
-        from corl.data.filtering import density_config_for, density_filter
-
-        dataset, report = density_filter(dataset, density_config_for(_offline_name(ctx.task), cfg.density, ctx.seed))
-        keep = _kept_episodes(cols, dataset)
-        ok = len(keep) == dataset.num_episodes and (len(keep) == 0 or keep[-1] < len(cols.get("reward", [])))
-        cols = {k: v[keep] for k, v in cols.items()} if ok else {}
-        dataset.metadata.pop("selected_episodes", None)
-        report = {k: v for k, v in report.items() if k != "config"}
-    if len(dataset) == 0:
-        raise CorlError(f"{ctx.name}: no episode left to export (density filter dropped all); use density_filter=false")
-    method = src.outputs.get("method", "online")
-    key8 = ctx.out_dir.name.rsplit("-", 1)[-1][:8]
-    dataset.metadata.update({"train_artifact": src.dir.name, "exported_by": "corl export"})
-    ctx.progress(1, 2)
-    outputs: dict[str, Any] = {
-        "format": cfg.format,
-        "transitions": len(dataset),
-        "episodes": dataset.num_episodes,
-        "cost_limits": src.outputs.get("cost_limits"),
-        "method": method,
-    }
-    if cfg.format == "dsrl":
-        name = cfg.name or f"{ctx.task.name}-{method}-{key8}"
-        path = (store_dir() / f"{name}.hdf5").resolve()
-        if path.exists() and not cfg.overwrite:
-            raise CorlError(f"{path} exists; set {ctx.name}.overwrite=true or another {ctx.name}.name")
-        episodes = [dict(zip(cols, vals)) for vals in zip(*[v.tolist() for v in cols.values()])] if cols else []
-        _write_hdf5(dataset.to_numpy(), episodes, {k: v for k, v in dataset.metadata.items()}, path)
-        outputs.update(path=str(path), sha256=file_sha256(path))
-    else:
-        from corl.data.formats.minari import export_minari
-
-        dataset_id = cfg.name or f"{_minari_id(ctx.task.name)}-{method}-{key8}-v0"
-        location = export_minari(
-            dataset, dataset_id, ctx.task, overwrite=cfg.overwrite, algorithm_name=f"corl-{method}"
-        )
-        outputs["episode_metadata"] = _annotate_minari(Path(location), cols)
-        outputs.update(dataset_id=dataset_id, minari_path=location)
-    if report:
-        outputs["density_filter"] = report
-    ctx.progress(2, 2)
-    returns = dataset.episode_returns()
-    metrics = {
-        "episodes": float(dataset.num_episodes),
-        "transitions": float(len(dataset)),
-        "reward_return_mean": float(returns["reward"].mean()),
-        "cost_return_mean": float(returns["cost"].mean()),
-    }
-    return StageResult(metrics=metrics, outputs=outputs)
-
-
-def _annotate_minari(location: Path, cols: dict[str, np.ndarray]) -> bool:
-    """Per-episode metadata as attributes ``corl_<name>`` of each Minari episode group.
-
-    Only when Minari episodes and corl episodes correspond one to one (the exporter splits an
-    episode whose next observations are not contiguous; the collector never produces those).
-    """
-    import h5py
-
-    files = sorted(location.glob("data/*.hdf5"))
-    if not cols or not files:
-        return False
-    with h5py.File(files[0], "a") as handle:
-        groups = sorted((k for k in handle if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
-        if len(groups) != len(cols["reward"]):
-            return False
-        for i, name in enumerate(groups):
-            for key, values in cols.items():
-                handle[name].attrs[f"corl_{key}"] = values[i]
-    return True
-
-
-def _kept_episodes(cols: dict[str, np.ndarray], after: Any) -> np.ndarray:
-    """Which episodes the density filter kept, by matching (reward, cost, length) in order.
-
-    ``density_filter`` keeps episodes in their original order, so one ordered pass matches them.
-    """
-    if not cols:
-        return np.zeros(0, dtype=int)
-    ret = after.episode_returns()
-    keep, i = [], 0
-    for r, c, n in zip(ret["reward"], ret["cost"], ret["length"]):
-        while i < len(cols["reward"]) and not (
-            cols["length"][i] == n
-            and abs(cols["reward"][i] - r) < 1e-3 * (1 + abs(r))
-            and abs(cols["cost"][i] - c) < 1e-3 * (1 + abs(c))
-        ):
-            i += 1
-        keep.append(i)
-        i += 1
-    return np.asarray(keep, dtype=int)
-
-
-# ------------------------------------------------------------------------------ lookup for the dataset stage
-def find_export(task: Any, source: str) -> Path:
-    """The newest exported dataset of ``source`` ("cvpo", "mice" or a file stem) for ``task``.
-
-    A convenience for scripts and tests (``--dataset "$(...)"``): an offline task
-    (``OfflineCarCircle-v0``) finds the exports of its online task (``SafetyCarCircle-v0``),
-    which is what ``corl run cvpo --task SafetyCarCircle-v0`` writes; the newest file wins.
-    The ``dataset`` stage's ``source`` option does not use it: it takes the file from the
-    export artifact of the exact collection it ran or reused, so two collections are never
-    confused (see ``corl/pipeline/stages/dataset.py``).
-    """
-    from corl.data.store import store_dir
-    from corl.errors import DatasetError
-
-    root = store_dir()
-    explicit = root / f"{source}.hdf5"
-    if explicit.is_file():
-        return explicit
-    names = {task.name, getattr(task, "online_task", None) or task.name}
-    found = sorted({p for n in names for p in root.glob(f"{n}-{source}-*.hdf5")}, key=lambda p: p.stat().st_mtime)
-    if not found:
-        online = getattr(task, "online_task", None) or task.name
-        raise DatasetError(
-            f"no {source} export for {task.name} in {root}; create one with: corl run {source} --task {online}"
-        )
-    return found[-1]

@@ -125,16 +125,25 @@ def test_dry_run_plans_the_collection_without_training(tmp_path):
 
     plan = run(dry_run=True, preset="quick")
     assert isinstance(plan, Plan)
-    assert [(s.name, s.status) for s in plan.prerequisite_stages] == [("cvpo:train", "run"), ("cvpo:export", "run")]
-    assert {s.status for s in plan.stages} == {"pending"}  # no key can be known before the data exists
+    # one plan of every stage the run builds: the collection's stages first, then the run's own,
+    # whose keys depend on the data the collection will make
+    assert [(s.name, s.status) for s in plan.stages] == [
+        ("cvpo:train", "run"),
+        ("cvpo:export", "run"),
+        ("dataset", "pending"),
+        ("bc", "pending"),
+        ("evaluate", "pending"),
+    ]
+    assert plan.stage("cvpo:export").inputs == {"episodes": "cvpo:train"}
+    assert plan.stage("dataset").inputs == {"collection": "cvpo:export"}  # the edge the executor follows
     assert "after the cvpo collection" in plan.stage("dataset").fingerprint["pending"]
-    assert plan.prerequisites[0].request.preset == "quick"  # source_preset "" follows the run's preset
-    assert plan.prerequisites[0].request.seed == 0
+    assert plan.upstream[0].request.preset == "quick"  # source_preset "" follows the run's preset
+    assert plan.upstream[0].request.seed == 0 and plan.upstream[0].request.task == "SafetyCarCircle-v0"
     assert not (tmp_path / "checkpoints" / "SafetyCarCircle-v0").exists()
     assert not (tmp_path / "datasets").exists() or not list((tmp_path / "datasets").iterdir())
 
     explicit = run("dataset.source_preset=paper", "dataset.source_seed=3", dry_run=True, preset="quick")
-    assert explicit.prerequisites[0].request.preset == "paper" and explicit.prerequisites[0].request.seed == 3
+    assert explicit.upstream[0].request.preset == "paper" and explicit.upstream[0].request.seed == 3
 
 
 def test_source_options_do_not_change_existing_dataset_keys():

@@ -107,6 +107,8 @@ class RichCallbacks(RunCallbacks):
                 "resume": "[yellow]will resume[/]",
                 "corrupt": "[red]corrupt: will rebuild[/]",
                 "restart": "[red]checkpoint unreadable: will restart[/]",
+                "stale": "[yellow]will rebuild[/]",
+                "pending": "[dim]key pending[/]",
             }.get(s.status, s.status)
             table.add_row(s.name, s.kind, state, f"{s.dir.parent.name}/{s.dir.name}")
         self.console.print(table)

@@ -142,13 +142,12 @@ def run(
     )
     if dry_run:
         plan = api.plan(pipeline, task, callbacks=callbacks, **options)
-        callbacks.plan(plan.stages)  # a prerequisite run's plan was shown while planning
-        pending = [s.name for s in plan.stages if s.status == "pending"]
+        callbacks.plan(plan.stages)  # an upstream run's stages (dataset.source=cvpo: cvpo:train, ...) first
+        pending = [s.name for s in plan.pending]
         if pending:
             why = next((str(s.fingerprint["pending"]) for s in plan.stages if s.fingerprint.get("pending")), "")
             console.print(f"[dim]{', '.join(pending)}: keys known only {why}; they would all run[/]", highlight=False)
-        # a prerequisite run's stages (dataset.source=cvpo: cvpo:train, cvpo:export) come first
-        todo = [s.name for s in plan.prerequisite_stages + plan.stages if s.status != "cached"]
+        todo = [s.name for s in plan.stages if s.status != "cached"]
         console.print(f"would run: {', '.join(todo) or 'nothing (all cached)'}")
         return
     try:

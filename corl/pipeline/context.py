@@ -21,6 +21,7 @@ from corl.errors import CorlError, DatasetError
 from corl.files import append_line, atomic_write
 from corl.pipeline.checkpoint import Checkpointer, restore_rng_states
 from corl.pipeline.progress import RunCallbacks
+from corl.pipeline.results import RunRequest
 from corl.store.artifacts import METRICS, Artifact
 from corl.tasks import TaskSpec
 
@@ -61,10 +62,37 @@ class RunOptions:
 
 
 @dataclass
+class UpstreamRun:
+    """Another pipeline run whose artifact a stage reads (a stage kind's ``upstream`` hook
+    returns one: ``dataset.source = cvpo`` reads the ``export`` artifact of ``corl run cvpo``).
+
+    The planner plans ``request`` too and adds its stages to the same plan, named
+    ``<pipeline>:<stage>``; ``stage``'s artifact arrives as the input ``role`` (not part of the
+    key: the stage keys what it reads from it, e.g. the file's sha256, in its fingerprint).
+    ``label`` names the option that asked for it in messages and errors.
+    """
+
+    request: RunRequest
+    stage: str
+    role: str
+    label: str
+
+
+@dataclass
 class FingerprintContext:
+    """What a stage kind's ``fingerprint`` and ``upstream`` hooks get at plan time.
+
+    ``inputs``: the input artifacts that are already built (cached, or built earlier in this
+    run), by role; a role whose stage is not built yet is absent. ``upstream``: what the
+    kind's ``upstream`` hook returned, if anything. ``request``: the run being planned.
+    """
+
     task: TaskSpec
     config: Any
     options: RunOptions
+    request: RunRequest | None = None
+    inputs: dict[str, Artifact] = field(default_factory=dict)
+    upstream: UpstreamRun | None = None
 
 
 _DATASET_MEMO: dict[str, Any] = {}

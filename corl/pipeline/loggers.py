@@ -7,7 +7,7 @@ TensorBoard or W&B, and without ``--logger`` neither is imported (both are optio
 ``pip install 'corl-saferl[tensorboard]'`` / ``'[wandb]'``; ``make install`` installs them).
 
 * Names: a metric ``m`` of stage ``s`` is ``s/m`` (``bc/loss``, ``policy/critic/loss``,
-  ``cvpo:train/episode_reward`` for a prerequisite run's stage). A stage's final metrics
+  ``cvpo:train/episode_reward`` for an upstream run's stage). A stage's final metrics
   (``final/normalized_reward`` ...) are logged when it finishes, cached stages included, so a
   cached rerun still shows the run's scores.
 * Where: ``<cache root>/logs/tensorboard/<run name>/`` (``tensorboard --logdir

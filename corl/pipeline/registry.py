@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from corl.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
-    from corl.pipeline.context import FingerprintContext, StageContext, StageResult
+    from corl.pipeline.context import FingerprintContext, RunOptions, StageContext, StageResult, UpstreamRun
+    from corl.store.artifacts import Artifact
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class StageKind:
     seeded: bool = True
     fingerprint: Callable[["FingerprintContext"], dict[str, Any]] | None = None
     description: str = ""
+    upstream: Callable[["FingerprintContext"], "UpstreamRun | None"] | None = None
+    stale: Callable[["Artifact", "RunOptions"], str | None] | None = None
 
     @property
     def config_fields(self) -> dict[str, dataclasses.Field]:
@@ -47,8 +50,10 @@ def register_stage(
     seeded: bool = True,
     fingerprint: Callable[["FingerprintContext"], dict[str, Any]] | None = None,
     description: str = "",
+    upstream: Callable[["FingerprintContext"], "UpstreamRun | None"] | None = None,
+    stale: Callable[["Artifact", "RunOptions"], str | None] | None = None,
 ) -> Callable[[Callable], Callable]:
-    """Decorator registering a stage function under ``name``."""
+    """Decorator registering a stage function under ``name`` (hooks: ``corl.pipeline.stages``)."""
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"stage {name!r}: config must be a dataclass, got {config!r}")
 
@@ -65,6 +70,8 @@ def register_stage(
             seeded,
             fingerprint,
             description or (fn.__doc__ or "").strip().split("\n")[0],
+            upstream,
+            stale,
         )
         return fn
 

@@ -65,7 +65,7 @@ class PlannedStage:
     kind: str
     key: str
     dir: Path
-    status: str  # cached | run | resume | corrupt | pending (key known only after a prerequisite run)
+    status: str  # cached | run | resume | corrupt | pending (key known only after an upstream run is built)
     config: dict[str, Any]
     inputs: dict[str, str]  # role -> stage name
     fingerprint: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +116,7 @@ class RunResult:
     def scores(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {"final": {}, "best": {}, "best_offline": {}}
         for o in self.stages:
-            if ":" in o.name:  # a prerequisite run's stage (e.g. cvpo:train): not this run's score
+            if ":" in o.name:  # an upstream run's stage (e.g. cvpo:train): not this run's score
                 continue
             for k, v in o.metrics.items():
                 label, _, name = k.partition("/")

@@ -10,13 +10,14 @@ Guarantees, and how:
 * Concurrent runs never corrupt an artifact: each stage holds its directory's lock while it
   builds, and re-checks the manifest after taking it (someone may have just finished).
 
-Prerequisite runs: a fingerprint hook may need another pipeline's artifact before it can say
-what its stage's key is (``dataset.source=cvpo``: the dataset is the file CVPO's ``export``
-stage writes, keyed by its sha256). Planning gives such a hook a :class:`PlanningContext`
-whose ``prerequisite(RunRequest)`` runs that pipeline first, through this same runner (same
-cache root, device, locks, resume and callbacks, its stages shown as ``cvpo:train`` etc.),
-or, for a dry run, only plans it. Its stages join the parent run's outcomes and record, so
-``corl runs`` shows them and ``corl cache prune`` keeps them.
+Upstream runs: a stage may read another pipeline's artifact (``dataset.source=cvpo``: the
+file ``corl run cvpo``'s ``export`` stage writes, keyed by its sha256). Its stage kind's
+``upstream`` hook names that run; the planner plans it too and puts its stages into the same
+plan as ``cvpo:train``, ``cvpo:export`` (same cache root, device, locks and resume), before the
+stage that reads them, so the plan lists every stage the run will build. While that data is
+not built, the keys that depend on it are ``pending``; the runner keys those stages when
+their turn comes. Their outcomes join the run's record, so ``corl runs`` shows them and
+``corl cache prune`` keeps them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -43,6 +44,7 @@ from corl.pipeline.context import (
     StageContext,
     StageInterrupted,
     StageResult,
+    UpstreamRun,
 )
 from corl.pipeline.progress import RunCallbacks
 from corl.pipeline.registry import get_stage_kind
@@ -66,53 +68,44 @@ def resolve_device(name: str) -> torch.device:
 
 # ------------------------------------------------------------------------------ planning
 @dataclass
-class Prerequisite:
-    """Another pipeline run that planning needed first (see the module docstring).
+class Upstream:
+    """Another pipeline's run that is part of this plan (a stage kind's ``upstream`` hook
+    asked for it): its stages are in :attr:`Plan.stages` as ``<pipeline>:<stage>``."""
 
-    ``artifacts``: its done artifacts by stage name (all of them when ``done``); ``outcomes``:
-    its stages as this run reports them (named ``<pipeline>:<stage>``); ``plan``: its plan as
-    made before it ran.
-    """
-
-    request: RunRequest
+    prefix: str  # "<pipeline>:"
+    reader: str  # this run's stage that reads it
+    request: RunRequest  # with this run's cache root, device, offline and lock settings
     plan: "Plan"
-    artifacts: dict[str, art.Artifact]
-    outcomes: list[StageOutcome]
-    done: bool
-    dry_run: bool
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.plan.spec.name}:"
-
-
-@dataclass
-class PlanningContext(FingerprintContext):
-    """What a fingerprint hook gets from the runner: the request, and ``prerequisite(sub)``,
-    which runs (a dry run: only plans) another pipeline ``sub`` with this run's cache root,
-    device, offline and lock settings and returns a :class:`Prerequisite`."""
-
-    request: RunRequest | None = None
-    prerequisite: Callable[..., Prerequisite] | None = None  # (sub: RunRequest, reason: str = "")
+    asked: UpstreamRun  # what the hook returned (its request as the user would type it)
 
 
 @dataclass
 class Plan:
+    """Every stage a run builds or reuses, in dependency order, with its key and cache state.
+
+    ``stages`` includes the stages of upstream runs (``cvpo:train``, ``cvpo:export`` for
+    ``dataset.source = cvpo``), before the stage that reads them. A stage whose key depends on
+    an artifact not built yet is ``pending``; the runner keys it once its inputs are built.
+    """
+
     spec: PipelineSpec
     task: TaskSpec
     configs: dict[str, Any]
     stages: list[PlannedStage]
     root: Path
     options: RunOptions
-    prerequisites: list[Prerequisite] = field(default_factory=list)
+    upstream: list[Upstream] = field(default_factory=list)
 
     def stage(self, name: str) -> PlannedStage:
         return next(s for s in self.stages if s.name == name)
 
+    def upstream_of(self, name: str) -> Upstream | None:
+        """The upstream run a stage name (``cvpo:train``) belongs to; None for this run's own."""
+        return next((u for u in self.upstream if name.startswith(u.prefix)), None)
+
     @property
-    def prerequisite_stages(self) -> list[PlannedStage]:
-        """The prerequisite runs' planned stages, named ``<pipeline>:<stage>``."""
-        return [dataclasses.replace(s, name=p.prefix + s.name) for p in self.prerequisites for s in p.plan.stages]
+    def pending(self) -> list[PlannedStage]:
+        return [s for s in self.stages if s.status == "pending"]
 
 
 def _key_config(kind: Any, config: Any) -> dict[str, Any]:
@@ -132,149 +125,139 @@ def _key_config(kind: Any, config: Any) -> dict[str, Any]:
 
 def plan_pipeline(req: RunRequest, callbacks: RunCallbacks | None = None) -> Plan:
     """The plan of a run, with no side effects: spec loaded and validated, every config
-    resolved, every stage's key, directory and cache state (cached, run, resume, corrupt).
+    resolved, every stage (upstream runs' too) with its key, directory and cache state
+    (cached, run, resume, restart, corrupt, stale, pending).
 
-    Nothing trains and nothing is written but the dataset hash memo: a prerequisite run that
-    a fingerprint hook asks for (``dataset.source=cvpo``) is only planned, and when it is not
-    cached the stages after it are ``pending`` (their keys depend on the data it will make).
+    Nothing trains and nothing is written but the dataset hash memo. An upstream run a stage
+    reads (``dataset.source=cvpo``: ``corl run cvpo``'s ``export``) is planned here too and its
+    stages join this plan as ``cvpo:train``, ``cvpo:export``; when it is not cached, the stages
+    whose keys depend on its data are ``pending`` until :func:`run_pipeline` has built it.
     ``corl run --dry-run``, ``corl sweep`` and ``corl sweep --status`` plan with this.
     """
-    return _plan(req, callbacks, collect=False, interrupt=None)
-
-
-def _plan(req: RunRequest, callbacks: RunCallbacks | None, collect: bool, interrupt: InterruptFlag | None) -> Plan:
-    """:func:`plan_pipeline`; with ``collect``, a prerequisite run a fingerprint hook needs is
-    run (not only planned) first, so every key is known (what :func:`run_pipeline` does)."""
     check_run_options(req)
-    dry_run = not collect
     spec = load_spec(req.pipeline)
     task = get_task(req.task)
     configs = spec.resolve(task.name, req.preset, req.overrides)
     root = art.cache_root(req.checkpoints)
     options = RunOptions(dataset_path=req.dataset, offline=req.offline, cache_root=root)
-    prerequisites: dict[str, Prerequisite] = {}
-
-    def prerequisite(sub: RunRequest, reason: str = "") -> Prerequisite:
-        done = _prerequisite(req, sub, root, callbacks or RunCallbacks(), dry_run, interrupt or InterruptFlag(), reason)
-        prerequisites[done.request.command()] = done  # asked again (after a repair): the latest answer counts
-        return done
-
-    planned: dict[str, PlannedStage] = {}
-    dataset_sha: str | None = None
+    plan = Plan(spec, task, configs, [], root, options)
     for name, sspec in spec.stages.items():
-        kind = sspec.kind
-        cfg = configs[name]
-        fp: dict[str, Any] = {}
-        if kind.fingerprint is not None:
-            fctx = PlanningContext(task, cfg, options, request=req, prerequisite=prerequisite)
-            fp = kind.fingerprint(fctx) or {}
-        if kind.name == "dataset" and dataset_sha is None:
-            dataset_sha = fp.get("sha256")
-        input_keys = {role: planned[target].key for role, target in sspec.inputs.items()}
-        key = art.artifact_key(
-            kind.name,
-            kind.version,
-            _key_config(kind, cfg),
-            input_keys,
-            dataset_sha,
-            req.seed if kind.seeded else None,
-            fp.get("key"),
-        )
-        directory = root / task.name / f"{kind.name}-{key}"
-        status, reason, artifact = "run", "", None
-        pending = fp.get("pending") or any(planned[t].status == "pending" for t in sspec.inputs.values())
-        if pending:  # a dry run whose prerequisite is not done: no key can be known yet
-            status, key = "pending", "pending"
-            directory = root / task.name / f"{kind.name}-(key pending)"
-        else:
-            try:
-                artifact = art.verify(directory, key)
-                if artifact is not None:
-                    status = "cached"
-            except art.CorruptArtifact as exc:
-                status, reason = "corrupt", str(exc)
-        if status == "run" and (directory / art.CHECKPOINT).exists():
-            problem = checkpoint_problem(directory / art.CHECKPOINT)
-            status, reason = (
-                ("resume", "")
-                if problem is None
-                else ("restart", f"{art.CHECKPOINT} {problem}: will restart from step 0")
-            )
-        planned[name] = PlannedStage(
-            name, kind.name, key, directory, status, config_dict(cfg), dict(sspec.inputs), fp, reason, artifact
-        )
-    return Plan(spec, task, configs, list(planned.values()), root, options, list(prerequisites.values()))
+        asked = None
+        if sspec.kind.upstream is not None:
+            asked = sspec.kind.upstream(FingerprintContext(task, configs[name], options, request=req))
+        if asked is not None:
+            _add_upstream(plan, req, name, asked, callbacks or RunCallbacks())
+        built = {s.name: s.artifact for s in plan.stages if s.status == "cached" and s.artifact is not None}
+        plan.stages.append(_plan_stage(plan, req, name, built))
+    return plan
 
 
-class _PrefixedCallbacks(RunCallbacks):
-    """A prerequisite run's reports, its stages named ``<pipeline>:<stage>``; its end is
-    reported by the parent run (whose live display and summary go on)."""
-
-    def __init__(self, inner: RunCallbacks, prefix: str) -> None:
-        self.inner, self.prefix = inner, prefix
-
-    def plan(self, stages: list[PlannedStage]) -> None:
-        self.inner.plan([dataclasses.replace(s, name=self.prefix + s.name) for s in stages])
-
-    def stage_started(self, stage: str, kind: str, total: int | None, resumed_from: int) -> None:
-        self.inner.stage_started(self.prefix + stage, kind, total, resumed_from)
-
-    def stage_progress(self, stage: str, done: int, total: int | None, metrics: dict[str, float]) -> None:
-        self.inner.stage_progress(self.prefix + stage, done, total, metrics)
-
-    def metrics_logged(self, stage: str, step: int, metrics: dict[str, Any]) -> None:
-        self.inner.metrics_logged(self.prefix + stage, step, metrics)
-
-    def stage_finished(self, outcome: StageOutcome) -> None:
-        self.inner.stage_finished(dataclasses.replace(outcome, name=self.prefix + outcome.name))
-
-    def message(self, text: str, level: str = "info") -> None:
-        self.inner.message(text, level)
-
-    def run_finished(self, result: "RunResult") -> None:
-        pass
-
-
-def _prerequisite(
-    parent: RunRequest,
-    sub: RunRequest,
-    root: Path,
-    callbacks: RunCallbacks,
-    dry_run: bool,
-    interrupt: InterruptFlag,
-    reason: str = "",
-) -> Prerequisite:
-    """Run (or plan) ``sub`` for ``parent``: see :class:`PlanningContext`."""
-    command = sub.command()
+def _add_upstream(plan: Plan, req: RunRequest, reader: str, asked: UpstreamRun, callbacks: RunCallbacks) -> None:
+    """Plan ``asked.request`` with this run's settings and add its stages, prefixed."""
     sub = dataclasses.replace(
-        sub,
-        device=parent.device,
-        offline=parent.offline,
-        checkpoints=str(root),
-        wait=parent.wait,
-        lock_timeout=parent.lock_timeout,
+        asked.request,
+        device=req.device,
+        offline=req.offline,
+        checkpoints=str(plan.root),
+        wait=req.wait,
+        lock_timeout=req.lock_timeout,
     )
-    nested = plan_pipeline(sub)
-    prefix = f"{nested.spec.name}:"
-    shown = _PrefixedCallbacks(callbacks, prefix)
-    done = all(s.status == "cached" for s in nested.stages)
-    verb = "cached" if done else ("would run first" if dry_run else "runs first")
-    callbacks.message(f"{reason + ': ' if reason else ''}{command} ({verb})")
-    if dry_run or done:
-        shown.plan(nested.stages)
-        cached = [s for s in nested.stages if s.status == "cached" and s.artifact is not None]
-        outcomes = [
-            StageOutcome(prefix + s.name, s.kind, s.key, s.dir, "cached", 0.0, s.artifact.metrics) for s in cached
-        ]
-        return Prerequisite(sub, nested, {s.name: s.artifact for s in cached}, outcomes, done, dry_run)
     try:
-        result = run_pipeline(sub, shown, interrupt=interrupt)
-    except RunInterrupted as exc:  # resume with the parent's command: it reruns this run first
-        what = str(exc).split("; resume with:")[0].replace("in stage '", f"in stage '{prefix}")
-        raise RunInterrupted(f"{what}; resume with: {parent.command()}") from None
-    artifacts = {o.name: art.Artifact(o.dir, art.read_manifest(o.dir) or {}) for o in result.stages}
-    outcomes = [dataclasses.replace(o, name=prefix + o.name) for o in result.stages]
-    return Prerequisite(sub, nested, artifacts, outcomes, True, False)
+        nested = plan_pipeline(sub)
+        if asked.stage not in {s.name for s in nested.stages}:
+            raise ConfigError(f"pipelines/{nested.spec.name}.toml has no stage {asked.stage!r}")
+    except CorlError as exc:  # name the option that asked for the other run
+        if type(exc) in (CorlError, ConfigError) and not str(exc).startswith(asked.label):
+            raise type(exc)(f"{asked.label} ({asked.request.command()}): {exc}") from None
+        raise
+    prefix = f"{nested.spec.name}:"
+    if any(u.prefix == prefix for u in plan.upstream):
+        raise ConfigError(f"{asked.label}: this run already reads another {nested.spec.name} run")
+    plan.upstream.append(Upstream(prefix, reader, sub, nested, asked))
+    for s in nested.stages:
+        name = prefix + s.name
+        plan.stages.append(dataclasses.replace(s, name=name, inputs={r: prefix + t for r, t in s.inputs.items()}))
+    done = all(s.status == "cached" for s in nested.stages)
+    callbacks.message(f"{asked.label}: {asked.request.command()} ({'cached' if done else 'not cached: runs first'})")
+
+
+def _plan_stage(plan: Plan, req: RunRequest, name: str, built: dict[str, art.Artifact]) -> PlannedStage:
+    """Key, directory and cache state of this run's stage ``name``, given the stages planned
+    before it (``plan.stages``) and the artifacts already ``built`` (by stage name)."""
+    sspec = plan.spec.stages[name]
+    kind, cfg = sspec.kind, plan.configs[name]
+    names = [s.name for s in plan.stages]
+    before = plan.stages[: names.index(name)] if name in names else plan.stages
+    planned = {s.name: s for s in before}
+    inputs = dict(sspec.inputs)
+    up = next((u for u in plan.upstream if u.reader == name), None)
+    asked = up.asked if up is not None else None
+    if up is not None:
+        inputs[up.asked.role] = up.prefix + up.asked.stage
+    fp: dict[str, Any] = {}
+    if kind.fingerprint is not None:
+        fctx = FingerprintContext(
+            plan.task,
+            cfg,
+            plan.options,
+            request=req,
+            inputs={role: built[t] for role, t in inputs.items() if t in built},
+            upstream=asked,
+        )
+        fp = kind.fingerprint(fctx) or {}
+    own = [s for s in before if s.kind == "dataset" and plan.upstream_of(s.name) is None]
+    dataset_sha = own[0].fingerprint.get("sha256") if own else (fp.get("sha256") if kind.name == "dataset" else None)
+    # the key: the stage's own inputs (an upstream artifact is keyed by what the fingerprint read from it)
+    input_keys = {role: planned[target].key for role, target in sspec.inputs.items()}
+    key = art.artifact_key(
+        kind.name,
+        kind.version,
+        _key_config(kind, cfg),
+        input_keys,
+        dataset_sha,
+        req.seed if kind.seeded else None,
+        fp.get("key"),
+    )
+    directory = plan.root / plan.task.name / f"{kind.name}-{key}"
+    status, reason, artifact = "run", "", None
+    pending = fp.get("pending") or any(planned[t].status == "pending" for t in sspec.inputs.values())
+    if pending:  # its key depends on an artifact not built yet
+        status, key = "pending", "pending"
+        directory = plan.root / plan.task.name / f"{kind.name}-(key pending)"
+    else:
+        try:
+            artifact = art.verify(directory, key)
+            if artifact is not None:
+                status = "cached"
+                problem = kind.stale(artifact, plan.options) if kind.stale is not None else None
+                if problem:
+                    status, reason, artifact = "stale", f"{problem}: will rebuild", None
+        except art.CorruptArtifact as exc:
+            status, reason = "corrupt", str(exc)
+    if status == "run" and (directory / art.CHECKPOINT).exists():
+        problem = checkpoint_problem(directory / art.CHECKPOINT)
+        status, reason = (
+            ("resume", "") if problem is None else ("restart", f"{art.CHECKPOINT} {problem}: will restart from step 0")
+        )
+    return PlannedStage(name, kind.name, key, directory, status, config_dict(cfg), inputs, fp, reason, artifact)
+
+
+def build_upstream(
+    req: RunRequest,
+    plan: Plan,
+    callbacks: RunCallbacks | None = None,
+    interrupt: InterruptFlag | None = None,
+) -> Plan:
+    """Build the plan's upstream stages that are not cached (in this process, in order), then
+    plan again: every key is known after that. For ``corl sweep``, whose graph needs keys."""
+    callbacks, interrupt = callbacks or RunCallbacks(), interrupt or InterruptFlag()
+    built: dict[str, art.Artifact] = {}
+    for ps in plan.stages:
+        if plan.upstream_of(ps.name) is not None:
+            _, built[ps.name] = execute_stage(
+                stage_job(plan, ps.name, req), {r: built[t] for r, t in ps.inputs.items()}, callbacks, interrupt
+            )
+    return plan_pipeline(req)
 
 
 # ------------------------------------------------------------------------------ running
@@ -305,32 +288,32 @@ class _SigintHandler:
 def run_pipeline(
     req: RunRequest, callbacks: RunCallbacks | None = None, interrupt: InterruptFlag | None = None
 ) -> RunResult:
-    """Run a pipeline: plan it (running a prerequisite collection first when a stage needs
-    one), then build every stage that is not cached, in dependency order, each through
-    :func:`execute_stage` (the one function that builds an artifact, for ``corl sweep`` too).
-    For the plan alone, without side effects, use :func:`plan_pipeline`."""
+    """Run a pipeline: plan it (:func:`plan_pipeline`, upstream runs' stages included), then
+    build every stage that is not cached, in dependency order, each through
+    :func:`execute_stage` (the one function that builds an artifact, for ``corl sweep`` too);
+    a ``pending`` stage is keyed when its turn comes, its inputs built by then."""
     callbacks = callbacks or RunCallbacks()
     device = resolve_device(req.device)
     interrupt = interrupt or InterruptFlag()
-    started = time.time()  # before planning: a prerequisite run (dataset.source) is part of this run's wall time
-    plan = _plan(req, callbacks, collect=True, interrupt=interrupt)
+    started = time.time()
+    plan = plan_pipeline(req, callbacks)
     callbacks.plan(plan.stages)
-    pending = [s.name for s in plan.stages if s.status == "pending"]
-    if pending:  # only a plan without collection may leave keys unknown
-        why = next((str(s.fingerprint["pending"]) for s in plan.stages if s.fingerprint.get("pending")), "")
-        raise CorlError(f"{pending[0]}: its key is still unknown after planning ({why})")
 
     record_path = new_record_path(plan.root, plan.spec.name, plan.task.name, req.seed)
     record = new_record(req, plan, str(device), started)
     write_record(record_path, record)
-    # a prerequisite run's stages come first: the record references them (prune keeps them)
-    outcomes: list[StageOutcome] = [o for p in plan.prerequisites for o in p.outcomes]
+    outcomes: list[StageOutcome] = []
     artifacts: dict[str, art.Artifact] = {}
     status = "ok"
 
     try:
         with _SigintHandler(interrupt, callbacks):
-            for ps in plan.stages:
+            for index, ps in enumerate(plan.stages):
+                if ps.status == "pending":  # its inputs are built now: key it
+                    ps = plan.stages[index] = _plan_stage(plan, req, ps.name, artifacts)
+                    if ps.status == "pending":
+                        why = ps.fingerprint.get("pending") or "an input's key is unknown"
+                        raise CorlError(f"{ps.name}: its key is still unknown after its inputs were built ({why})")
                 if ps.status != "cached":  # referenced while it runs, so a kill -9 leaves it prune-safe
                     running = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "running")
                     record["stages"] = [stage_entry(o, plan.root) for o in outcomes + [running]]
@@ -341,7 +324,7 @@ def run_pipeline(
                 )
                 artifacts[ps.name] = artifact
                 outcomes.append(outcome)
-                if ps.kind == "dataset":
+                if ps.kind == "dataset" and plan.upstream_of(ps.name) is None:
                     record["dataset"] = artifact.outputs
                 record["stages"] = [stage_entry(o, plan.root) for o in outcomes]
                 write_record(record_path, record)
@@ -486,8 +469,12 @@ class StageJob:
 
 
 def stage_job(plan: Plan, name: str, req: RunRequest) -> StageJob:
-    """The :class:`StageJob` of stage ``name`` of ``plan`` (run options from ``req``)."""
+    """The :class:`StageJob` of stage ``name`` of ``plan`` (run options from ``req``); an
+    upstream run's stage (``cvpo:train``) is that run's job, shown under its prefixed name."""
     ps = plan.stage(name)
+    up = plan.upstream_of(name)
+    if up is not None:
+        return dataclasses.replace(stage_job(up.plan, name[len(up.prefix) :], up.request), stage=ps)
     policy = plan.spec.checkpoint
     kind = plan.spec.stages[name].kind
     return StageJob(
@@ -503,7 +490,14 @@ def stage_job(plan: Plan, name: str, req: RunRequest) -> StageJob:
             req.checkpoint_every_seconds if req.checkpoint_every_seconds is not None else policy.every_seconds
         ),
         log_every=req.log_every if req.log_every is not None else policy.log_every,
-        dataset_sha256=next((p.fingerprint.get("sha256") for p in plan.stages if p.kind == "dataset"), None),
+        dataset_sha256=next(
+            (
+                p.fingerprint.get("sha256")
+                for p in plan.stages
+                if p.kind == "dataset" and plan.upstream_of(p.name) is None
+            ),
+            None,
+        ),
         input_dirs={role: (plan.stage(t).key, plan.stage(t).dir) for role, t in ps.inputs.items()},
         kind_module=kind.fn.__module__,
         wait=req.wait,
@@ -554,6 +548,13 @@ def execute_stage(
             callbacks.message(f"{ps.name}: corrupt artifact ({exc}); rebuilding", "warning")
             art.discard(ps.dir)
             done = None
+        if done is not None and ps.status == "stale":  # e.g. an export whose file left the store
+            kind = get_stage_kind(ps.kind)
+            problem = kind.stale(done, job.options) if kind.stale is not None else None
+            if problem:
+                callbacks.message(f"{ps.name}: {problem}; building it again", "warning")
+                art.discard(ps.dir)
+                done = None
         if done is not None:  # another run finished it while we waited for the lock
             outcome = StageOutcome(ps.name, ps.kind, ps.key, ps.dir, "cached", 0.0, done.metrics)
             callbacks.stage_finished(outcome)

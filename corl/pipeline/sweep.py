@@ -47,7 +47,7 @@ import tomllib
 
 from corl.errors import ConfigError, CorlError
 from corl.pipeline.graph import Graph
-from corl.pipeline.runner import Plan, RunRequest, _plan, plan_pipeline
+from corl.pipeline.runner import Plan, RunRequest, build_upstream, plan_pipeline
 from corl.pipeline.spec import did_you_mean, load_spec, parse_value
 from corl.store.pipelines import pipeline_dirs
 
@@ -409,10 +409,11 @@ def flag_sweep(
 def plan_sweep(spec: SweepSpec, runs: list[SweepRun], collect: bool = False) -> Graph:
     """Plan every run (validating every key before any work) and merge them into one graph.
 
-    A run whose dataset is collected online (``dataset.source``) has no keys until the
-    collection exists; with ``collect`` that collection runs here, in this process, through
-    :func:`~corl.pipeline.runner.run_pipeline` (it is not a node of the graph), after every
-    run has been planned and validated.
+    A run whose dataset is collected online (``dataset.source``) has its collection's stages
+    (``cvpo:train``, ``cvpo:export``) in its plan, but the keys after them stay pending until
+    the collection exists; with ``collect`` those upstream stages are built here, in this
+    process (:func:`~corl.pipeline.runner.build_upstream`), after every run has been planned
+    and validated, and the run is planned again. The graph then has them as (cached) nodes.
     """
     plans: list[Plan] = []
     for run in runs:
@@ -425,8 +426,8 @@ def plan_sweep(spec: SweepSpec, runs: list[SweepRun], collect: bool = False) -> 
             ) from None
     if collect:
         for i, (run, plan) in enumerate(zip(runs, plans)):
-            if any(s.status == "pending" for s in plan.stages):
-                plans[i] = _plan(run.request, None, collect=True, interrupt=None)
+            if plan.pending:
+                plans[i] = build_upstream(run.request, plan)
     return Graph.from_plans([(run.request, plan) for run, plan in zip(runs, plans)])
 
 

@@ -255,7 +255,7 @@ def policy_label(record: dict[str, Any], root: Path) -> str | None:
     label = None
     for stage in record.get("stages", []):
         if ":" in stage.get("name", "") or not stage.get("dir"):
-            continue  # a prerequisite run's stage (cvpo:train) is not this run's policy
+            continue  # an upstream run's stage (cvpo:train) is not this run's policy
         try:
             outputs = json.loads((root / stage["dir"] / MANIFEST).read_text()).get("outputs", {})
         except (OSError, json.JSONDecodeError):

@@ -49,6 +49,18 @@ Registering a stage kind
   as ``ctx.fingerprint``. E.g. the dataset stage locates the file and returns
   ``{"key": {"sha256": ...}, "path": ..., "origin": ...}``, so the artifact is keyed by the
   data's content, not its location. Keep it cheap: it runs on every plan, cached runs too.
+  ``fctx.inputs`` holds the input artifacts already built (a role whose stage is not built
+  yet is absent); a fingerprint that needs one returns ``{"pending": why, ...}`` meanwhile,
+  and the runner calls it again once that input is built.
+* ``upstream`` (optional ``fn(FingerprintContext) -> UpstreamRun | None``): another pipeline
+  run whose artifact this stage reads (the dataset stage with ``source = "cvpo"``:
+  ``UpstreamRun(RunRequest("cvpo", ...), stage="export", role="collection", label=...)``).
+  The planner plans that run too and puts its stages into the same plan, named
+  ``cvpo:train``, ``cvpo:export``; the artifact arrives as input ``role``, which is not key
+  material (key what you read from it in the fingerprint).
+* ``stale`` (optional ``fn(Artifact, RunOptions) -> str | None``): for a kind whose artifact
+  points outside its directory (``export``: a file in the dataset store), why a done
+  artifact can no longer be used; the plan then says ``stale`` and the run builds it again.
 
 What a stage function gets: ``StageContext`` (see ``corl.pipeline.context``)
 ---------------------------------------------------------------------------

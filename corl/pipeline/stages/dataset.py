@@ -6,12 +6,13 @@ DSRL's"). Downstream stages load from the recorded path and re-verify the hash.
 
 ``source = "cvpo"`` / ``"mice"``: the data is what that online pipeline collects and exports
 for the task's online counterpart (``OfflineCarCircle-v0`` -> ``SafetyCarCircle-v0``). The
-fingerprint has the runner run ``pipelines/<source>.toml`` first (a prerequisite run: same
-cache root, device, locks and resume; its ``train`` and ``export`` artifacts are cached like
-any stage, so a second run reuses them), then takes the file from the export artifact's
-outputs (never "the newest file": two collections cannot be confused) and keys the dataset
-by its sha256 as for any other file. A dry run only plans the collection; when it is not
-cached, the dataset's key (and every key after it) is honestly "pending".
+kind's ``upstream`` hook names that run (``corl run cvpo --task SafetyCarCircle-v0 ...``); the
+planner adds its stages to the same plan as ``cvpo:train`` and ``cvpo:export``, and the
+export artifact arrives as the input ``collection``. The fingerprint takes the file from
+that artifact's outputs (never "the newest file": two collections cannot be confused) and
+keys the dataset by its sha256 as for any other file (the input's key is not key material,
+so a re-export of the same bytes keeps every key). While the export is not built, the
+dataset's key (and every key after it) is "pending"; the runner keys it once the export ran.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from corl.data.store import load_task_dataset
-from corl.errors import ConfigError, CorlError, DatasetError, TaskError
-from corl.pipeline.context import FingerprintContext, StageContext, StageResult, remember_dataset
+from corl.errors import ConfigError, DatasetError, TaskError
+from corl.pipeline.context import FingerprintContext, StageContext, StageResult, UpstreamRun, remember_dataset
 from corl.pipeline.registry import register_stage
 from corl.store.artifacts import cached_file_sha256
+
+#: The input role under which a collected dataset's ``export`` artifact arrives (not keyed).
+COLLECTION = "collection"
 
 #: Left out of the artifact key while at their defaults, so existing dataset keys stay valid.
 _IF_SET = {"key": "if_set"}
@@ -88,13 +92,18 @@ def online_task(task: Any, source: str) -> str:
     )
 
 
-def _collected(fctx: FingerprintContext) -> dict[str, Any]:
+def collection(fctx: FingerprintContext) -> UpstreamRun | None:
+    """The ``upstream`` hook: with ``source`` set, the collection run whose ``export`` artifact
+    is the data (``corl run <source> --task <online task>``); the planner adds its stages to
+    the plan as ``<source>:train``, ``<source>:export``."""
     from corl.errors import did_you_mean
-    from corl.pipeline.results import RunInterrupted, RunRequest
+    from corl.pipeline.results import RunRequest
     from corl.pipeline.spec import load_spec
 
     cfg = fctx.config
     method = cfg.source
+    if not method:
+        return None
     valid = collectors()
     if method not in valid:
         raise ConfigError(
@@ -106,40 +115,32 @@ def _collected(fctx: FingerprintContext) -> dict[str, Any]:
         raise ConfigError(f"dataset.source={method} and {other} both name the dataset; give one of them")
     label = f"dataset.source={method}"
     task = online_task(fctx.task, method)
-    prerequisite = getattr(fctx, "prerequisite", None)
-    parent = getattr(fctx, "request", None)
-    if prerequisite is None:
-        raise CorlError(f"{label}: needs the pipeline runner to collect (plan with corl.pipeline.runner.plan_pipeline)")
+    spec = load_spec(method)
     preset = cfg.source_preset or None
-    if preset is None and parent is not None and parent.preset and parent.preset in load_spec(method).presets:
+    parent = fctx.request
+    if preset is None and parent is not None and parent.preset and parent.preset in spec.presets:
         preset = parent.preset
+    exports = [name for name, stage in spec.stages.items() if stage.kind.name == "export"]
+    if len(exports) != 1:
+        raise ConfigError(f"{label}: pipelines/{method}.toml has {len(exports)} export stages, expected one")
     sub = RunRequest(pipeline=method, task=task, preset=preset, seed=cfg.source_seed, overrides=list(cfg.source_set))
-    try:
-        pre = prerequisite(sub, label)
-        exports = [s.name for s in pre.plan.stages if s.kind == "export"]
-        if len(exports) != 1:
-            raise ConfigError(f"{label}: pipelines/{method}.toml has {len(exports)} export stages, expected one")
-        export = pre.artifacts.get(exports[0])
-        problem = _export_problem(export, fctx.options.cache_root) if export is not None else None
-        if problem and not pre.dry_run:  # the file left the store or changed: export it again (train is cached)
-            _discard(export.dir)
-            pre = prerequisite(sub, f"{label}, re-export ({problem})")
-            export = pre.artifacts.get(exports[0])
-            problem = _export_problem(export, fctx.options.cache_root) if export is not None else "not exported"
-            if problem:
-                raise DatasetError(f"{label}: {problem} right after exporting it again")
-    except (RunInterrupted, KeyboardInterrupt):
-        raise
-    except CorlError as exc:  # name the option that started the collection
-        if type(exc) in (CorlError, ConfigError, DatasetError, TaskError) and not str(exc).startswith(label):
-            raise type(exc)(f"{label} ({sub.command()}): {exc}") from None
-        raise
-    command = sub.command()
-    if export is None or problem:
-        why = f"after the {method} collection" + (f" re-exports ({problem})" if problem else " runs")
+    return UpstreamRun(sub, exports[0], role=COLLECTION, label=label)
+
+
+def _collected(fctx: FingerprintContext) -> dict[str, Any]:
+    """The fingerprint of a collected dataset: the export artifact's file, keyed by its sha256
+    (never "the newest file": two collections cannot be confused); pending until it is built."""
+    from corl.pipeline.stages.export import export_problem
+
+    up = fctx.upstream
+    if up is None:
+        raise ConfigError("dataset.source: plan the run with corl.pipeline.runner.plan_pipeline")
+    method, command = fctx.config.source, up.request.command()
+    export = fctx.inputs.get(COLLECTION)
+    if export is None:
         return {
             "key": {"pending": command},
-            "pending": why,
+            "pending": f"after the {method} collection runs",
             "sha256": None,
             "path": None,
             "origin": f"{method} export (pending)",
@@ -147,54 +148,33 @@ def _collected(fctx: FingerprintContext) -> dict[str, Any]:
             "collection": {"command": command},
         }
     out = export.outputs
+    if "path" not in out:
+        raise ConfigError(
+            f"{up.label}: the export {export.dir.name} wrote format {out.get('format')!r}, not a DSRL file; "
+            "drop export.format from dataset.source_set"
+        )
+    problem = export_problem(export, fctx.options)
+    if problem:  # the planner rebuilds a stale export before this runs: only a race gets here
+        raise DatasetError(f"{up.label}: {problem}; rerun")
     sha = out["sha256"]
-    train = next((a.dir.name for name, a in pre.artifacts.items() if name != exports[0]), None)
     collection = {
         "pipeline": method,
-        "task": task,
-        "preset": preset,
-        "seed": cfg.source_seed,
-        "overrides": list(cfg.source_set),
+        "task": up.request.task,
+        "preset": up.request.preset,
+        "seed": up.request.seed,
+        "overrides": list(up.request.overrides),
         "command": command,
         "export": export.dir.name,
-        "train": train,
+        "train": next((i["dir"] for i in export.manifest.get("inputs", {}).values()), None),
     }
     return {
         "key": {"sha256": sha},
         "sha256": sha,
         "path": str(Path(out["path"]).resolve()),
         "origin": f"{method} export {export.dir.name}",
-        "note": f"collected by {method.upper()} on {task} ({command})",
+        "note": f"collected by {method.upper()} on {up.request.task} ({command})",
         "collection": collection,
     }
-
-
-def _export_problem(export: Any, cache_root: Path) -> str | None:
-    """Why an export artifact's file cannot be used as it stands (None: it can)."""
-    out = export.outputs
-    if "path" not in out:
-        raise ConfigError(
-            f"the export {export.dir.name} wrote format {out.get('format')!r}, not a DSRL file; "
-            "drop export.format from dataset.source_set"
-        )
-    path = Path(out["path"])
-    if not path.is_file():
-        return f"{path} is gone"
-    if cached_file_sha256(path, cache_root) != out["sha256"]:
-        return f"{path} changed since {export.dir.name} wrote it"
-    return None
-
-
-def _discard(directory: Path) -> None:
-    from corl.store.artifacts import discard
-    from corl.store.lock import ArtifactLock
-
-    lock = ArtifactLock(directory)
-    lock.acquire(wait=True)
-    try:
-        discard(directory)
-    finally:
-        lock.release()
 
 
 # ------------------------------------------------------------------------------ the stage
@@ -204,6 +184,7 @@ def _discard(directory: Path) -> None:
     version="1",
     seeded=False,
     fingerprint=locate,
+    upstream=collection,
     description="locate and validate the task's dataset (no copy), or collect it online (source)",
 )
 def dataset_stage(ctx: StageContext) -> StageResult:

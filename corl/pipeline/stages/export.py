@@ -72,12 +72,30 @@ def _export_destination(fctx: Any) -> dict[str, Any]:
     return {"key": {"destination": where}}
 
 
+def export_problem(artifact: Any, options: Any) -> str | None:
+    """The ``stale`` hook: why a done export's dataset file cannot be used as it stands (it
+    left the store or changed since), or None. The planner then marks the export ``stale``
+    and the runner builds it again from the cached episodes (same bytes, same sha256)."""
+    from corl.store.artifacts import cached_file_sha256
+
+    out = artifact.outputs
+    if "path" not in out:  # a Minari export: the store is Minari's
+        return None
+    path = Path(out["path"])
+    if not path.is_file():
+        return f"{path} is gone"
+    if cached_file_sha256(path, options.cache_root) != out["sha256"]:
+        return f"{path} changed since {artifact.dir.name} wrote it"
+    return None
+
+
 @register_stage(
     "export",
     config=ExportConfig,
     version="1",
     inputs=("episodes",),
     fingerprint=_export_destination,
+    stale=export_problem,
     description="write recorded episodes as a DSRL HDF5 in the dataset store (or a Minari dataset)",
 )
 def export_stage(ctx: StageContext) -> StageResult:

@@ -177,3 +177,27 @@ def test_errors_are_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "dataset.source" in lines[0] and "cvpo, mice" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sweep_graph_has_the_collection_as_shared_nodes(tmp_path):
+    """Two seeds of bc over one collection: the collection's stages are graph nodes that both
+    runs use, and the dataset node depends on the export node (the edge the plan carries)."""
+    from corl.errors import CorlError
+    from corl.pipeline.sweep import flag_sweep, plan_sweep
+
+    spec = flag_sweep("bc", [TASK], "0-1", None, OVERRIDES, [], [], device="cpu")
+    runs = spec.expand()
+    with pytest.raises(CorlError, match="no key yet"):  # planning alone builds nothing
+        plan_sweep(spec, runs)
+    assert not (tmp_path / "checkpoints" / "SafetyCarCircle-v0").exists()
+
+    graph = plan_sweep(spec, runs, collect=True)  # builds the collection in the driver
+    kinds = sorted(node.kind for node in graph.nodes.values())
+    assert kinds == ["bc", "bc", "cvpo_train", "dataset", "evaluate", "evaluate", "export"]
+    assert graph.stage_count == 10  # 5 stages per run, the collection and dataset shared
+    train, export, dataset = (
+        next(n for n in graph.nodes.values() if n.kind == k) for k in ("cvpo_train", "export", "dataset")
+    )
+    assert train.status == export.status == "cached" and graph.runs_of(train.id) == {0, 1}
+    assert dataset.deps == [export.id] and export.deps == [train.id]
+    assert [name for _, name in train.users] == ["cvpo:train", "cvpo:train"]

@@ -26,7 +26,7 @@ from corl.algos.drcorl import (
     switch_branch,
 )
 from corl.algos.drcorl.critics import iql_q_loss
-from corl.algos.drcorl.policy import CriticPIDLagrangian, score_regularised_loss
+from corl.algos.drcorl.policy import score_regularised_loss
 from corl.data.dataset import TransitionDataset
 from corl.nn.diffusion import ScoreNet, VPSchedule, sample_actions
 from corl.nn.losses import expectile_loss, pcgrad_merge, stepwise_threshold
@@ -197,9 +197,12 @@ def test_cost_normalisation_rules():
 
 
 def test_pid_lagrangian_relu_terms():
-    pid = CriticPIDLagrangian(0.1, 0.003, 0.001, threshold=1.0)
+    from corl.nn.lagrange import PIDLagrangeMultiplier
+
+    pid = PIDLagrangeMultiplier(1.0, 0.1, 0.003, 0.001, form="drcorl")  # DRCORL's update
     assert pid.update(3.0) == pytest.approx(0.1 * 2 + 0.003 * 2 + 0.001 * 2)
     assert pid.update(0.0) == pytest.approx(0.003 * 1)  # P and D clipped at 0, I = max(0, 2 - 1)
+    assert pid.update(4.0) == 0.1 * 3.0 + 0.003 * 4.0 + 0.001 * 4.0  # the authors' order of operations
 
 
 def test_score_regularised_loss_gradient_is_injected_vector():

@@ -75,6 +75,15 @@ class PIDLagrangeMultiplier:
     ``kp·relu(e)`` (an over-satisfied constraint does not pull ``λ`` below the integral) and
     the previous error starts at 0, so the first derivative term is ``kd·relu(e)``. The
     integral ``I ← max(0, I + ki·e)`` is OSRL's ``ki·relu(I' + e)`` written in λ units.
+
+    ``form="drcorl"`` is DRCORL's update on its cost critic, as the authors compute it (all
+    three terms ReLU'd, the integral in error units, no EMA)::
+
+        e_k = J_c - d,   I_k = max(0, I_{k-1} + e_k),   D_k = max(0, e_k - e_{k-1}),  e_0 = 0
+        λ = max(0, kp·max(0, e_k) + ki·I_k + kd·D_k)
+
+    The same λ as "osrl" in exact arithmetic, but its own order of floating-point operations,
+    so a DRCORL run's numbers are the authors' bit for bit.
     """
 
     def __init__(
@@ -88,8 +97,8 @@ class PIDLagrangeMultiplier:
         upper_bound: float | None = None,
         form: str = "corl",
     ) -> None:
-        if form not in ("corl", "osrl"):
-            raise ValueError(f"form must be 'corl' or 'osrl', got {form!r}")
+        if form not in ("corl", "osrl", "drcorl"):
+            raise ValueError(f"form must be 'corl', 'osrl' or 'drcorl', got {form!r}")
         self.form = form
         self.cost_limit = float(cost_limit)
         self.kp, self.ki, self.kd = kp, ki, kd
@@ -97,7 +106,8 @@ class PIDLagrangeMultiplier:
         self.upper_bound = upper_bound
         self.integral = float(init_value)
         self.smoothed: float | None = None
-        self.previous: float | None = self.cost_limit if form == "osrl" else None
+        # the previous J_c ("osrl": starts at the limit) or, for "drcorl", the previous error
+        self.previous: float | None = {"osrl": self.cost_limit, "drcorl": 0.0}.get(form)
         self._value = float(init_value)
 
     @property
@@ -107,6 +117,8 @@ class PIDLagrangeMultiplier:
     def update(self, cost_estimate: torch.Tensor | float) -> float:
         j_c = float(torch.as_tensor(cost_estimate, dtype=torch.float32).mean())
         error = j_c - self.cost_limit
+        if self.form == "drcorl":
+            return self._drcorl_update(error)
         self.integral = max(0.0, self.integral + self.ki * error)
         self.smoothed = j_c if self.smoothed is None else (self.ema_alpha * self.smoothed + (1 - self.ema_alpha) * j_c)
         derivative = 0.0 if self.previous is None else max(0.0, self.smoothed - self.previous)
@@ -120,11 +132,19 @@ class PIDLagrangeMultiplier:
         self._value = value
         return value
 
+    def _drcorl_update(self, error: float) -> float:
+        self.integral = max(0.0, self.integral + error)
+        derivative = max(0.0, error - float(self.previous or 0.0))
+        self.previous = error
+        self._value = max(0.0, self.kp * max(0.0, error) + self.ki * self.integral + self.kd * derivative)
+        return self._value
+
     def state_dict(self) -> dict:
         return {"integral": self.integral, "smoothed": self.smoothed, "previous": self.previous, "value": self._value}
 
     def load_state_dict(self, state: Mapping) -> None:
-        self.integral = state["integral"]
-        self.smoothed = state["smoothed"]
-        self.previous = state["previous"]
-        self._value = state["value"]
+        self.integral = float(state["integral"])
+        # DRCORL checkpoints written before its PID moved here name the previous error prev_error
+        self.smoothed = state.get("smoothed")
+        self.previous = state["previous"] if "previous" in state else state["prev_error"]
+        self._value = float(state["value"])

@@ -34,6 +34,7 @@ from corl.algos.drcorl.critics import CriticLearner
 from corl.data.dataset import TransitionDataset
 from corl.nn.critics import EnsembleQ
 from corl.nn.diffusion import ScoreNet, VPSchedule, sample_diffusion_time
+from corl.nn.lagrange import PIDLagrangeMultiplier
 from corl.nn.losses import flat_params, inner_surrogate, pcgrad_merge, set_flat_params_, stepwise_threshold
 from corl.nn.policies import DeterministicPolicy
 
@@ -159,43 +160,8 @@ def initial_observations(dataset: TransitionDataset) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- Lagrangian variant
-class CriticPIDLagrangian:
-    """DRCORL's PID multiplier on the cost critic (all three terms ReLU'd)::
-
-        e_k = mean Qbar_c(s, pi(s)) - q_thres,   I_k = max(0, I_{k-1} + e_k),
-        D_k = max(0, e_k - e_{k-1}),   lambda = max(0, K_P max(0, e_k) + K_I I_k + K_D D_k)
-
-    (``corl.nn.lagrange.PIDLagrangeMultiplier`` is the OmniSafe episodic form: signed P term,
-    EMA, no first-step derivative; this one is kept to match the authors' update exactly.)
-    """
-
-    def __init__(self, kp: float, ki: float, kd: float, threshold: float) -> None:
-        self.kp, self.ki, self.kd, self.threshold = kp, ki, kd, threshold
-        self.integral = 0.0
-        self.prev_error = 0.0
-        self.value = 0.0
-
-    def update(self, estimate: float) -> float:
-        error = float(estimate) - self.threshold
-        self.integral = max(0.0, self.integral + error)
-        derivative = max(0.0, error - self.prev_error)
-        self.prev_error = error
-        self.value = max(0.0, self.kp * max(0.0, error) + self.ki * self.integral + self.kd * derivative)
-        return self.value
-
-    def state_dict(self) -> dict[str, float]:
-        return {
-            "integral": self.integral,
-            "prev_error": self.prev_error,
-            "value": self.value,
-            "threshold": self.threshold,
-        }
-
-    def load_state_dict(self, state: Mapping[str, float]) -> None:
-        for key in ("integral", "prev_error", "value", "threshold"):
-            setattr(self, key, float(state[key]))
-
-
+# lambda_mode="pid": corl.nn.lagrange.PIDLagrangeMultiplier(form="drcorl"), the authors' update
+# on the cost critic (all three terms ReLU'd, the integral in error units).
 class FixedLagrangian:
     """A constant multiplier (``lambda_mode='fixed'``, 0.1 in the code)."""
 
@@ -325,7 +291,9 @@ class PolicyLearner:
         if cfg.lambda_mode == "pid":
             kp, ki, kd = cfg.pid
             thr = stepwise_threshold(cfg.cost_threshold, cfg.gamma, cfg.episode_len) if cfg.fix_pid_threshold else 0.0
-            self.lagrangian: CriticPIDLagrangian | FixedLagrangian = CriticPIDLagrangian(kp, ki, kd, thr)
+            self.lagrangian: PIDLagrangeMultiplier | FixedLagrangian = PIDLagrangeMultiplier(
+                thr, kp, ki, kd, form="drcorl"
+            )
         else:
             self.lagrangian = FixedLagrangian(cfg.lambda_fixed)
         self._loss_fn = torch.compile(score_regularised_loss) if cfg.compile else score_regularised_loss
@@ -347,10 +315,6 @@ class PolicyLearner:
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         return self.policy(obs)
-
-    @property
-    def in_safe_phase(self) -> bool:
-        return self.step >= self.pretrain_steps
 
     # ------------------------------------------------------------------ 3a: warm start (L_bc)
     def _warm_start_step(self, obs: torch.Tensor) -> dict[str, float]:
@@ -446,7 +410,7 @@ class PolicyLearner:
         k = self.config.cost_pessimism
         if not self.config.use_lagrangian:
             return [(self.critics.q_c_target, -1.0, k)]
-        if isinstance(self.lagrangian, CriticPIDLagrangian):
+        if isinstance(self.lagrangian, PIDLagrangeMultiplier):
             with torch.no_grad():
                 q_c = member_value(self.critics.q_c_target, obs, self.policy(obs), k).mean()
             self.lagrangian.update(float(q_c))

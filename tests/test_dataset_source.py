@@ -99,6 +99,9 @@ def test_bc_trains_on_the_cvpo_export_and_reruns_fully_cached(tmp_path, monkeypa
 
     # the exported file left the store: export again from the cached train artifact
     path.unlink()
+    replanned = run(dry_run=True)  # planning sees it and builds nothing
+    assert replanned.stage("cvpo:export").status == "stale" and "is gone" in replanned.stage("cvpo:export").reason
+    assert replanned.stage("dataset").status == "pending" and not path.exists()
     repaired = run()
     assert statuses(repaired) == {
         "cvpo:train": "cached",

@@ -426,7 +426,9 @@ class MICETrainer:
         self.num_envs = int(num_envs)
         self.horizon = int(cfg.horizon or horizon)
         self.learner = MICELearner(obs_dim, act_dim, cfg, device)
-        self.rollout = EpochRollout(self.num_envs, obs_dim, act_dim, -(-cfg.steps_per_epoch // self.num_envs))
+        # rows per env in an epoch (capped: a huge steps_per_epoch grows the storage as it fills)
+        rows = min(-(-cfg.steps_per_epoch // self.num_envs), 1 << 14)
+        self.rollout = EpochRollout(self.num_envs, obs_dim, act_dim, rows)
         self.intrinsic = IntrinsicCostModule(
             obs_dim,
             num_envs,

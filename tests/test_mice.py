@@ -269,3 +269,38 @@ def test_rollout_state_version_2_and_version_1_checkpoints_resume_alike():
         MICETrainer.for_task("SafetyPointGoal1-v0", num_envs=2, config=cfg).rollout.load_state_dict(
             dict(roll, version=3)
         )
+
+
+def test_epoch_rollout_rows_slices_and_growth():
+    """Rows are written per vector step for all envs, slices close per env, the batch is env-major,
+    and storage that fills up grows without losing rows."""
+    from corl.algos.mice.rollout import EpochRollout
+
+    roll = EpochRollout(num_envs=2, obs_dim=3, act_dim=1, capacity=2)
+    for t in range(5):  # past the capacity of 2: grows twice
+        roll.append(
+            torch.full((2, 3), float(t)),
+            torch.tensor([[t], [-t]], dtype=torch.float32),
+            **{k: torch.tensor([t, 10 + t], dtype=torch.float32) for k in ("log_probs", "rewards", "costs")},
+            intrinsic=torch.tensor([0.5, 1.5]),
+            values_r=torch.zeros(2),
+            values_c=torch.zeros(2),
+        )
+        if t == 2:  # env 0's episode ends after 3 steps
+            roll.close_slice(0, {k: torch.ones(3) for k in ("adv_r", "adv_c", "target_r", "target_c")}, 2.0)
+    assert roll.capacity == 8 and roll.t == 5
+    assert roll.open_slice(0)["rewards"].tolist() == [3.0, 4.0] and roll.open_slice(1)["rewards"].tolist() == [
+        10.0,
+        11.0,
+        12.0,
+        13.0,
+        14.0,
+    ]
+    roll.close_slice(0, {k: torch.full((2,), 2.0) for k in ("adv_r", "adv_c", "target_r", "target_c")}, 4.0)
+    roll.close_slice(1, {k: torch.full((5,), 3.0) for k in ("adv_r", "adv_c", "target_r", "target_c")}, 0.0)
+    batch = roll.batch()
+    assert batch["log_probs"].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]  # env-major
+    assert batch["actions"].flatten().tolist() == [0, 1, 2, 3, 4, 0, -1, -2, -3, -4]
+    assert batch["adv_r"].tolist() == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3]
+    assert roll.intrinsic_return_mean() == pytest.approx((3 * 2.0 + 2 * 4.0 + 5 * 0.0) / 10)
+    assert roll.intrinsic_mean() == pytest.approx(1.0)

@@ -407,9 +407,10 @@ class MICETrainer:
     Per vector step: normalise observations (statistics updated first, as OmniSafe's wrapper
     does), act, then in ``observe`` insert unsafe states into memory and compute ``c^I`` for all
     envs in one tensor op, and write the step into the epoch's preallocated
-    :class:`~corl.algos.mice.rollout.EpochRollout` (one write per field for all envs); per closed slice the reward GAE and the bias-corrected cost value; every
-    ``steps_per_epoch`` env steps one ``learner.update`` and the epoch counter (which drives the
-    intrinsic decay ``γ_c^{epoch}``) advances.
+    :class:`~corl.algos.mice.rollout.EpochRollout` (one write per field for all envs); per
+    closed slice the reward GAE and the bias-corrected cost value; every ``steps_per_epoch``
+    env steps one ``learner.update`` and the epoch counter (which drives the intrinsic decay
+    ``γ_c^{epoch}``) advances.
     """
 
     def __init__(

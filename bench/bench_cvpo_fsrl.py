@@ -16,12 +16,17 @@ of ``pipelines/cvpo.toml`` does the same work per env step. In one process, one 
    (``estep_solver="slsqp"``, the original's), and of a whole update with each, on copies of
    the trained learner.
 
-Rates are env steps per second by wall time and by this process's CPU time
-(``time.process_time``; on a shared machine the CPU figure is the steadier one). Reward and
+``--workers N`` (N > 1) repeats 1 and 2 with the envs in N worker processes (``corl.envs.workers``,
+gymnasium's async vector env; the learner stays in this process): the table then gives each
+end-to-end rate against bare in one process and against bare with the same layout.
+
+Rates are env steps per second by wall time and by CPU time: this process's
+(``time.process_time``) plus the env workers' (``bench/_clock.py``); on a shared machine the
+CPU figure is the steadier one. Reward and
 cost at the end: the mean of the last round's training episodes (stochastic policy) and of
 ``--eval-episodes`` deterministic episodes on fresh env seeds (not timed).
 
-Run: ``CORL_THREADS=1 .venv/bin/python bench/bench_cvpo_fsrl.py [--steps 36000] [--json out.json]``.
+Run: ``CORL_THREADS=1 .venv/bin/python bench/bench_cvpo_fsrl.py [--steps 36000] [--workers 2] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -35,14 +40,14 @@ import statistics
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
+from _clock import Clock, worker_pids
 
 from corl.algos.cvpo import CVPOTrainer
 from corl.algos.cvpo.config import CVPOConfig
 from corl.algos.online.collector import OnlineCollector, episode_summary, train_online
-from corl.envs.factory import make_env
+from corl.envs.factory import make_env, make_vector_env
 from corl.pipeline.spec import load_spec
 from corl.pipeline.stages.online import _sub_config
 from corl.tasks import get_task
@@ -56,19 +61,19 @@ def _since(t: tuple[float, float]) -> tuple[float, float]:
     return time.perf_counter() - t[0], time.process_time() - t[1]
 
 
-def bare(task: str, num_envs: int, steps: int, seed: int) -> dict:
-    env = gym.vector.SyncVectorEnv([lambda: make_env(task) for _ in range(num_envs)])
+def bare(task: str, num_envs: int, steps: int, seed: int, workers: int = 1) -> dict:
+    env = make_vector_env(task, num_envs, workers=workers)
     env.reset(seed=[seed + j for j in range(num_envs)])
     rng = np.random.default_rng(seed)
     space = env.single_action_space
     done = 0
-    t = _clock()
+    clock = Clock(worker_pids(env))
     while done < steps:
         env.step(rng.uniform(space.low, space.high, size=(num_envs, *space.shape)).astype(np.float32))
         done += num_envs
-    wall, cpu = _since(t)
+    out = {"env_steps": done, **clock.since()}
     env.close()
-    return {"env_steps": done, "wall_s": wall, "cpu_s": cpu}
+    return out
 
 
 def preset_config(task: str, preset: str, seed: int) -> tuple[CVPOConfig, int]:
@@ -79,10 +84,12 @@ def preset_config(task: str, preset: str, seed: int) -> tuple[CVPOConfig, int]:
     return _sub_config(CVPOConfig, stage, cost_limit=float(limit), seed=seed), int(stage.num_envs)
 
 
-def end_to_end(task: str, cfg: CVPOConfig, num_envs: int, steps: int, seed: int) -> tuple[dict, CVPOTrainer]:
+def end_to_end(
+    task: str, cfg: CVPOConfig, num_envs: int, steps: int, seed: int, workers: int = 1
+) -> tuple[dict, CVPOTrainer]:
     torch.manual_seed(seed)
     trainer = CVPOTrainer.for_task(task, cfg)
-    collector = OnlineCollector(task, num_envs, seed, record=True, fixed_horizon=cfg.fixed_horizon)
+    collector = OnlineCollector(task, num_envs, seed, record=True, fixed_horizon=cfg.fixed_horizon, workers=workers)
     collector.reset()
     collect = [0.0, 0.0]
     step_fn = collector.step
@@ -96,18 +103,18 @@ def end_to_end(task: str, cfg: CVPOConfig, num_envs: int, steps: int, seed: int)
         return out
 
     collector.step = timed_step  # type: ignore[method-assign]
-    t = _clock()
+    clock = Clock(worker_pids(collector.env))
     res = train_online(trainer, task, steps, num_envs=num_envs, seed=seed, collector=collector)
-    wall, cpu = _since(t)
+    total = clock.since()
+    collector.close()
     updates = int(sum(log.get("updates", 0) for log in res.logs))
     last = res.episodes[-num_envs:]
     return (
         {
             "env_steps": res.env_steps,
-            "wall_s": wall,
-            "cpu_s": cpu,
+            **total,
             "collect_wall_s": collect[0],
-            "collect_cpu_s": collect[1],
+            "collect_cpu_s": collect[1] + total["worker_cpu_s"],  # the workers only step envs
             "updates": updates,
             "rounds": len(res.logs),
             "train_last_round": episode_summary(last),
@@ -173,6 +180,12 @@ def main() -> None:
     ap.add_argument("--estep-updates", type=int, default=50)
     ap.add_argument("--eval-episodes", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="N > 1: also time bare and end to end with the envs in N worker processes",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("CORL_THREADS", "1")))  # as the CLI does (CPU-time rates)
@@ -183,26 +196,45 @@ def main() -> None:
         f"{cfg.batch_size}, E-step {cfg.estep_solver}, num_q {cfg.num_q}, n_step {cfg.n_step}",
         flush=True,
     )
-    b = bare(args.task, num_envs, args.bare_steps, args.seed)
-    e2e, trainer = end_to_end(args.task, cfg, num_envs, args.steps, args.seed)
+    layouts = [1] if args.workers <= 1 else [1, args.workers]
+    bares = {w: bare(args.task, num_envs, args.bare_steps, args.seed, w) for w in layouts}
+    runs = {w: end_to_end(args.task, cfg, num_envs, args.steps, args.seed, w) for w in layouts}
+    e2e, trainer = runs[layouts[-1]]
     cost = estep_cost(trainer, args.estep_updates, args.seed)
     ev = evaluate(args.task, trainer, args.eval_episodes, args.seed)
 
     def rate(r: dict, key: str) -> float:
         return r["env_steps"] / r[key]
 
-    rows = {
-        "bare": (rate(b, "wall_s"), rate(b, "cpu_s")),
-        "end to end": (rate(e2e, "wall_s"), rate(e2e, "cpu_s")),
-        "collector alone": (e2e["env_steps"] / e2e["collect_wall_s"], e2e["env_steps"] / e2e["collect_cpu_s"]),
-    }
-    print(f"\n{'':<18} {'steps/s wall':>12} {'steps/s cpu':>12} {'vs bare wall':>12} {'vs bare cpu':>12}")
-    for name, (w, c) in rows.items():
-        print(f"{name:<18} {w:>12.1f} {c:>12.1f} {w / rows['bare'][0]:>12.3f} {c / rows['bare'][1]:>12.3f}")
+    rows: dict[str, tuple[float, float, int]] = {}
+    for w in layouts:
+        rows[f"bare, workers {w}"] = (rate(bares[w], "wall_s"), rate(bares[w], "cpu_s"), w)
+    for w in layouts:
+        r = runs[w][0]
+        rows[f"end to end, workers {w}"] = (rate(r, "wall_s"), rate(r, "cpu_s"), w)
+        rows[f"collector alone, workers {w}"] = (
+            r["env_steps"] / r["collect_wall_s"],
+            r["env_steps"] / r["collect_cpu_s"],
+            w,
+        )
+    b1 = rows["bare, workers 1"]
     print(
-        f"collector share of end-to-end time: wall {e2e['collect_wall_s'] / e2e['wall_s']:.3f}, "
-        f"cpu {e2e['collect_cpu_s'] / e2e['cpu_s']:.3f}; {e2e['updates']} updates in {e2e['rounds']} rounds"
+        f"\n{args.steps} env steps, {os.cpu_count()} cores; cpu = this process + env workers"
+        f"\n{'':<30} {'steps/s wall':>12} {'steps/s cpu':>12} {'/bare1 wall':>11} {'/bareW wall':>11}"
+        f" {'/bare1 cpu':>10} {'/bareW cpu':>10}"
     )
+    for name, (w_rate, c_rate, w) in rows.items():
+        bw = rows[f"bare, workers {w}"]
+        print(
+            f"{name:<30} {w_rate:>12.1f} {c_rate:>12.1f} {w_rate / b1[0]:>11.3f} {w_rate / bw[0]:>11.3f}"
+            f" {c_rate / b1[1]:>10.3f} {c_rate / bw[1]:>10.3f}"
+        )
+    for w in layouts:
+        r = runs[w][0]
+        print(
+            f"workers {w}: collector share of end-to-end time: wall {r['collect_wall_s'] / r['wall_s']:.3f}, "
+            f"cpu {r['collect_cpu_s'] / r['cpu_s']:.3f}; {r['updates']} updates in {r['rounds']} rounds"
+        )
     for solver, r in cost.items():
         print(
             f"E-step {solver:<5}: {r['estep_ms_cpu']:.2f} ms cpu per update (whole update {r['update_ms_cpu']:.2f} ms cpu)"
@@ -221,11 +253,11 @@ def main() -> None:
             json.dumps(
                 {
                     "args": {k: str(v) for k, v in vars(args).items()},
-                    "bare": b,
-                    "end_to_end": e2e,
+                    "bare": {str(w): b for w, b in bares.items()},
+                    "end_to_end": {str(w): r for w, (r, _) in runs.items()},
                     "estep_cost": cost,
                     "eval": ev,
-                    "rates": rows,
+                    "rates": {k: v[:2] for k, v in rows.items()},
                 },
                 indent=2,
             )

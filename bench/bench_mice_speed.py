@@ -21,11 +21,17 @@ processes' load inflates wall time unevenly), the ratio to bare, and for MICE th
 into env stepping + acting (``collector.step``), per-step bookkeeping (``observe`` on steps
 without an update) and the epoch update.
 
+``--workers N`` (N > 1) times bare and this tree's MICE a second time with the 10 envs in N
+worker processes (``corl.envs.workers``, gymnasium's async vector env; the learner stays in the
+main process); the CPU-time rates then count the workers' CPU as well (``bench/_clock.py``), and
+each loop's ratio is given against the bare loop of the same layout and against bare in one
+process. ``--compare-tree`` is timed in one process only (the baseline as it ran).
+
 ``--parallel`` starts the variants at once (on a machine shared with other jobs that buys this
 bench a larger share of the CPU; only the CPU-time rates are comparable then).
 
 Run: ``CORL_THREADS=1 .venv/bin/python bench/bench_mice_speed.py [--steps 20000] [--num-envs 10]
-[--compare-tree /tmp/i18b-main] [--parallel] [--json out.json]``.
+[--workers 2] [--compare-tree /tmp/main-before-18] [--parallel] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -50,30 +56,31 @@ def _since(t: tuple[float, float]) -> tuple[float, float]:
     return time.perf_counter() - t[0], time.process_time() - t[1]
 
 
-def worker_bare(task: str, num_envs: int, steps: int, seed: int) -> dict:
-    import gymnasium as gym
+def worker_bare(task: str, num_envs: int, steps: int, seed: int, workers: int) -> dict:
     import numpy as np
+    from _clock import Clock, worker_pids
 
-    from corl.envs.factory import make_env
+    from corl.envs.factory import make_vector_env
 
-    env = gym.vector.SyncVectorEnv([lambda: make_env(task) for _ in range(num_envs)])
-    t = _clock()
+    env = make_vector_env(task, num_envs, workers=workers)
+    clock = Clock(worker_pids(env))
     env.reset(seed=[seed + j for j in range(num_envs)])
-    reset_wall, reset_cpu = _since(t)
+    reset = clock.since()
     rng = np.random.default_rng(seed)
     space = env.single_action_space
     done_steps = 0
-    t = _clock()
+    clock.start()
     while done_steps < steps:
         env.step(rng.uniform(space.low, space.high, size=(num_envs, *space.shape)).astype(np.float32))
         done_steps += num_envs
-    wall, cpu = _since(t)
+    loop = clock.since()
     env.close()
-    return {"env_steps": done_steps, "wall_s": wall, "cpu_s": cpu, "reset_wall_s": reset_wall, "reset_cpu_s": reset_cpu}
+    return {"env_steps": done_steps, **loop, "reset_wall_s": reset["wall_s"], "reset_cpu_s": reset["cpu_s"]}
 
 
-def worker_mice(task: str, num_envs: int, steps: int, seed: int, steps_per_epoch: int) -> dict:
+def worker_mice(task: str, num_envs: int, steps: int, seed: int, steps_per_epoch: int, workers: int) -> dict:
     import torch
+    from _clock import Clock, worker_pids
 
     torch.set_num_threads(int(os.environ.get("CORL_THREADS", "1")))  # as the CLI does (CPU-time rates)
     from corl.algos.mice.config import MICEConfig
@@ -83,10 +90,11 @@ def worker_mice(task: str, num_envs: int, steps: int, seed: int, steps_per_epoch
     torch.manual_seed(seed)
     cfg = MICEConfig(steps_per_epoch=steps_per_epoch, cost_limit=25.0, seed=seed)
     trainer = MICETrainer.for_task(task, num_envs, cfg)
-    collector = OnlineCollector(task, num_envs, seed, record=False)
-    t = _clock()
+    kwargs = {"workers": workers} if workers > 1 else {}  # a tree from before the env workers has none
+    collector = OnlineCollector(task, num_envs, seed, record=False, **kwargs)
+    clock = Clock(worker_pids(collector.env))
     collector.reset()
-    reset_wall, reset_cpu = _since(t)
+    reset = clock.since()
     split = {"collect": [0.0, 0.0], "observe": [0.0, 0.0], "update": [0.0, 0.0]}
     step_fn, observe_fn = collector.step, trainer.observe
 
@@ -109,16 +117,16 @@ def worker_mice(task: str, num_envs: int, steps: int, seed: int, steps_per_epoch
 
     collector.step = timed_step  # type: ignore[method-assign]
     trainer.observe = timed_observe  # type: ignore[method-assign]
-    t = _clock()
+    clock.start()
     res = train_online(trainer, task, steps, num_envs=num_envs, seed=seed, record=False, collector=collector)
-    wall, cpu = _since(t)
+    loop = clock.since()
+    collector.close()
     last = res.logs[-1] if res.logs else {}
     return {
         "env_steps": res.env_steps,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "reset_wall_s": reset_wall,
-        "reset_cpu_s": reset_cpu,
+        **loop,
+        "reset_wall_s": reset["wall_s"],
+        "reset_cpu_s": reset["cpu_s"],
         "updates": len(res.logs),
         "split": split,
         "last_update": {k: last.get(k) for k in ("cpo_case", "kl", "loss_v_r", "loss_v_c", "constraint")},
@@ -126,7 +134,7 @@ def worker_mice(task: str, num_envs: int, steps: int, seed: int, steps_per_epoch
 
 
 # ------------------------------------------------------------------------------ driver
-def _start_variant(kind: str, tree: Path, args: argparse.Namespace) -> subprocess.Popen:
+def _start_variant(kind: str, tree: Path, workers: int, args: argparse.Namespace) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(tree), CORL_THREADS=os.environ.get("CORL_THREADS", "1"))
     cmd = [
         sys.executable,
@@ -143,6 +151,8 @@ def _start_variant(kind: str, tree: Path, args: argparse.Namespace) -> subproces
         str(args.steps_per_epoch),
         "--seed",
         str(args.seed),
+        "--workers",
+        str(workers),
     ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tree)
 
@@ -162,6 +172,9 @@ def main() -> None:
     ap.add_argument("--steps-per-epoch", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-tree", type=Path, default=None, help="another checkout (e.g. main) to time as well")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="N > 1: also time bare and MICE with the envs in N worker processes"
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
         "--parallel", action="store_true", help="run the variants at once (only the CPU-time rates are then comparable)"
@@ -169,57 +182,68 @@ def main() -> None:
     ap.add_argument("--worker", choices=["bare", "mice"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker == "bare":
-        print(json.dumps(worker_bare(args.task, args.num_envs, args.steps, args.seed)))
+        print(json.dumps(worker_bare(args.task, args.num_envs, args.steps, args.seed, args.workers)))
         return
     if args.worker == "mice":
-        print(json.dumps(worker_mice(args.task, args.num_envs, args.steps, args.seed, args.steps_per_epoch)))
+        print(
+            json.dumps(worker_mice(args.task, args.num_envs, args.steps, args.seed, args.steps_per_epoch, args.workers))
+        )
         return
 
-    variants = [("bare", "bare", ROOT), ("mice (this tree)", "mice", ROOT)]
+    layouts = [1] if args.workers <= 1 else [1, args.workers]
+    variants = [(f"bare, workers {w}", "bare", ROOT, w) for w in layouts]
+    variants += [(f"mice (this tree), workers {w}", "mice", ROOT, w) for w in layouts]
     if args.compare_tree is not None:
-        variants.append((f"mice ({args.compare_tree})", "mice", args.compare_tree.resolve()))
+        variants.append((f"mice ({args.compare_tree}), workers 1", "mice", args.compare_tree.resolve(), 1))
     results = {}
     if args.parallel:  # all at once: CPU-time rates stay per process, wall rates share the CPU
-        procs = {name: (kind, tree, _start_variant(kind, tree, args)) for name, kind, tree in variants}
+        procs = {name: (kind, tree, _start_variant(kind, tree, w, args)) for name, kind, tree, w in variants}
         print(f"running {', '.join(procs)} in parallel ...", flush=True)
         results = {name: _finish_variant(kind, tree, proc) for name, (kind, tree, proc) in procs.items()}
     else:
-        for name, kind, tree in variants:
+        for name, kind, tree, w in variants:
             print(f"running {name} ...", flush=True)
-            results[name] = _finish_variant(kind, tree, _start_variant(kind, tree, args))
-    bare = results["bare"]
+            results[name] = _finish_variant(kind, tree, _start_variant(kind, tree, w, args))
+    bare1 = results["bare, workers 1"]
     print(
         f"\n{args.task}, {args.num_envs} envs, {args.steps} env steps, CORL_THREADS="
-        f"{os.environ.get('CORL_THREADS', '1')} (first reset excluded from the rates)"
+        f"{os.environ.get('CORL_THREADS', '1')}, {os.cpu_count()} cores (first reset excluded from the rates; "
+        "cpu = this process + env workers)"
     )
     print(
-        f"{'variant':<40} {'steps/s wall':>12} {'steps/s cpu':>12} {'vs bare wall':>12} {'vs bare cpu':>12}"
-        f" {'reset cpu s':>11}"
+        f"{'variant':<52} {'steps/s wall':>12} {'steps/s cpu':>12} {'/bare1 wall':>11} {'/bareW wall':>11}"
+        f" {'/bare1 cpu':>10} {'/bareW cpu':>10} {'reset cpu s':>11}"
     )
-    for name, r in results.items():
+    for (name, _, _, w), r in zip(variants, results.values()):
+        bare_w = results[f"bare, workers {w}"]
         r["rate_wall"] = r["env_steps"] / r["wall_s"]
         r["rate_cpu"] = r["env_steps"] / r["cpu_s"]
-        r["ratio_wall"] = r["rate_wall"] / (bare["env_steps"] / bare["wall_s"])
-        r["ratio_cpu"] = r["rate_cpu"] / (bare["env_steps"] / bare["cpu_s"])
+        r["ratio_wall"] = r["rate_wall"] / (bare1["env_steps"] / bare1["wall_s"])
+        r["ratio_cpu"] = r["rate_cpu"] / (bare1["env_steps"] / bare1["cpu_s"])
+        r["ratio_wall_same_layout"] = r["rate_wall"] / (bare_w["env_steps"] / bare_w["wall_s"])
+        r["ratio_cpu_same_layout"] = r["rate_cpu"] / (bare_w["env_steps"] / bare_w["cpu_s"])
         print(
-            f"{name:<40} {r['rate_wall']:>12.1f} {r['rate_cpu']:>12.1f} {r['ratio_wall']:>12.3f}"
-            f" {r['ratio_cpu']:>12.3f} {r['reset_cpu_s']:>11.1f}"
+            f"{name:<52} {r['rate_wall']:>12.1f} {r['rate_cpu']:>12.1f} {r['ratio_wall']:>11.3f}"
+            f" {r['ratio_wall_same_layout']:>11.3f} {r['ratio_cpu']:>10.3f} {r['ratio_cpu_same_layout']:>10.3f}"
+            f" {r['reset_cpu_s']:>11.1f}"
         )
     for name, r in results.items():
         if "split" in r:
             s = r["split"]
             print(
-                f"  {name}: cpu s  collect {s['collect'][1]:.1f}  observe {s['observe'][1]:.1f}  "
-                f"update {s['update'][1]:.1f}  (updates: {r['updates']})"
+                f"  {name}: main-process cpu s  collect {s['collect'][1]:.1f}  observe {s['observe'][1]:.1f}  "
+                f"update {s['update'][1]:.1f}; env workers {r['worker_cpu_s']:.1f}  (updates: {r['updates']})"
             )
     if args.compare_tree is not None:
-        new, old = results["mice (this tree)"], results[f"mice ({args.compare_tree})"]
-        print(
-            f"this tree / {args.compare_tree}: wall {new['rate_wall'] / old['rate_wall']:.2f}x, "
-            f"cpu {new['rate_cpu'] / old['rate_cpu']:.2f}x; MICE-side cpu s (observe + update): "
-            f"{sum(new['split'][k][1] for k in ('observe', 'update')):.1f} vs "
-            f"{sum(old['split'][k][1] for k in ('observe', 'update')):.1f}"
-        )
+        old = results[f"mice ({args.compare_tree}), workers 1"]
+        for w in layouts:
+            new = results[f"mice (this tree), workers {w}"]
+            print(
+                f"this tree (workers {w}) / {args.compare_tree}: wall {new['rate_wall'] / old['rate_wall']:.2f}x, "
+                f"cpu {new['rate_cpu'] / old['rate_cpu']:.2f}x; MICE-side cpu s (observe + update): "
+                f"{sum(new['split'][k][1] for k in ('observe', 'update')):.1f} vs "
+                f"{sum(old['split'][k][1] for k in ('observe', 'update')):.1f}"
+            )
     if args.json:
         args.json.write_text(
             json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2)

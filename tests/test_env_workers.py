@@ -87,3 +87,32 @@ def test_collect_episodes_same_dataset_for_any_number_of_workers():
     assert len(want["rewards"]) == 30
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_mice_training_is_the_same_over_worker_processes():
+    """A short MICE run (two epochs: intrinsic cost, slices at episode ends, CPO and critic updates)
+    gives bit-identical updates and weights with its envs in this process or in two workers."""
+    import torch
+
+    from corl.algos.mice import MICEConfig, MICETrainer
+    from corl.algos.online import train_online
+
+    cfg = MICEConfig(hidden=(16, 16), steps_per_epoch=60, cost_limit=10.0, update_iters=1, batch_size=30)
+    wrap = functools.partial(gym.wrappers.TimeLimit, max_episode_steps=25)  # episode ends inside each epoch
+    runs = []
+    for workers in (1, 2):
+        torch.manual_seed(0)
+        trainer = MICETrainer.for_task(TASK, num_envs=2, config=cfg)
+        env = make_vector_env(TASK, 2, workers=workers, wrap=wrap)
+        collector = OnlineCollector(TASK, 2, seed=3, record=False, env=env)
+        res = train_online(trainer, TASK, 120, num_envs=2, seed=3, record=False, collector=collector)
+        collector.close()
+        params = [
+            p.detach().clone() for m in (trainer.learner.actor, trainer.learner.cost_critic) for p in m.parameters()
+        ]
+        runs.append((res.logs, [e.cost for e in res.episodes], params, list(trainer.beta)))
+    (logs_a, costs_a, params_a, beta_a), (logs_b, costs_b, params_b, beta_b) = runs
+    assert len(logs_a) == 2 and len(costs_a) == 4
+    assert logs_a == logs_b and costs_a == costs_b and beta_a == beta_b
+    for a, b in zip(params_a, params_b):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)

@@ -209,3 +209,98 @@ def test_zero_intrinsic_factor_is_plain_cpo():
     assert res.logs[0]["constraint"] == pytest.approx(res.episodes[0].cost - cfg.cost_limit)
     diag = trainer.cost_value_diagnostic(TASK, seed=1)
     assert diag["true_value_c"] >= 0.0 and math.isfinite(diag["estimate_value_c"])
+
+
+def _rollout_as_v1(roll: dict) -> dict:
+    """A version-2 rollout written the way the first trainer stored it (per-env lists), for the converter."""
+    t, n = roll["t"], roll["observations"].shape[0]
+    s = roll["scalars"]
+    rows = [
+        {
+            "observations": list(roll["observations"][j]),
+            "actions": list(roll["actions"][j]),
+            **{k: s[k][j].tolist() for k in ("log_probs", "rewards", "costs", "intrinsic", "values_r", "values_c")},
+        }
+        for j in range(n)
+    ]
+    results = [
+        {k: [s[k][j, : roll["slice_start"][j]].clone()] for k in ("adv_r", "adv_c", "target_r", "target_c")}
+        for j in range(n)
+    ]
+    flat = [v for v, length in roll["slice_returns"] for _ in range(length)]
+    assert t == len(rows[0]["rewards"])
+    return {
+        "rows": rows,
+        "results": results,
+        "slice_start": roll["slice_start"],
+        "intrinsic_returns": flat,
+        "epoch_steps": roll["epoch_steps"],
+        "epoch_cost": roll["epoch_cost"],
+    }
+
+
+def test_rollout_state_version_2_and_version_1_checkpoints_resume_alike():
+    """The epoch rollout is preallocated tensors (state version 2); a version-1 checkpoint (per-env
+    lists) converts on load and continues bit for bit like the version-2 one."""
+    torch.manual_seed(0)
+    cfg = MICEConfig(hidden=(16, 16), steps_per_epoch=200, cost_limit=10.0, update_iters=1, batch_size=100)
+    trainer = MICETrainer.for_task("SafetyPointGoal1-v0", num_envs=2, config=cfg)
+    col = OnlineCollector("SafetyPointGoal1-v0", 2, seed=3, record=False)
+    for _ in range(60):  # 120 env steps: mid-epoch, the first epoch's slices still open
+        trainer.observe(col.step(trainer.act))
+    trainer.cut_episodes(col.open_episodes(), col.obs)  # closes a slice per env: results and Ĵ^I to convert
+    state = _save_load(trainer.state_dict())
+    roll = state["rollout"]
+    assert roll["version"] == 2 and roll["t"] == 60 and roll["observations"].shape == (2, 60, trainer.rollout.obs_dim)
+    assert roll["slice_start"] == [60, 60] and sum(length for _, length in roll["slice_returns"]) == 120
+    v1 = dict(state, rollout=_rollout_as_v1(roll))
+    runs = []
+    for st in (state, _save_load(v1)):
+        clone = MICETrainer.for_task("SafetyPointGoal1-v0", num_envs=2, config=cfg)
+        clone.load_state_dict(st)
+        col = OnlineCollector("SafetyPointGoal1-v0", 2, seed=5, record=False)
+        logs = [clone.observe(col.step(clone.act)) for _ in range(40)]
+        assert logs[-1] is not None and clone.epoch == 1  # the epoch completed and updated
+        runs.append((logs[-1], _params(clone), list(clone.beta)))
+    assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="version"):
+        MICETrainer.for_task("SafetyPointGoal1-v0", num_envs=2, config=cfg).rollout.load_state_dict(
+            dict(roll, version=3)
+        )
+
+
+def test_epoch_rollout_rows_slices_and_growth():
+    """Rows are written per vector step for all envs, slices close per env, the batch is env-major,
+    and storage that fills up grows without losing rows."""
+    from corl.algos.mice.rollout import EpochRollout
+
+    roll = EpochRollout(num_envs=2, obs_dim=3, act_dim=1, capacity=2)
+    for t in range(5):  # past the capacity of 2: grows twice
+        roll.append(
+            torch.full((2, 3), float(t)),
+            torch.tensor([[t], [-t]], dtype=torch.float32),
+            **{k: torch.tensor([t, 10 + t], dtype=torch.float32) for k in ("log_probs", "rewards", "costs")},
+            intrinsic=torch.tensor([0.5, 1.5]),
+            values_r=torch.zeros(2),
+            values_c=torch.zeros(2),
+        )
+        if t == 2:  # env 0's episode ends after 3 steps
+            roll.close_slice(0, {k: torch.ones(3) for k in ("adv_r", "adv_c", "target_r", "target_c")}, 2.0)
+    assert roll.capacity == 8 and roll.t == 5
+    assert roll.open_slice(0)["rewards"].tolist() == [3.0, 4.0] and roll.open_slice(1)["rewards"].tolist() == [
+        10.0,
+        11.0,
+        12.0,
+        13.0,
+        14.0,
+    ]
+    roll.close_slice(0, {k: torch.full((2,), 2.0) for k in ("adv_r", "adv_c", "target_r", "target_c")}, 4.0)
+    roll.close_slice(1, {k: torch.full((5,), 3.0) for k in ("adv_r", "adv_c", "target_r", "target_c")}, 0.0)
+    batch = roll.batch()
+    assert batch["log_probs"].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]  # env-major
+    assert batch["actions"].flatten().tolist() == [0, 1, 2, 3, 4, 0, -1, -2, -3, -4]
+    assert batch["adv_r"].tolist() == [1, 1, 1, 2, 2, 3, 3, 3, 3, 3]
+    assert roll.intrinsic_return_mean() == pytest.approx((3 * 2.0 + 2 * 4.0 + 5 * 0.0) / 10)
+    assert roll.intrinsic_mean() == pytest.approx(1.0)

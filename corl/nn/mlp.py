@@ -120,4 +120,15 @@ class EnsembleMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.ensemble_size, -1, -1)
-        return self.net(x)
+        if torch.is_grad_enabled():
+            return self.net(x)
+        # no autograd graph to keep (target values, CVPO's E-step over N x K sampled actions): ReLU
+        # and tanh overwrite the layer output they follow (the same values, no new activation tensor)
+        for i, layer in enumerate(self.net):
+            if i and type(layer) is nn.ReLU:
+                x = x.relu_()
+            elif i and type(layer) is nn.Tanh:
+                x = x.tanh_()
+            else:
+                x = layer(x)
+        return x

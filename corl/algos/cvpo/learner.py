@@ -288,10 +288,11 @@ class CVPOLearner:
         self.cost_critic = EnsembleQ(obs_dim, act_dim, cfg.num_qc, cfg.hidden, cfg.activation).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
+        # foreach: one fused op per Adam stage over all parameters (bit-identical to the per-tensor loop)
         self.critic_optimizer = torch.optim.Adam(
-            list(self.critic.parameters()) + list(self.cost_critic.parameters()), lr=cfg.critic_lr
+            list(self.critic.parameters()) + list(self.cost_critic.parameters()), lr=cfg.critic_lr, foreach=True
         )
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, foreach=True)
         # E-step duals [η, λ]: a parameter for Adam; SLSQP reads/writes the same tensor as warm start
         self.estep_duals = nn.Parameter(torch.full((2,), cfg.estep_dual_init, device=self.device))
         self.estep_optimizer = torch.optim.Adam([self.estep_duals], lr=cfg.estep_dual_lr)
@@ -448,10 +449,8 @@ class CVPOLearner:
         """One dual step with ``slack = ε − KL``; returns the multipliers to use (detached)."""
         cfg = self.config
         if cfg.mstep_dual_mode == "adam":
-            with torch.enable_grad():
-                loss = (self.mstep_duals * slack).sum()
-                self.mstep_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+            # the gradient of (α · slack).sum() in α is slack itself: set it, no autograd graph
+            self.mstep_duals.grad = slack.detach().clone()
             self.mstep_optimizer.step()
             self.mstep_duals.clamp_(0.0, cfg.mstep_dual_max)
         elif cfg.mstep_dual_mode == "projected":

@@ -21,7 +21,6 @@ Reads in the paper's order:
 from __future__ import annotations
 
 import collections
-import copy
 import math
 from typing import Callable, Mapping
 
@@ -31,6 +30,7 @@ from torch import nn
 
 from corl.algos.mice.config import MICEConfig
 from corl.algos.mice.intrinsic import IntrinsicCostModule
+from corl.algos.mice.rollout import EpochRollout
 from corl.algos.mice.value import bias_corrected_cost_value, gae
 from corl.nn.critics import ValueFunction
 from corl.nn.lagrange import LagrangeMultiplier
@@ -151,8 +151,9 @@ class MICELearner:
         ).to(self.device)
         self.reward_critic = ValueFunction(obs_dim, cfg.hidden, cfg.activation).to(self.device)
         self.cost_critic = ValueFunction(obs_dim, cfg.hidden, cfg.activation).to(self.device)
-        self.reward_optimizer = torch.optim.Adam(self.reward_critic.parameters(), lr=cfg.critic_lr)
-        self.cost_optimizer = torch.optim.Adam(self.cost_critic.parameters(), lr=cfg.critic_lr)
+        # foreach: one op per Adam stage over a critic's tensors (bit-identical to the per-tensor loop)
+        self.reward_optimizer = torch.optim.Adam(self.reward_critic.parameters(), lr=cfg.critic_lr, foreach=True)
+        self.cost_optimizer = torch.optim.Adam(self.cost_critic.parameters(), lr=cfg.critic_lr, foreach=True)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.ppo_actor_lr)  # ppo_lag only
         self.lagrange = LagrangeMultiplier(cfg.cost_limit, cfg.lagrange_init, cfg.lagrange_lr, device=self.device)
         self.total_steps = 0  # epochs (one update per epoch)
@@ -275,9 +276,11 @@ class MICELearner:
     def _update_critics(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """``update_iters`` passes of minibatch MSE + ``critic_l2 Σ‖w‖²``, grad-norm clip.
 
-        Both critics see the same minibatch; their two losses go through one backward call
-        (the graphs are disjoint, so each critic's gradient is exactly its own loss's) and the
-        losses stay tensors until the end (no read-back per minibatch).
+        Both critics see the same minibatch; their two MSE losses go through one backward call
+        (the graphs are disjoint, so each critic's gradient is exactly its own loss's). The L2
+        term's gradient ``(2 critic_l2) w`` is added to the gradients directly, as autograd would
+        (the product rounded once, then summed with the MSE gradient), instead of building
+        ``Σ‖w‖²`` into the graph of every minibatch; the logged loss includes it.
         """
         cfg = self.config
         n = batch["observations"].shape[0]
@@ -286,22 +289,31 @@ class MICELearner:
             (self.cost_critic, self.cost_optimizer, batch["target_c"]),
         )
         params = [list(critic.parameters()) for critic, _, _ in critics]
-        losses = [torch.zeros(()), torch.zeros(())]
-        for _ in range(cfg.update_iters):
+        logged = [torch.zeros(()), torch.zeros(())]
+        mse: list[torch.Tensor] = [torch.zeros(()), torch.zeros(())]
+        l2_coef = 2.0 * cfg.critic_l2
+        last = (cfg.update_iters - 1, max(range(0, n, cfg.batch_size), default=0))
+        for it in range(cfg.update_iters):
             perm = torch.randperm(n, generator=self.generator)
             for start in range(0, n, cfg.batch_size):
                 idx = perm[start : start + cfg.batch_size]
                 obs = batch["observations"][idx]
                 for i, (critic, _, target) in enumerate(critics):
-                    loss = (critic(obs) - target[idx]).pow(2).mean()
-                    losses[i] = loss + cfg.critic_l2 * sum(w.pow(2).sum() for w in params[i])
+                    mse[i] = (critic(obs) - target[idx]).pow(2).mean()
                 for _, opt, _ in critics:
                     opt.zero_grad(set_to_none=True)
-                torch.autograd.backward(losses)
+                torch.autograd.backward(mse)
+                with torch.no_grad():
+                    if (it, start) == last:  # the logged loss, at the weights it was computed with
+                        for i, ps in enumerate(params):
+                            logged[i] = mse[i] + cfg.critic_l2 * sum(w.pow(2).sum() for w in ps)
+                    if cfg.critic_l2:
+                        for ps in params:
+                            torch._foreach_add_([w.grad for w in ps], torch._foreach_mul(ps, l2_coef))
                 for (_, opt, _), ps in zip(critics, params):
                     nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm)
                     opt.step()
-        return {"loss_v_r": float(losses[0].detach()), "loss_v_c": float(losses[1].detach())}
+        return {"loss_v_r": float(logged[0].detach()), "loss_v_c": float(logged[1].detach())}
 
     # ------------------------------------------------------------------ one update
     def update(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -389,17 +401,16 @@ class RunningNormalizer:
 
 
 # ------------------------------------------------------------------------------ 4. online side
-_ROW_KEYS = ("observations", "actions", "log_probs", "rewards", "costs", "intrinsic", "values_r", "values_c")
-
-
 class MICETrainer:
     """MICE's epoch loop (§4.6) as an :class:`~corl.algos.online.collector.OnlineAgent`.
 
     Per vector step: normalise observations (statistics updated first, as OmniSafe's wrapper
-    does), act, then in ``observe`` insert unsafe states into memory and compute ``c^I``;
-    per closed slice the reward GAE and the bias-corrected cost value; every
-    ``steps_per_epoch`` env steps one ``learner.update`` and the epoch counter (which drives the
-    intrinsic decay ``γ_c^{epoch}``) advances.
+    does), act, then in ``observe`` insert unsafe states into memory and compute ``c^I`` for all
+    envs in one tensor op, and write the step into the epoch's preallocated
+    :class:`~corl.algos.mice.rollout.EpochRollout` (one write per field for all envs); per
+    closed slice the reward GAE and the bias-corrected cost value; every ``steps_per_epoch``
+    env steps one ``learner.update`` and the epoch counter (which drives the intrinsic decay
+    ``γ_c^{epoch}``) advances.
     """
 
     def __init__(
@@ -416,6 +427,9 @@ class MICETrainer:
         self.num_envs = int(num_envs)
         self.horizon = int(cfg.horizon or horizon)
         self.learner = MICELearner(obs_dim, act_dim, cfg, device)
+        # rows per env in an epoch (capped: a huge steps_per_epoch grows the storage as it fills)
+        rows = min(-(-cfg.steps_per_epoch // self.num_envs), 1 << 14)
+        self.rollout = EpochRollout(self.num_envs, obs_dim, act_dim, rows)
         self.intrinsic = IntrinsicCostModule(
             obs_dim,
             num_envs,
@@ -449,14 +463,11 @@ class MICETrainer:
         return self.learner.total_steps
 
     def _reset_rollout(self) -> None:
-        self.rows: list[dict[str, list]] = [{k: [] for k in _ROW_KEYS} for _ in range(self.num_envs)]
-        self.results: list[dict[str, list]] = [
-            {"adv_r": [], "adv_c": [], "target_r": [], "target_c": []} for _ in range(self.num_envs)
-        ]
-        self.slice_start = [0] * self.num_envs
-        self.intrinsic_returns: list[float] = []
-        self.epoch_steps = 0
-        self.epoch_cost = 0.0
+        self.rollout.reset()
+
+    @property
+    def epoch_steps(self) -> int:
+        return self.rollout.epoch_steps
 
     def _normalise(self, obs: torch.Tensor, update: bool) -> torch.Tensor:
         if self.normalizer is None:
@@ -474,22 +485,23 @@ class MICETrainer:
 
     def observe(self, step) -> dict[str, float] | None:
         cfg = self.config
+        roll = self.rollout
         obs_n = torch.as_tensor(step.extras["obs_norm"])
         costs = torch.as_tensor(step.costs, dtype=torch.float32)
         c_int = self.intrinsic.step(obs_n.to(self.device), costs.to(self.device), self.epoch).cpu()
-        for j in range(self.num_envs):
-            row = self.rows[j]
-            row["observations"].append(obs_n[j])
-            row["actions"].append(torch.as_tensor(step.actions[j]))
-            row["log_probs"].append(float(step.extras["log_probs"][j]))
-            row["rewards"].append(float(step.rewards[j]))
-            row["costs"].append(float(step.costs[j]))
-            row["intrinsic"].append(float(c_int[j]))
-            row["values_r"].append(float(step.extras["values_r"][j]))
-            row["values_c"].append(float(step.extras["values_c"][j]))
+        roll.append(
+            obs_n,
+            torch.as_tensor(step.actions),
+            log_probs=torch.as_tensor(step.extras["log_probs"]),
+            rewards=torch.as_tensor(step.rewards),
+            costs=costs,
+            intrinsic=c_int,
+            values_r=torch.as_tensor(step.extras["values_r"]),
+            values_c=torch.as_tensor(step.extras["values_c"]),
+        )
         self.env_steps += self.num_envs
-        self.epoch_steps += self.num_envs
-        self.epoch_cost += float(costs.sum())
+        roll.epoch_steps += self.num_envs
+        roll.epoch_cost += float(costs.sum())
         for ep in step.finished:
             self.episode_costs.append(ep.cost)
         for j in np.flatnonzero(step.dones):
@@ -497,9 +509,9 @@ class MICETrainer:
                 self._finish_slice(j, 0.0, 0.0)
             else:
                 self._finish_slice(j, *self._bootstrap(step.next_observations[j]))
-        if self.epoch_steps >= cfg.steps_per_epoch:
+        if roll.epoch_steps >= cfg.steps_per_epoch:
             for j in range(self.num_envs):
-                if self.slice_start[j] < len(self.rows[j]["rewards"]):
+                if roll.has_open_slice(j):
                     self._finish_slice(j, *self._bootstrap(step.next_observations[j]))
             return self._end_epoch()
         return None
@@ -512,11 +524,7 @@ class MICETrainer:
     def _finish_slice(self, j: int, last_v_r: float, last_v_c: float) -> None:
         """Reward GAE and the bias-corrected cost value on env ``j``'s open slice (§4.4)."""
         cfg = self.config
-        row, start = self.rows[j], self.slice_start[j]
-        sl = {
-            k: torch.tensor(row[k][start:], dtype=torch.float32)
-            for k in ("rewards", "costs", "intrinsic", "values_r", "values_c")
-        }
+        sl = self.rollout.open_slice(j)
         adv_r, target_r = gae(sl["rewards"], sl["values_r"], last_v_r, cfg.gamma, cfg.lam)
         gamma_c = cfg.gamma if cfg.correction_uses_reward_gamma else cfg.cost_gamma
         corrected = bias_corrected_cost_value(
@@ -532,33 +540,22 @@ class MICETrainer:
             cfg.beta_guard,
         )
         self.beta[j] = corrected.beta
-        res = self.results[j]
-        res["adv_r"].append(adv_r)
-        res["target_r"].append(target_r)
-        res["adv_c"].append(corrected.advantages)
-        res["target_c"].append(corrected.targets)
-        self.intrinsic_returns.extend([corrected.intrinsic_return] * len(sl["rewards"]))
-        self.slice_start[j] = len(row["rewards"])
+        results = {"adv_r": adv_r, "target_r": target_r, "adv_c": corrected.advantages, "target_c": corrected.targets}
+        self.rollout.close_slice(j, results, corrected.intrinsic_return)
 
     def episodic_cost_estimate(self) -> float:
         """``Ĵ_C``: mean cost of the last ``cost_window`` finished episodes (guarded when empty)."""
         if self.episode_costs:
             return float(np.mean(self.episode_costs))
         if self.config.empty_cost_window == "epoch_rate":
-            return self.epoch_cost / max(self.epoch_steps, 1) * self.horizon
+            return self.rollout.epoch_cost / max(self.rollout.epoch_steps, 1) * self.horizon
         return 0.0
 
     def _end_epoch(self) -> dict[str, float]:
-        batch: dict[str, torch.Tensor | float] = {
-            "observations": torch.cat([torch.stack(r["observations"]) for r in self.rows]),
-            "actions": torch.cat([torch.stack(r["actions"]) for r in self.rows]).float(),
-            "log_probs": torch.cat([torch.tensor(r["log_probs"]) for r in self.rows]),
-        }
-        for key in ("adv_r", "adv_c", "target_r", "target_c"):
-            batch[key] = torch.cat([torch.cat(res[key]) for res in self.results]).float()
+        batch: dict[str, torch.Tensor | float] = dict(self.rollout.batch())
         batch["ep_cost"] = self.episodic_cost_estimate()
-        batch["intrinsic_return"] = float(np.mean(self.intrinsic_returns)) if self.intrinsic_returns else 0.0
-        intrinsic_mean = float(np.mean([np.mean(r["intrinsic"]) for r in self.rows]))
+        batch["intrinsic_return"] = self.rollout.intrinsic_return_mean()
+        intrinsic_mean = self.rollout.intrinsic_mean()
         logs = self.learner.update(batch)
         logs.update(
             {
@@ -605,7 +602,7 @@ class MICETrainer:
         """The open episodes will not continue (a resume restarts them): close each open slice
         as a time-out at its last observation, as an epoch end does."""
         for j in np.flatnonzero(open_envs):
-            if self.slice_start[j] < len(self.rows[j]["rewards"]):
+            if self.rollout.has_open_slice(int(j)):
                 self._finish_slice(int(j), *self._bootstrap(last_obs[j]))
 
     def state_dict(self) -> dict:
@@ -622,16 +619,7 @@ class MICETrainer:
             "episode_costs": list(self.episode_costs),
             "epoch": self.epoch,
             "env_steps": self.env_steps,
-            "rollout": copy.deepcopy(
-                {
-                    "rows": self.rows,
-                    "results": self.results,
-                    "slice_start": self.slice_start,
-                    "intrinsic_returns": self.intrinsic_returns,
-                    "epoch_steps": self.epoch_steps,
-                    "epoch_cost": self.epoch_cost,
-                }
-            ),
+            "rollout": self.rollout.state_dict(),  # version 2 (copies); version 1 loads too
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -643,8 +631,5 @@ class MICETrainer:
         self.beta = list(state["beta"])
         self.episode_costs = collections.deque(state["episode_costs"], maxlen=self.config.cost_window)
         self.epoch, self.env_steps = int(state["epoch"]), int(state["env_steps"])
-        roll = copy.deepcopy(state["rollout"])
-        self.rows, self.results, self.slice_start = roll["rows"], roll["results"], roll["slice_start"]
-        self.intrinsic_returns = roll["intrinsic_returns"]
-        self.epoch_steps, self.epoch_cost = roll["epoch_steps"], roll["epoch_cost"]
+        self.rollout.load_state_dict(state["rollout"])
         torch.set_rng_state(state["torch_rng"])

@@ -6,7 +6,7 @@ then checks each stage against a reference the stage should approach:
 (a) behaviour model: actions drawn with the full reverse diffusion sampler
     (``corl.nn.diffusion.sample_actions``, ``--sampler-steps``) driven in the simulator as a
     stochastic policy, vs the dataset's average episode (normalized reward / cost);
-(b) warm-start policy (the same pipeline with ``policy.train_epochs=0``) vs BC-All on the
+(b) warm-start policy (the same pipeline with ``policy.train_epochs=1``: one safe iteration, inside the warm-up) vs BC-All on the
     same rows; for both: the share of saturated throttle and the per-dim correlation of the
     policy's actions with the data's over dataset states;
 (c) critics vs Monte-Carlo: ``mean_j Q_j(s, a)`` at dataset (s, a) against the discounted
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     out["sampler"] = {"nr": a_nr, "nc": a_nc, **action_stats(sampler, data, 3000)}
 
     # (b) warm start vs BC-All
-    warm = run("drcorl", args, [*args.overrides, "policy.train_epochs=0"])
+    warm = run("drcorl", args, [*args.overrides, "policy.train_epochs=1"])
     w_nr, w_nc = scores(warm)
     wp = stage(warm, "policy")
     wman = json.loads((wp.dir / "manifest.json").read_text())

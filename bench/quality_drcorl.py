@@ -139,8 +139,12 @@ def _random_scores(job: dict) -> dict:
 
 
 def _parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME=stage.key=value,stage.key=value``; a comma starts a new setting only where a
+    ``stage.key=`` follows, so list values (``critics.hidden=[256,256]``) stay whole."""
+    import re
+
     name, _, sets = text.partition("=")
-    return name, [s for s in sets.split(",") if s]
+    return name, [s for s in re.split(r",(?=[A-Za-z_]\w*\.[\w.]+=)", sets) if s]
 
 
 def _correlations(xs: list[float], ys: list[float]) -> tuple[float, float, int]:

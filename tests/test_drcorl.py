@@ -391,6 +391,32 @@ def test_warm_start_policy_moves_to_behaviour_actions():
     assert after < 0.5 * before, (before, after)
 
 
+def test_bc_warm_start_fits_the_dataset_actions_not_the_behaviour_model():
+    """``warm_start = "bc"``: the warm start regresses onto the batch's own actions (an untrained
+    behaviour model cannot lead it there), clipped into the box; then the safe phase runs."""
+    ds = tiny_dataset(n=400)
+    cfg = PolicyConfig(hidden=(32, 32), lr=3e-3, pretrain_epochs=1, steps_per_pretrain_epoch=300, train_epochs=2)
+    fits = {}
+    for mode in ("score", "bc"):
+        learner = make_policy_learner(ds, dataclasses.replace(cfg, warm_start=mode))
+        g = gen(0)
+        for _ in range(300):
+            assert learner.update(ds.sample(128, g))["policy/branch"] == 0.0
+        fits[mode] = float((learner.act(ds.observations) - ds.actions).pow(2).sum(-1).mean())
+        assert learner.update(ds.sample(128, g))["policy/branch"] == 1.0  # the safe phase follows
+    assert fits["bc"] < 0.05 < fits["score"], fits
+    wide = dataclasses.replace(cfg, warm_start="bc")
+    learner = make_policy_learner(ds, wide)
+    g = gen(2)
+    for _ in range(300):
+        learner.update({**ds.sample(64, g), "actions": torch.full((64, ACT), 5.0)})
+    assert torch.allclose(learner.act(ds.observations), torch.ones(1), atol=0.05)
+    with pytest.raises(ValueError, match="warm_start"):
+        PolicyConfig(warm_start="diffusion")
+    with pytest.raises(ValueError, match="warm_start_episodes"):
+        PolicyConfig(warm_start_episodes="unsafe")
+
+
 def test_pretrain_lr_gives_the_warm_start_its_own_optimizer_and_resumes_exactly():
     """``pretrain_lr``: warm-start steps move at their own rate; the safe phase starts a fresh
     Adam at ``lr``; a resume in either phase continues bit-identically."""
@@ -480,6 +506,44 @@ def test_critic_calibration_rescales_the_switch_estimate():
     assert c_calib == pytest.approx(c_plain * factor, rel=1e-5)
     with pytest.raises(ValueError, match="calibration rows"):
         make_policy_learner(ds, PolicyConfig(**base, critic_calibration=True))
+
+
+def test_estimate_anchor_reads_the_reference_cost_for_the_warm_start_and_moves_with_the_critic():
+    """``estimate_anchor = "warm_start"``: the first safe estimate is the warm start's episodes'
+    cost; later ones add the critic estimate's change since then (on one fixed state set); the
+    anchor survives a checkpoint round trip."""
+    from corl.algos.drcorl.policy import calibration_rows, critic_episodic_cost
+
+    ds = tiny_dataset()
+    cfg = PolicyConfig(
+        hidden=(32, 32),
+        pretrain_epochs=1,
+        steps_per_pretrain_epoch=2,
+        train_epochs=6,
+        warmup_iters=0,
+        cost_threshold=5.0,
+        warm_start="bc",
+        estimate_anchor="warm_start",
+        lr=1e-2,
+    )
+    rows = calibration_rows(ds, 0.99, 256, seed=0)
+    learner = make_policy_learner(ds, cfg, calibration=rows, reference_cost=2.0)
+    metrics = _continue(learner, ds, 0, 3)  # 2 warm-start steps, then the first safe iteration
+    assert metrics[-1]["policy/cost_estimate"] == pytest.approx(2.0 / 5.0)  # C_ref / kappa
+    raw0 = learner.anchor_raw
+    state = roundtrip(learner.state_dict())
+    more = _continue(learner, ds, 1, 2)
+    raw = float(critic_episodic_cost(learner.critics.q_c_target, learner.policy, rows["observations"], 0.99, 300))
+    learner._estimate_cost(ds.observations[:8], 99)  # the batch states are not what it reads
+    assert learner.cost_estimate == pytest.approx((2.0 + raw - raw0) / 5.0, rel=1e-4)
+    assert more[-1]["policy/cost_estimate"] != metrics[-1]["policy/cost_estimate"]
+    resumed = make_policy_learner(ds, cfg, calibration=rows, reference_cost=2.0)
+    resumed.load_state_dict(state)
+    assert resumed.anchor_raw == raw0
+    with pytest.raises(ValueError, match="reference_cost"):
+        make_policy_learner(ds, cfg, calibration=rows)
+    with pytest.raises(ValueError, match="estimate_anchor"):
+        PolicyConfig(estimate_anchor="data")
 
 
 def _expectile(x: np.ndarray, tau: float) -> float:

@@ -102,6 +102,16 @@ class PolicyConfig:
     start takes its own Adam optimizer at this rate, and the safe phase starts a fresh one at
     ``lr``. The paper warm-starts for 100k steps at 1e-4; a few thousand steps at 1e-3 reach a
     state-dependent policy on a CPU, while the safe phase keeps the paper's slower rate."""
+    warm_start: Literal["score", "bc"] = field(default="score", metadata={"key": "if_set"})
+    """What the warm start (3a) fits. ``score`` (the paper): ``L_bc``, the behaviour model's
+    score distilled into the Dirac policy (mode-seeking; as good as the diffusion model). ``bc``
+    (a corl option): the mean-squared error to the dataset's actions on the same states, the
+    deterministic BC that the safe phase then moves from. At CPU size the distilled policy
+    reaches a fraction of the data's episode (0.048 against BC-All's 0.270 on the scripted
+    data, the README's diagnosis) and the safe phase starts from a standstill."""
+    warm_start_episodes: Literal["all", "safe"] = field(default="all", metadata={"key": "if_set"})
+    """Which episodes the ``bc`` warm start clones: ``all``, or ``safe`` (cost return within
+    ``cost_threshold``: BC-Safe's rows). The safe phase and the critics see every row."""
     n_policy_epochs: int = 1000  # cosine T_max = n_policy_epochs x 10k (effectively constant)
     batch_size: int = 256  # policy_batchsize
     pretrain_epochs: int = 100  # behaviour-mode warm start: pretrain_epochs x steps_per_pretrain_epoch
@@ -142,6 +152,15 @@ class PolicyConfig:
     data's own discounted cost-to-go, measured once with the pre-trained critic at the first
     safe iteration. The IQL cost critic (upper expectile, min of the twin) reads 2-3x the
     Monte-Carlo cost of the data it was trained on; the ratio removes that scale bias."""
+    estimate_anchor: Literal["none", "warm_start"] = field(default="none", metadata={"key": "if_set"})
+    """A corl option for the offline switch estimators (``critic``, ``model``). ``none`` (the
+    paper): the estimate as it reads. ``warm_start`` (with ``warm_start = "bc"``): the estimate is
+    anchored at the policy the safe phase starts from, ``C = C_ref + (C_raw(pi_k) - C_raw(pi_0))``,
+    with ``C_ref`` the mean episodic cost of the episodes the warm start cloned (the safe ones
+    with ``warm_start_episodes = "safe"``). Both offline estimates average over dataset states,
+    many of them in unsafe episodes, and read 5-7x the limit for policies whose simulator cost
+    is 0 (the README's diagnosis): an offset the policy cannot change, which keeps the switch in
+    the cost branch for good. Anchoring removes the offset and keeps the estimate's changes."""
     estimate_every: int = 1  # re-estimate C every this many safe iterations (online: cost!)
     estimate_episodes: int = 10  # episodes per online estimate (with fix_single_episode_eval)
     episode_len: int = 300  # T (task episode length)
@@ -173,6 +192,9 @@ class PolicyConfig:
         _check_choice("switch_estimator", self.switch_estimator, ("critic", "model", "online"))
         _check_choice("critic_states", self.critic_states, ("batch", "initial"))
         _check_choice("lambda_mode", self.lambda_mode, ("fixed", "pid"))
+        _check_choice("warm_start", self.warm_start, ("score", "bc"))
+        _check_choice("warm_start_episodes", self.warm_start_episodes, ("all", "safe"))
+        _check_choice("estimate_anchor", self.estimate_anchor, ("none", "warm_start"))
         if self.cost_pessimism < 0:
             raise ValueError(f"cost_pessimism must be >= 0, got {self.cost_pessimism}")
         if self.estimate_every < 1:

@@ -255,6 +255,7 @@ class PolicyLearner:
         cost_estimator: CostEstimator | None = None,
         initial_observations: torch.Tensor | None = None,
         calibration: Mapping[str, torch.Tensor] | None = None,
+        reference_cost: float | None = None,
     ) -> None:
         self.config = cfg = config or PolicyConfig()
         self.device = torch.device(device)
@@ -288,6 +289,10 @@ class PolicyLearner:
         self.calibration = None if calibration is None else {k: v.to(self.device) for k, v in calibration.items()}
         self.calibration_factor = 1.0
         self.calibration_measured = False
+        if cfg.estimate_anchor == "warm_start" and reference_cost is None:
+            raise ValueError("estimate_anchor='warm_start' needs reference_cost (the warm start's episodes' mean cost)")
+        self.reference_cost = float(reference_cost or 0.0)
+        self.anchor_raw: float | None = None  # the raw estimate of the warm-start policy
         if cfg.lambda_mode == "pid":
             kp, ki, kd = cfg.pid
             thr = stepwise_threshold(cfg.cost_threshold, cfg.gamma, cfg.episode_len) if cfg.fix_pid_threshold else 0.0
@@ -306,7 +311,7 @@ class PolicyLearner:
     # ------------------------------------------------------------------ public
     def update(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         if self.step < self.pretrain_steps:
-            metrics = self._warm_start_step(batch["observations"])
+            metrics = self._warm_start_step(batch)
         else:
             metrics = self._safe_iteration(batch, self.step - self.pretrain_steps)
         self.step += 1
@@ -317,9 +322,12 @@ class PolicyLearner:
         return self.policy(obs)
 
     # ------------------------------------------------------------------ 3a: warm start (L_bc)
-    def _warm_start_step(self, obs: torch.Tensor) -> dict[str, float]:
+    def _warm_start_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         optimizer = self.pretrain_optimizer or self.optimizer
-        loss = self._policy_step(obs, guidance_critics=None, beta=0.0, optimizer=optimizer)
+        if self.config.warm_start == "bc":
+            loss = self._bc_step(batch["observations"], batch["actions"], optimizer)
+        else:
+            loss = self._policy_step(batch["observations"], guidance_critics=None, beta=0.0, optimizer=optimizer)
         return {
             "policy/loss_bc": float(loss),
             "policy/branch": BRANCH_CODES[WARM_START],
@@ -366,23 +374,33 @@ class PolicyLearner:
             episodes = cfg.estimate_episodes if cfg.fix_single_episode_eval else 1
             episodic = float(self.cost_estimator(self.policy, episodes))
         else:
-            use_initial = cfg.critic_states == "initial" and self.initial_obs is not None
-            states = self.initial_obs if use_initial else obs
-            episodic = float(
-                critic_episodic_cost(
-                    self.critics.q_c_target,
-                    self.policy,
-                    states,
-                    cfg.gamma,
-                    cfg.episode_len,
-                    initial_states=use_initial,
-                    pessimism=cfg.cost_pessimism,
-                )
-            )
             if cfg.critic_calibration:
-                episodic *= self._calibration()
+                self._calibration()  # measured once, before this iteration's estimate
+            if cfg.estimate_anchor == "warm_start" and self.calibration is not None:
+                obs = self.calibration["observations"]  # one fixed state set: anchor and iterates alike
+            episodic = self._critic_estimate(obs) * self.calibration_factor
+        if cfg.estimate_anchor == "warm_start" and cfg.switch_estimator != "online":
+            if self.anchor_raw is None:  # the first safe iteration: the warm-start policy
+                self.anchor_raw = episodic
+            episodic = self.reference_cost + (episodic - self.anchor_raw)
         self.cost_estimate = normalised_cost(episodic, cfg.cost_threshold, cfg.fix_cost_normalisation)
         return self.cost_estimate
+
+    def _critic_estimate(self, obs: torch.Tensor) -> float:
+        """The critic's episodic cost of the current policy over ``obs`` (or the initial states)."""
+        cfg = self.config
+        use_initial = cfg.critic_states == "initial" and self.initial_obs is not None
+        return float(
+            critic_episodic_cost(
+                self.critics.q_c_target,
+                self.policy,
+                self.initial_obs if use_initial else obs,
+                cfg.gamma,
+                cfg.episode_len,
+                initial_states=use_initial,
+                pessimism=cfg.cost_pessimism,
+            )
+        )
 
     @torch.no_grad()
     def _calibration(self) -> float:
@@ -428,6 +446,19 @@ class PolicyLearner:
         set_flat_params_(params, theta0 + pcgrad_merge(delta_r, delta_c))
         return 0.5 * (loss_r + loss_c)
 
+    def _bc_step(self, obs: torch.Tensor, act: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One Adam step on ``E ||pi(s) - clip(a)||^2`` (``warm_start = "bc"``); the dataset's
+        actions are clipped into the policy's box, which its tanh output cannot leave."""
+        pi = self.policy
+        target = torch.clamp(act, pi.action_bias - pi.action_scale, pi.action_bias + pi.action_scale)
+        loss = (pi(obs) - target).pow(2).sum(-1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if optimizer is self.optimizer:
+            self.scheduler.step()
+        return loss.detach()
+
     # ------------------------------------------------------------------ one Adam step on a surrogate
     def _policy_step(
         self,
@@ -472,6 +503,7 @@ class PolicyLearner:
             "cost_estimate": self.cost_estimate,
             "calibration_factor": self.calibration_factor,
             "calibration_measured": self.calibration_measured,
+            **({} if self.anchor_raw is None else {"anchor_raw": self.anchor_raw}),
             "lagrangian": self.lagrangian.state_dict(),
             "critics": self.critics.state_dict(),
             "last_q": {k: float(v) for k, v in self._last_q.items()},
@@ -488,6 +520,7 @@ class PolicyLearner:
         self.cost_estimate = float(state["cost_estimate"])
         self.calibration_factor = float(state.get("calibration_factor", 1.0))
         self.calibration_measured = bool(state.get("calibration_measured", False))
+        self.anchor_raw = float(state["anchor_raw"]) if "anchor_raw" in state else None
         self.lagrangian.load_state_dict(state["lagrangian"])
         self._last_q = dict(state["last_q"])
         self.critics.load_state_dict(state["critics"])

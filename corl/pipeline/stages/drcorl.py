@@ -232,6 +232,15 @@ def policy_stage(ctx: StageContext) -> StageResult:
             result = rollout(ctx.task, fn, n_episodes, seed=ctx.seed, num_envs=cfg.estimate_num_envs, device=ctx.device)
             return float(result.cost.mean())
 
+    warm_data = data
+    if pcfg.warm_start == "bc" and pcfg.warm_start_episodes == "safe":
+        warm_data = safe_episodes(data, float(kappa))
+        if len(warm_data) == 0:
+            raise CorlError(
+                f"policy: warm_start_episodes 'safe' found no episode with cost <= {kappa:g}; "
+                "use policy.warm_start_episodes=all or raise policy.cost_threshold"
+            )
+
     low, high = action_bounds(ctx.task)
     learner = PolicyLearner(
         data.obs_dim,
@@ -246,7 +255,12 @@ def policy_stage(ctx: StageContext) -> StageResult:
         seed=ctx.seed,
         cost_estimator=estimator,
         initial_observations=initial_observations(data),
-        calibration=(calibration_rows(data, pcfg.gamma, 4096, ctx.seed) if pcfg.critic_calibration else None),
+        calibration=(
+            calibration_rows(data, pcfg.gamma, 4096, ctx.seed)
+            if pcfg.critic_calibration or pcfg.estimate_anchor != "none"
+            else None
+        ),
+        reference_cost=float(warm_data.episode_returns()["cost"].mean()),
     )
     kwargs = {
         "obs_dim": data.obs_dim,
@@ -263,7 +277,11 @@ def policy_stage(ctx: StageContext) -> StageResult:
             ctx, model, cfg.select_every, float(kappa), pcfg.cost_limit, pcfg.fix_cost_normalisation, kwargs
         )
     )
-    steps = _train(ctx, learner, learner.total_steps, lambda g: data.sample(pcfg.batch_size, g), selection)
+    def sample(g: torch.Generator) -> dict[str, torch.Tensor]:  # warm-start rows, then every row
+        source = warm_data if learner.step < learner.pretrain_steps else data
+        return source.sample(pcfg.batch_size, g)
+
+    steps = _train(ctx, learner, learner.total_steps, sample, selection)
     policy = save_policy(ctx.out_dir, learner.policy, "deterministic", kwargs)
     metrics = {"steps": float(steps), "cost_estimate": learner.cost_estimate}
     outputs = {"policy": policy, "cost_limit": float(kappa), "label": "DRCORL", "steps": steps}

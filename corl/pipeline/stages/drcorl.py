@@ -277,6 +277,7 @@ def policy_stage(ctx: StageContext) -> StageResult:
             ctx, model, cfg.select_every, float(kappa), pcfg.cost_limit, pcfg.fix_cost_normalisation, kwargs
         )
     )
+
     def sample(g: torch.Generator) -> dict[str, torch.Tensor]:  # warm-start rows, then every row
         source = warm_data if learner.step < learner.pretrain_steps else data
         return source.sample(pcfg.batch_size, g)

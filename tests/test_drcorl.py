@@ -480,19 +480,17 @@ def test_discounted_cost_to_go_and_calibration_rows():
     np.testing.assert_allclose(rows["cost_to_go"].numpy(), g[rows["observations"].reshape(-1).long().numpy()])
 
 
+SWITCH_TEST = dict(  # a policy learner that reaches the safe phase (and its switch) at once
+    hidden=(32, 32), pretrain_epochs=1, steps_per_pretrain_epoch=1, train_epochs=3, warmup_iters=0, cost_threshold=5.0
+)
+
+
 def test_critic_calibration_rescales_the_switch_estimate():
     """With ``critic_calibration`` the estimate is the critic's times mean G_c / mean Q_c(s, a)."""
     from corl.algos.drcorl.policy import calibration_rows
 
     ds = tiny_dataset()
-    base = dict(
-        hidden=(32, 32),
-        pretrain_epochs=1,
-        steps_per_pretrain_epoch=1,
-        train_epochs=3,
-        warmup_iters=0,
-        cost_threshold=5.0,
-    )
+    base = SWITCH_TEST
     rows = calibration_rows(ds, 0.99, 256, seed=0)
     plain = make_policy_learner(ds, PolicyConfig(**base))
     calib = make_policy_learner(ds, PolicyConfig(**base, critic_calibration=True), calibration=rows)
@@ -516,12 +514,7 @@ def test_estimate_anchor_reads_the_reference_cost_for_the_warm_start_and_moves_w
 
     ds = tiny_dataset()
     cfg = PolicyConfig(
-        hidden=(32, 32),
-        pretrain_epochs=1,
-        steps_per_pretrain_epoch=2,
-        train_epochs=6,
-        warmup_iters=0,
-        cost_threshold=5.0,
+        **{**SWITCH_TEST, "steps_per_pretrain_epoch": 2, "train_epochs": 6},
         warm_start="bc",
         estimate_anchor="warm_start",
         lr=1e-2,

@@ -451,7 +451,10 @@ class PolicyLearner:
         actions are clipped into the policy's box, which its tanh output cannot leave."""
         pi = self.policy
         target = torch.clamp(act, pi.action_bias - pi.action_scale, pi.action_bias + pi.action_scale)
-        loss = (pi(obs) - target).pow(2).sum(-1).mean()
+        return self._descend((pi(obs) - target).pow(2).sum(-1).mean(), optimizer)
+
+    def _descend(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One Adam step on ``loss``; the cosine schedule follows the safe phase's optimizer only."""
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -483,14 +486,7 @@ class PolicyLearner:
             guidance, values = critic_guidance(guidance_critics, obs, act, cfg.regq)
             for (q, *_), v in zip(guidance_critics, values):
                 self._last_q["q_r" if q is self.critics.q_r_target else "q_c"] = v
-        loss = self._loss_fn(eps_hat, weight, act, guidance, beta)
-        opt = optimizer or self.optimizer
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if opt is self.optimizer:
-            self.scheduler.step()
-        return loss.detach()
+        return self._descend(self._loss_fn(eps_hat, weight, act, guidance, beta), optimizer or self.optimizer)
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:

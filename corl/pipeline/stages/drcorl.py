@@ -101,6 +101,14 @@ class PolicyStageConfig(PolicyConfig):
         model_estimate_config(self)  # the model_* keys' errors at spec time
 
 
+def _safe_rows(data, limit: float, empty_message: str):
+    """The episodes with cost return <= ``limit`` (BC-Safe's rows); ``empty_message`` when none."""
+    safe = safe_episodes(data, limit)
+    if len(safe) == 0:
+        raise CorlError(empty_message)
+    return safe
+
+
 def _learner_config(cls, cfg, **overrides):
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in dataclasses.asdict(cfg).items() if k in names}
@@ -151,12 +159,12 @@ def behavior_stage(ctx: StageContext) -> StageResult:
                 f"behavior: episodes 'safe' needs a cost limit and task {ctx.task.name} has none; "
                 "set behavior.cost_limit or use episodes='all'"
             )
-        data = safe_episodes(data, float(limit))
-        if len(data) == 0:
-            raise CorlError(
-                f"behavior: no episode of the dataset has cost <= {limit}; raise behavior.cost_limit "
-                "or use behavior.episodes='all'"
-            )
+        data = _safe_rows(
+            data,
+            float(limit),
+            f"behavior: no episode of the dataset has cost <= {limit}; raise behavior.cost_limit "
+            "or use behavior.episodes='all'",
+        )
     learner = BehaviorLearner(
         data.obs_dim, data.act_dim, _learner_config(BehaviorConfig, cfg), ctx.device, seed=ctx.seed
     )
@@ -234,12 +242,12 @@ def policy_stage(ctx: StageContext) -> StageResult:
 
     warm_data = data
     if pcfg.warm_start == "bc" and pcfg.warm_start_episodes == "safe":
-        warm_data = safe_episodes(data, float(kappa))
-        if len(warm_data) == 0:
-            raise CorlError(
-                f"policy: warm_start_episodes 'safe' found no episode with cost <= {kappa:g}; "
-                "use policy.warm_start_episodes=all or raise policy.cost_threshold"
-            )
+        warm_data = _safe_rows(
+            data,
+            float(kappa),
+            f"policy: warm_start_episodes 'safe' found no episode with cost <= {kappa:g}; "
+            "use policy.warm_start_episodes=all or raise policy.cost_threshold",
+        )
 
     low, high = action_bounds(ctx.task)
     learner = PolicyLearner(
@@ -260,7 +268,7 @@ def policy_stage(ctx: StageContext) -> StageResult:
             if pcfg.critic_calibration or pcfg.estimate_anchor != "none"
             else None
         ),
-        reference_cost=float(warm_data.episode_returns()["cost"].mean()),
+        reference_cost=(float(warm_data.episode_returns()["cost"].mean()) if pcfg.estimate_anchor != "none" else None),
     )
     kwargs = {
         "obs_dim": data.obs_dim,

@@ -124,6 +124,17 @@ class PolicyConfig:
     beta_coef: float = 0.01
     beta: float = 0.01  # constant beta (CLI --beta; the code ignores it in the safe phase)
     regq: bool = False  # normalise critic guidance by its per-sample RMS (maze tasks)
+    guidance_norm: Literal["sample", "batch"] = field(default="sample", metadata={"key": "if_set"})
+    """With ``regq``: ``sample`` (the paper's maze option) divides each state's guidance by its
+    own RMS over action dims, so every state moves at the same speed whatever the critic's
+    slope there; ``batch`` (a corl option) divides by the RMS over the whole batch, which keeps
+    the dataset-independent scale but lets states where the critic is flat move less."""
+    proximal_coef: float = field(default=0.0, metadata={"key": "if_set"})
+    """A corl option (0: the paper): the safe phase adds ``proximal_coef E_s ||pi(s) - pi_0(s)||^2``
+    to every branch's loss, ``pi_0`` being the warm-start policy (frozen at the first safe
+    iteration). The critics' action gradients at CPU size lead out of the region (the README's
+    diagnosis: the reward branch takes a BC-Safe-level warm start from 0.177 / 0.00 to 0.097 /
+    1.76 in 200 iterations); the term keeps the safe phase a local improvement of the start."""
     # -- safety switch (algorithms.md 1.6)
     cost_threshold: float = 10.0  # kappa (cost_scale): episodic cost budget
     cost_limit: float = 1.0  # l: normalised limit
@@ -195,6 +206,9 @@ class PolicyConfig:
         _check_choice("warm_start", self.warm_start, ("score", "bc"))
         _check_choice("warm_start_episodes", self.warm_start_episodes, ("all", "safe"))
         _check_choice("estimate_anchor", self.estimate_anchor, ("none", "warm_start"))
+        _check_choice("guidance_norm", self.guidance_norm, ("sample", "batch"))
+        if self.proximal_coef < 0:
+            raise ValueError(f"proximal_coef must be >= 0, got {self.proximal_coef}")
         if self.cost_pessimism < 0:
             raise ValueError(f"cost_pessimism must be >= 0, got {self.cost_pessimism}")
         if self.estimate_every < 1:

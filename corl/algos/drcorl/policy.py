@@ -22,6 +22,7 @@ with ``beta_k = 0.01 sqrt(k)`` in the safe phase. Each safe iteration ``k``:
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -195,18 +196,22 @@ def critic_guidance(
     obs: torch.Tensor,
     act: torch.Tensor,
     regq: bool = False,
+    norm: str = "sample",
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``sg(grad_a sum_i coef_i (mean_j Q_i,j(s, a) + k_i std_j Q_i,j(s, a)))`` and each
     critic's value (detached); an entry is ``(q, coef, k)``.
 
-    ``regq`` divides the guidance by its per-sample RMS over action dims.
+    ``regq`` divides the guidance by its RMS over action dims, per sample (``norm='sample'``)
+    or over the whole batch (``norm='batch'``).
     """
     a = act.detach().requires_grad_(True)
     with torch.enable_grad():
         values = [member_value(q, obs, a, k) for q, _, k in critics]
         total = sum(coef * v.sum() for (_, coef, _), v in zip(critics, values))
         (g,) = torch.autograd.grad(total, a)
-    if regq:
+    if regq and norm == "batch":
+        g = g / g.pow(2).mean().sqrt().clamp_min(1e-8)
+    elif regq:
         g = g / g.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-8)
     return g.detach(), [v.detach().mean() for v in values]
 
@@ -293,6 +298,7 @@ class PolicyLearner:
             raise ValueError("estimate_anchor='warm_start' needs reference_cost (the warm start's episodes' mean cost)")
         self.reference_cost = float(reference_cost or 0.0)
         self.anchor_raw: float | None = None  # the raw estimate of the warm-start policy
+        self.start_policy: nn.Module | None = None  # pi_0 for proximal_coef
         if cfg.lambda_mode == "pid":
             kp, ki, kd = cfg.pid
             thr = stepwise_threshold(cfg.cost_threshold, cfg.gamma, cfg.episode_len) if cfg.fix_pid_threshold else 0.0
@@ -483,10 +489,19 @@ class PolicyLearner:
             weight = diffusion_weight(alpha, sigma, cfg.weighting)
         guidance = None
         if guidance_critics is not None:
-            guidance, values = critic_guidance(guidance_critics, obs, act, cfg.regq)
+            guidance, values = critic_guidance(guidance_critics, obs, act, cfg.regq, cfg.guidance_norm)
             for (q, *_), v in zip(guidance_critics, values):
                 self._last_q["q_r" if q is self.critics.q_r_target else "q_c"] = v
-        return self._descend(self._loss_fn(eps_hat, weight, act, guidance, beta), optimizer or self.optimizer)
+        loss = self._loss_fn(eps_hat, weight, act, guidance, beta)
+        if guidance_critics is not None and cfg.proximal_coef > 0:
+            loss = loss + cfg.proximal_coef * (act - self._start_policy()(obs)).pow(2).sum(-1).mean()
+        return self._descend(loss, optimizer or self.optimizer)
+
+    def _start_policy(self) -> nn.Module:
+        """The warm-start policy ``pi_0`` (frozen copy, taken at the first safe iteration)."""
+        if self.start_policy is None:
+            self.start_policy = copy.deepcopy(self.policy).requires_grad_(False)
+        return self.start_policy
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -500,6 +515,7 @@ class PolicyLearner:
             "calibration_factor": self.calibration_factor,
             "calibration_measured": self.calibration_measured,
             **({} if self.anchor_raw is None else {"anchor_raw": self.anchor_raw}),
+            **({} if self.start_policy is None else {"start_policy": self.start_policy.state_dict()}),
             "lagrangian": self.lagrangian.state_dict(),
             "critics": self.critics.state_dict(),
             "last_q": {k: float(v) for k, v in self._last_q.items()},
@@ -517,6 +533,9 @@ class PolicyLearner:
         self.calibration_factor = float(state.get("calibration_factor", 1.0))
         self.calibration_measured = bool(state.get("calibration_measured", False))
         self.anchor_raw = float(state["anchor_raw"]) if "anchor_raw" in state else None
+        self.start_policy = None
+        if "start_policy" in state:
+            self._start_policy().load_state_dict(state["start_policy"])
         self.lagrangian.load_state_dict(state["lagrangian"])
         self._last_q = dict(state["last_q"])
         self.critics.load_state_dict(state["critics"])

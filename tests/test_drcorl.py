@@ -539,6 +539,51 @@ def test_estimate_anchor_reads_the_reference_cost_for_the_warm_start_and_moves_w
         PolicyConfig(estimate_anchor="data")
 
 
+def test_proximal_coef_keeps_the_safe_phase_near_the_warm_start_and_resumes_exactly():
+    """``proximal_coef``: ``pi_0`` is frozen at the first safe iteration; with a large coefficient
+    the safe phase stays near it where the plain one drifts; a resume continues bit-identically."""
+    ds = tiny_dataset(n=400)
+    base = dict(SWITCH_TEST, steps_per_pretrain_epoch=50, train_epochs=200, warm_start="bc", lr=3e-3, pretrain_lr=3e-3)
+    drift = {}
+    for coef in (0.0, 100.0):
+        learner = make_policy_learner(ds, PolicyConfig(**base, cost_limit=1e6, beta_coef=1.0, proximal_coef=coef))
+        _continue(learner, ds, 0, 50)  # the warm start
+        start = learner.act(ds.observations)
+        _continue(learner, ds, 1, 150)  # the first safe iteration freezes pi_0
+        drift[coef] = float((learner.act(ds.observations) - start).pow(2).sum(-1).mean())
+        assert (learner.start_policy is not None) == (coef > 0)
+        if coef:
+            assert torch.equal(learner.start_policy(ds.observations), start)
+    assert drift[100.0] < 0.2 * drift[0.0], drift
+    cfg = PolicyConfig(**base, proximal_coef=1.0)
+    a = make_policy_learner(ds, cfg)
+    _continue(a, ds, 0, 53)
+    b = make_policy_learner(ds, cfg, seed=3)
+    b.load_state_dict(roundtrip(a.state_dict()))
+    assert _continue(a, ds, 4, 5) == _continue(b, ds, 4, 5)
+    with pytest.raises(ValueError, match="proximal_coef"):
+        PolicyConfig(proximal_coef=-1.0)
+
+
+def test_guidance_norm_batch_keeps_the_relative_slopes():
+    """``regq`` with ``guidance_norm = "batch"``: one scale for the whole batch (unit RMS overall),
+    so a state where the critic is twice as steep gets twice the push; ``sample`` equalises them."""
+    from corl.algos.drcorl.policy import critic_guidance
+
+    torch.manual_seed(0)
+    q = CriticLearner(OBS, ACT, TINY_C).q_r_target
+    obs, act = torch.randn(64, OBS), torch.rand(64, ACT) * 2 - 1
+    raw, _ = critic_guidance([(q, 1.0, 0.0)], obs, act)
+    per_sample, _ = critic_guidance([(q, 1.0, 0.0)], obs, act, regq=True)
+    batch, _ = critic_guidance([(q, 1.0, 0.0)], obs, act, regq=True, norm="batch")
+    assert torch.allclose(per_sample.pow(2).mean(-1), torch.ones(64), atol=1e-4)
+    assert float(batch.pow(2).mean()) == pytest.approx(1.0, rel=1e-4)
+    assert torch.allclose(batch, raw / raw.pow(2).mean().sqrt(), atol=1e-6)
+    assert float(batch.norm(dim=-1).std()) > 0.05  # the slopes still differ between states
+    with pytest.raises(ValueError, match="guidance_norm"):
+        PolicyConfig(guidance_norm="global")
+
+
 def _expectile(x: np.ndarray, tau: float) -> float:
     """The tau-expectile of samples x (root of the asymmetric least-squares condition)."""
     from scipy.optimize import brentq

@@ -163,7 +163,7 @@ class PolicyConfig:
     data's own discounted cost-to-go, measured once with the pre-trained critic at the first
     safe iteration. The IQL cost critic (upper expectile, min of the twin) reads 2-3x the
     Monte-Carlo cost of the data it was trained on; the ratio removes that scale bias."""
-    estimate_anchor: Literal["none", "warm_start"] = field(default="none", metadata={"key": "if_set"})
+    estimate_anchor: Literal["none", "warm_start", "paired"] = field(default="none", metadata={"key": "if_set"})
     """A corl option for the offline switch estimators (``critic``, ``model``). ``none`` (the
     paper): the estimate as it reads. ``warm_start`` (with ``warm_start = "bc"``): the estimate is
     anchored at the policy the safe phase starts from, ``C = C_ref + (C_raw(pi_k) - C_raw(pi_0))``,
@@ -171,7 +171,13 @@ class PolicyConfig:
     with ``warm_start_episodes = "safe"``). Both offline estimates average over dataset states,
     many of them in unsafe episodes, and read 5-7x the limit for policies whose simulator cost
     is 0 (the README's diagnosis): an offset the policy cannot change, which keeps the switch in
-    the cost branch for good. Anchoring removes the offset and keeps the estimate's changes."""
+    the cost branch for good. Anchoring removes the offset and keeps the estimate's changes.
+    ``paired``: the same, but ``C_raw(pi_0)`` is read again at every estimate, by the current
+    critic (or model) on the same states, ``C = C_ref + (C_k(pi_k) - C_k(pi_0))``. The TD
+    fine-tuning moves the cost critic itself (the pre-trained one reads 2-3x the data's cost and
+    relaxes), so a difference against a number read once at the start falls whatever the
+    policy does; read in pairs, the critic's own drift cancels and only the policy's move is
+    left."""
     estimate_every: int = 1  # re-estimate C every this many safe iterations (online: cost!)
     estimate_episodes: int = 10  # episodes per online estimate (with fix_single_episode_eval)
     episode_len: int = 300  # T (task episode length)
@@ -205,7 +211,7 @@ class PolicyConfig:
         _check_choice("lambda_mode", self.lambda_mode, ("fixed", "pid"))
         _check_choice("warm_start", self.warm_start, ("score", "bc"))
         _check_choice("warm_start_episodes", self.warm_start_episodes, ("all", "safe"))
-        _check_choice("estimate_anchor", self.estimate_anchor, ("none", "warm_start"))
+        _check_choice("estimate_anchor", self.estimate_anchor, ("none", "warm_start", "paired"))
         _check_choice("guidance_norm", self.guidance_norm, ("sample", "batch"))
         if self.proximal_coef < 0:
             raise ValueError(f"proximal_coef must be >= 0, got {self.proximal_coef}")

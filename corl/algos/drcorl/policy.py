@@ -294,8 +294,10 @@ class PolicyLearner:
         self.calibration = None if calibration is None else {k: v.to(self.device) for k, v in calibration.items()}
         self.calibration_factor = 1.0
         self.calibration_measured = False
-        if cfg.estimate_anchor == "warm_start" and reference_cost is None:
-            raise ValueError("estimate_anchor='warm_start' needs reference_cost (the warm start's episodes' mean cost)")
+        if cfg.estimate_anchor != "none" and reference_cost is None:
+            raise ValueError(
+                f"estimate_anchor={cfg.estimate_anchor!r} needs reference_cost (the warm start's episodes' mean cost)"
+            )
         self.reference_cost = float(reference_cost or 0.0)
         self.anchor_raw: float | None = None  # the raw estimate of the warm-start policy
         self.start_policy: nn.Module | None = None  # pi_0 for proximal_coef
@@ -376,30 +378,38 @@ class PolicyLearner:
         cfg = self.config
         if k % cfg.estimate_every != 0:
             return self.cost_estimate
-        if cfg.switch_estimator in ("online", "model"):  # model: n_episodes is ignored
-            episodes = cfg.estimate_episodes if cfg.fix_single_episode_eval else 1
-            episodic = float(self.cost_estimator(self.policy, episodes))
-        else:
-            if cfg.critic_calibration:
-                self._calibration()  # measured once, before this iteration's estimate
-            if cfg.estimate_anchor == "warm_start" and self.calibration is not None:
-                obs = self.calibration["observations"]  # one fixed state set: anchor and iterates alike
-            episodic = self._critic_estimate(obs) * self.calibration_factor
-        if cfg.estimate_anchor == "warm_start" and cfg.switch_estimator != "online":
+        anchored = cfg.estimate_anchor != "none" and cfg.switch_estimator != "online"
+        if cfg.critic_calibration and cfg.switch_estimator == "critic":
+            self._calibration()  # measured once, before this iteration's estimate
+        if anchored and self.calibration is not None:
+            obs = self.calibration["observations"]  # one fixed state set: anchor and iterates alike
+        episodic = self._raw_estimate(self.policy, obs)
+        if anchored and cfg.estimate_anchor == "paired":
+            episodic = self.reference_cost + (episodic - self._raw_estimate(self._start_policy(), obs))
+        elif anchored:
             if self.anchor_raw is None:  # the first safe iteration: the warm-start policy
                 self.anchor_raw = episodic
             episodic = self.reference_cost + (episodic - self.anchor_raw)
         self.cost_estimate = normalised_cost(episodic, cfg.cost_threshold, cfg.fix_cost_normalisation)
         return self.cost_estimate
 
-    def _critic_estimate(self, obs: torch.Tensor) -> float:
-        """The critic's episodic cost of the current policy over ``obs`` (or the initial states)."""
+    def _raw_estimate(self, policy: nn.Module, obs: torch.Tensor) -> float:
+        """The switch estimator's episodic cost of ``policy`` (unnormalised, before any anchor)."""
+        cfg = self.config
+        if cfg.switch_estimator in ("online", "model"):  # model: n_episodes is ignored
+            episodes = cfg.estimate_episodes if cfg.fix_single_episode_eval else 1
+            return float(self.cost_estimator(policy, episodes))
+        return self._critic_estimate(obs, policy) * self.calibration_factor
+
+    def _critic_estimate(self, obs: torch.Tensor, policy: nn.Module | None = None) -> float:
+        """The critic's episodic cost of ``policy`` (default: the current one) over ``obs`` (or
+        the initial states)."""
         cfg = self.config
         use_initial = cfg.critic_states == "initial" and self.initial_obs is not None
         return float(
             critic_episodic_cost(
                 self.critics.q_c_target,
-                self.policy,
+                policy or self.policy,
                 self.initial_obs if use_initial else obs,
                 cfg.gamma,
                 cfg.episode_len,

@@ -539,6 +539,45 @@ def test_estimate_anchor_reads_the_reference_cost_for_the_warm_start_and_moves_w
         PolicyConfig(estimate_anchor="data")
 
 
+def test_paired_anchor_reads_the_warm_start_policy_again_with_the_current_critic():
+    """``estimate_anchor = "paired"``: ``C = C_ref + C_k(pi_k) - C_k(pi_0)``, both read by the
+    critic of the moment on the same fixed states, so a change of the critic alone (its TD
+    fine-tuning) does not move the estimate; ``pi_0`` survives a checkpoint round trip."""
+    from corl.algos.drcorl.policy import calibration_rows, critic_episodic_cost
+
+    ds = tiny_dataset()
+    cfg = PolicyConfig(
+        **{**SWITCH_TEST, "steps_per_pretrain_epoch": 2, "train_epochs": 8},
+        warm_start="bc",
+        estimate_anchor="paired",
+        lr=1e-2,
+    )
+    rows = calibration_rows(ds, 0.99, 256, seed=0)
+    learner = make_policy_learner(ds, cfg, calibration=rows, reference_cost=2.0)
+    metrics = _continue(learner, ds, 0, 3)  # 2 warm-start steps, then the first safe iteration
+    assert metrics[-1]["policy/cost_estimate"] == pytest.approx(2.0 / 5.0)
+    _continue(learner, ds, 1, 3)
+    states = rows["observations"]
+
+    def raw(policy):
+        return float(critic_episodic_cost(learner.critics.q_c_target, policy, states, 0.99, 300))
+
+    learner._estimate_cost(ds.observations[:8], 0)
+    expected = (2.0 + raw(learner.policy) - raw(learner.start_policy)) / 5.0
+    assert learner.cost_estimate == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert learner.cost_estimate != pytest.approx(2.0 / 5.0)  # the policy moved
+    before = raw(learner.policy)
+    with torch.no_grad():  # the critic alone drifts by a constant: both reads move, the estimate does not
+        dict(learner.critics.q_c_target.named_parameters())["net.net.4.bias"].add_(5.0)
+    assert raw(learner.policy) == pytest.approx(before + 5.0 * (1 - 0.99) * 300, rel=1e-4)
+    assert learner._estimate_cost(ds.observations[:8], 0) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    resumed = make_policy_learner(ds, cfg, calibration=rows, reference_cost=2.0)
+    resumed.load_state_dict(roundtrip(learner.state_dict()))
+    assert torch.equal(resumed.start_policy(states), learner.start_policy(states))
+    with pytest.raises(ValueError, match="reference_cost"):
+        make_policy_learner(ds, cfg, calibration=rows)
+
+
 def test_proximal_coef_keeps_the_safe_phase_near_the_warm_start_and_resumes_exactly():
     """``proximal_coef``: ``pi_0`` is frozen at the first safe iteration; with a large coefficient
     the safe phase stays near it where the plain one drifts; a resume continues bit-identically."""

@@ -387,13 +387,16 @@ def test_behavior_on_safe_episodes_fits_only_them_and_keeps_the_critics(tmp_path
         run(spec, data, overrides=('behavior.episodes="unsafe"',), checkpoints=str(tmp_path / "ck"))
 
 
-def test_bc_warm_start_on_safe_episodes_with_the_anchored_estimate(tmp_path):
-    """The corl options ``warm_start=bc``, ``warm_start_episodes=safe`` and
-    ``estimate_anchor=warm_start`` run end to end; a limit no episode meets is one clear error."""
+@pytest.mark.parametrize(
+    "anchor", ["policy.estimate_anchor=warm_start", "policy.estimate_anchor=paired,policy.proximal_coef=1.0"]
+)
+def test_bc_warm_start_on_safe_episodes_with_the_anchored_estimate(tmp_path, anchor):
+    """The corl options ``warm_start=bc``, ``warm_start_episodes=safe``, ``estimate_anchor`` (both
+    forms) and ``proximal_coef`` run end to end; a limit no episode meets is one clear error."""
     from corl.errors import CorlError
 
     spec, data = write_spec(tmp_path, SPEC + EVALUATES, "drcorl.toml"), write_dataset(tmp_path)
-    options = ("policy.warm_start=bc", "policy.warm_start_episodes=safe", "policy.estimate_anchor=warm_start")
+    options = ("policy.warm_start=bc", "policy.warm_start_episodes=safe", *anchor.split(","))
     result = run(spec, data, overrides=(*options, "policy.cost_threshold=12.5"), checkpoints=str(tmp_path / "ck"))
     metrics = result.stages[POLICY].metrics
     assert math.isfinite(metrics["cost_estimate"])

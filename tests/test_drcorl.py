@@ -578,6 +578,23 @@ def test_paired_anchor_reads_the_warm_start_policy_again_with_the_current_critic
         make_policy_learner(ds, cfg, calibration=rows)
 
 
+def test_always_merge_takes_the_middle_branch_whatever_the_estimate_reads():
+    """``switch_rule = "always_merge"``: after the warm-up every safe iteration is the PCGrad merge
+    (branch code 2), the same updates the paper's rule makes when the estimate sits in the merge
+    band (``l - h < C <= l + h``); an unknown rule is refused."""
+    ds = tiny_dataset()
+    base = dict(SWITCH_TEST, train_epochs=6, warmup_iters=2, lr=1e-2)
+    ruled = make_policy_learner(ds, PolicyConfig(**base, switch_rule="always_merge", cost_limit=-50.0))
+    banded = make_policy_learner(ds, PolicyConfig(**base, cost_limit=0.0, slack_bound=1e9))
+    a, b = _continue(ruled, ds, 0, 7), _continue(banded, ds, 0, 7)
+    assert [m["policy/branch"] for m in a] == [0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    assert [m["policy/loss"] for m in a[1:]] == [m["policy/loss"] for m in b[1:]]
+    for p_, q_ in zip(ruled.policy.parameters(), banded.policy.parameters()):
+        assert torch.equal(p_, q_)
+    with pytest.raises(ValueError, match="switch_rule"):
+        PolicyConfig(switch_rule="never")
+
+
 def test_proximal_coef_keeps_the_safe_phase_near_the_warm_start_and_resumes_exactly():
     """``proximal_coef``: ``pi_0`` is frozen at the first safe iteration; with a large coefficient
     the safe phase stays near it where the plain one drifts; a resume continues bit-identically."""

@@ -141,6 +141,13 @@ class PolicyConfig:
     slack_bound: float = 0.5  # h
     warmup_iters: int = 500  # k <= warmup_iters: reward branch only
     merge: Literal["pcgrad_on_deltas"] = "pcgrad_on_deltas"
+    switch_rule: Literal["estimate", "always_merge"] = field(default="estimate", metadata={"key": "if_set"})
+    """``estimate`` (the paper): the branch follows the cost estimate (:func:`switch_branch`).
+    ``always_merge`` (a corl option): after the warm-up every safe iteration takes the paper's
+    middle branch, the PCGrad merge of one reward and one cost step, whatever the estimate
+    reads: a reward step with its cost-increasing part (by the cost critic's action gradient)
+    removed. No offline estimate measured here saw the cost of the policy's own moves (the
+    README's diagnosis), while the cost critic's local direction still carries it."""
     switch_estimator: Literal["critic", "model", "online"] = "critic"
     """'critic' (offline, a deviation from the code, flagged in algorithms.md 1.6):
     C_ep = (1 - gamma) T mean_s 1/2 sum_j Qbar_c,j(s, pi(s)) over ``critic_states``;
@@ -213,6 +220,7 @@ class PolicyConfig:
         _check_choice("warm_start_episodes", self.warm_start_episodes, ("all", "safe"))
         _check_choice("estimate_anchor", self.estimate_anchor, ("none", "warm_start", "paired"))
         _check_choice("guidance_norm", self.guidance_norm, ("sample", "batch"))
+        _check_choice("switch_rule", self.switch_rule, ("estimate", "always_merge"))
         if self.proximal_coef < 0:
             raise ValueError(f"proximal_coef must be >= 0, got {self.proximal_coef}")
         if self.cost_pessimism < 0:

@@ -352,6 +352,8 @@ class PolicyLearner:
         if cfg.td_finetune:
             metrics.update(self.critics.td_update(batch, self.policy))
         branch = switch_branch(c_hat, cfg.cost_limit, cfg.slack_bound, k, cfg.warmup_iters)
+        if cfg.switch_rule == "always_merge" and k > cfg.warmup_iters:
+            branch = MERGE
         if branch == REWARD:
             loss = self._policy_step(obs, self._reward_direction(), beta)
         elif branch == COST:

@@ -144,6 +144,10 @@ def test_quick_preset_keeps_the_paper_method_and_a_safety_sized_evaluation():
     assert quick["policy"].use_lagrangian and full["policy"].use_lagrangian  # CarCircle's script: Lagrangian
     assert (quick["policy"].lambda_mode, quick["policy"].lambda_fixed) == ("fixed", 5.0)
     assert (quick["policy"].beta_coef, full["policy"].beta_coef) == (0.003, 0.01)
+    # session 8: a local safe phase from a BC-Safe start (corl options, off in the paper preset)
+    settings = ("warm_start", "warm_start_episodes", "warmup_iters", "proximal_coef", "switch_rule", "estimate_anchor")
+    assert [getattr(quick["policy"], k) for k in settings] == ["bc", "safe", 0, 1.0, "always_merge", "paired"]
+    assert [getattr(full["policy"], k) for k in settings] == ["score", "all", 500, 0.0, "estimate", "none"]
     for key in (
         "cost_limit",
         "slack_bound",

@@ -41,10 +41,10 @@ EXPECTED: dict[str, dict[str, str]] = {
         "critics": "6c1bd090f3f0",
         "dataset": "4b3cbdfdc110",
         "dynamics": "0f5906e9a970",
-        "evaluate": "20dbd8095e75",
-        "evaluate_best_offline": "85cb9e44c600",
-        "policy": "414eb9bde23e",
-    },
+        "evaluate": "24f3a8a012b2",
+        "evaluate_best_offline": "294d45beb6e8",
+        "policy": "c3597f9e34cc",
+    },  # session 8: the quick preset's policy settings changed (earlier stages keep their keys)
     "fisor": {"dataset": "4b3cbdfdc110", "evaluate": "21168367f046", "fisor": "d28bfe0e3c69"},
     "mice": {"export": "d6af0631b224", "train": "37b992ec54ba"},
     "micro": {

@@ -506,23 +506,32 @@ def test_critic_calibration_rescales_the_switch_estimate():
         make_policy_learner(ds, PolicyConfig(**base, critic_calibration=True))
 
 
-def test_estimate_anchor_reads_the_reference_cost_for_the_warm_start_and_moves_with_the_critic():
-    """``estimate_anchor = "warm_start"``: the first safe estimate is the warm start's episodes'
-    cost; later ones add the critic estimate's change since then (on one fixed state set); the
-    anchor survives a checkpoint round trip."""
-    from corl.algos.drcorl.policy import calibration_rows, critic_episodic_cost
+def _anchored_learner(anchor: str, train_epochs: int):
+    """A ``bc`` warm-started learner with ``estimate_anchor=anchor`` (``C_ref`` = 2, kappa = 5),
+    run through its 2 warm-start steps and first safe iteration, whose estimate is ``C_ref``."""
+    from corl.algos.drcorl.policy import calibration_rows
 
     ds = tiny_dataset()
     cfg = PolicyConfig(
-        **{**SWITCH_TEST, "steps_per_pretrain_epoch": 2, "train_epochs": 6},
+        **{**SWITCH_TEST, "steps_per_pretrain_epoch": 2, "train_epochs": train_epochs},
         warm_start="bc",
-        estimate_anchor="warm_start",
+        estimate_anchor=anchor,
         lr=1e-2,
     )
     rows = calibration_rows(ds, 0.99, 256, seed=0)
     learner = make_policy_learner(ds, cfg, calibration=rows, reference_cost=2.0)
-    metrics = _continue(learner, ds, 0, 3)  # 2 warm-start steps, then the first safe iteration
+    metrics = _continue(learner, ds, 0, 3)
     assert metrics[-1]["policy/cost_estimate"] == pytest.approx(2.0 / 5.0)  # C_ref / kappa
+    return ds, cfg, rows, learner, metrics
+
+
+def test_estimate_anchor_reads_the_reference_cost_for_the_warm_start_and_moves_with_the_critic():
+    """``estimate_anchor = "warm_start"``: the first safe estimate is the warm start's episodes'
+    cost; later ones add the critic estimate's change since then (on one fixed state set); the
+    anchor survives a checkpoint round trip."""
+    from corl.algos.drcorl.policy import critic_episodic_cost
+
+    ds, cfg, rows, learner, metrics = _anchored_learner("warm_start", train_epochs=6)
     raw0 = learner.anchor_raw
     state = roundtrip(learner.state_dict())
     more = _continue(learner, ds, 1, 2)
@@ -543,19 +552,9 @@ def test_paired_anchor_reads_the_warm_start_policy_again_with_the_current_critic
     """``estimate_anchor = "paired"``: ``C = C_ref + C_k(pi_k) - C_k(pi_0)``, both read by the
     critic of the moment on the same fixed states, so a change of the critic alone (its TD
     fine-tuning) does not move the estimate; ``pi_0`` survives a checkpoint round trip."""
-    from corl.algos.drcorl.policy import calibration_rows, critic_episodic_cost
+    from corl.algos.drcorl.policy import critic_episodic_cost
 
-    ds = tiny_dataset()
-    cfg = PolicyConfig(
-        **{**SWITCH_TEST, "steps_per_pretrain_epoch": 2, "train_epochs": 8},
-        warm_start="bc",
-        estimate_anchor="paired",
-        lr=1e-2,
-    )
-    rows = calibration_rows(ds, 0.99, 256, seed=0)
-    learner = make_policy_learner(ds, cfg, calibration=rows, reference_cost=2.0)
-    metrics = _continue(learner, ds, 0, 3)  # 2 warm-start steps, then the first safe iteration
-    assert metrics[-1]["policy/cost_estimate"] == pytest.approx(2.0 / 5.0)
+    ds, cfg, rows, learner, metrics = _anchored_learner("paired", train_epochs=8)
     _continue(learner, ds, 1, 3)
     states = rows["observations"]
 

@@ -48,14 +48,24 @@ BRANCH_CODES = {WARM_START: 0.0, REWARD: 1.0, MERGE: 2.0, COST: 3.0}
 
 # ----------------------------------------------------------------------------- the switch (1.6)
 def switch_branch(
-    cost_estimate: float, cost_limit: float, slack_bound: float, iteration: int, warmup_iters: int = 500
+    cost_estimate: float,
+    cost_limit: float,
+    slack_bound: float,
+    iteration: int,
+    warmup_iters: int = 500,
+    rule: str = "estimate",
 ) -> str:
     """The safety switching rule.
 
     ``iteration <= warmup_iters`` or ``C <= l - h`` -> ``'reward'``;
     ``l - h < C <= l + h`` -> ``'merge'``; ``C > l + h`` -> ``'cost'``.
+    ``rule='always_merge'`` (a corl option): ``'merge'`` after the warm-up, whatever ``C``.
     """
-    if iteration <= warmup_iters or cost_estimate <= cost_limit - slack_bound:
+    if iteration <= warmup_iters:
+        return REWARD
+    if rule == "always_merge":
+        return MERGE
+    if cost_estimate <= cost_limit - slack_bound:
         return REWARD
     if cost_estimate <= cost_limit + slack_bound:
         return MERGE
@@ -351,9 +361,7 @@ class PolicyLearner:
         metrics: dict[str, float] = {}
         if cfg.td_finetune:
             metrics.update(self.critics.td_update(batch, self.policy))
-        branch = switch_branch(c_hat, cfg.cost_limit, cfg.slack_bound, k, cfg.warmup_iters)
-        if cfg.switch_rule == "always_merge" and k > cfg.warmup_iters:
-            branch = MERGE
+        branch = switch_branch(c_hat, cfg.cost_limit, cfg.slack_bound, k, cfg.warmup_iters, cfg.switch_rule)
         if branch == REWARD:
             loss = self._policy_step(obs, self._reward_direction(), beta)
         elif branch == COST:
@@ -396,29 +404,23 @@ class PolicyLearner:
         return self.cost_estimate
 
     def _raw_estimate(self, policy: nn.Module, obs: torch.Tensor) -> float:
-        """The switch estimator's episodic cost of ``policy`` (unnormalised, before any anchor)."""
+        """The switch estimator's episodic cost of ``policy`` (unnormalised, before any anchor):
+        rollouts (``online``, ``model``) or the cost critic over ``obs`` (or the initial states)."""
         cfg = self.config
         if cfg.switch_estimator in ("online", "model"):  # model: n_episodes is ignored
             episodes = cfg.estimate_episodes if cfg.fix_single_episode_eval else 1
             return float(self.cost_estimator(policy, episodes))
-        return self._critic_estimate(obs, policy) * self.calibration_factor
-
-    def _critic_estimate(self, obs: torch.Tensor, policy: nn.Module | None = None) -> float:
-        """The critic's episodic cost of ``policy`` (default: the current one) over ``obs`` (or
-        the initial states)."""
-        cfg = self.config
         use_initial = cfg.critic_states == "initial" and self.initial_obs is not None
-        return float(
-            critic_episodic_cost(
-                self.critics.q_c_target,
-                policy or self.policy,
-                self.initial_obs if use_initial else obs,
-                cfg.gamma,
-                cfg.episode_len,
-                initial_states=use_initial,
-                pessimism=cfg.cost_pessimism,
-            )
+        episodic = critic_episodic_cost(
+            self.critics.q_c_target,
+            policy,
+            self.initial_obs if use_initial else obs,
+            cfg.gamma,
+            cfg.episode_len,
+            initial_states=use_initial,
+            pessimism=cfg.cost_pessimism,
         )
+        return float(episodic) * self.calibration_factor
 
     @torch.no_grad()
     def _calibration(self) -> float:
